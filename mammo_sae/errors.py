@@ -1,0 +1,9 @@
+"""The project's error types: every expected failure says what was wrong and what to do."""
+
+
+class MammoSaeError(Exception):
+    """Base class of every error mammo-sae raises on purpose (bad input, bad config, bad file)."""
+
+
+class DataError(MammoSaeError):
+    """A dataset root, CSV or image is missing, malformed or inconsistent."""
