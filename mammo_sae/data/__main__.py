@@ -1,0 +1,100 @@
+"""`python -m mammo_sae.data <command>`: inspect a VinDr-Mammo root. Research use only.
+
+Commands: ``summary ROOT`` prints the index summary as JSON (counts per split, labels per image and per
+row, BI-RADS, density, missing files). Bad input exits with code 2 and a one-line message on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from mammo_sae.data.vindr import VindrIndex
+from mammo_sae.errors import MammoSaeError
+
+
+def _optional_location(text: str) -> str | None:
+    """'none' skips an optional input; anything else ('auto' or a path) is passed on."""
+    return None if text.lower() == "none" else text
+
+
+def _summary(args: argparse.Namespace) -> int:
+    index = VindrIndex.load(
+        args.root,
+        images_dir=args.images_dir,
+        image_suffix=args.image_suffix,
+        check_files=args.check_files,
+        mammo_clip_csv=args.mammo_clip_csv,
+        png_dir=args.png_dir,
+    )
+    print(json.dumps(index.summary(max_listed=args.list_missing), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser: one subcommand per job (only ``summary`` for now)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mammo_sae.data",
+        description="Inspect a VinDr-Mammo dataset root (research use only).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    summary = commands.add_parser(
+        "summary",
+        help="print a JSON summary of a VinDr-Mammo root",
+        description="Index ROOT (breast-level_annotations.csv, finding_annotations.csv, images/) and print "
+        "counts per split as JSON: images, studies, positives per image and per CSV row, categories, "
+        "BI-RADS, density, conflicting labels and missing files.",
+    )
+    summary.add_argument("root", metavar="ROOT", help="the VinDr-Mammo release folder")
+    summary.add_argument(
+        "--no-check-files",
+        dest="check_files",
+        action="store_false",
+        help="do not look for the image files on disk",
+    )
+    summary.add_argument(
+        "--images-dir", default="images", help="image folder, relative to ROOT (default: images)"
+    )
+    summary.add_argument("--image-suffix", default=".dicom", help="image file suffix (default: .dicom)")
+    summary.add_argument(
+        "--mammo-clip-csv",
+        type=_optional_location,
+        default="auto",
+        help="Mammo-CLIP vindr_detection_v1_folds.csv: 'auto' (search ROOT and ROOT/mammo_clip), a path, or 'none'",
+    )
+    summary.add_argument(
+        "--png-dir",
+        type=_optional_location,
+        default="auto",
+        help="Mammo-CLIP PNG folder: 'auto' (search for images_png), a path, or 'none'",
+    )
+    summary.add_argument(
+        "--list-missing",
+        type=int,
+        default=10,
+        metavar="N",
+        help="list the first N missing files (default: 10)",
+    )
+    summary.set_defaults(run=_summary)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (0 ok, 2 bad input or bad arguments)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2): return the code instead of exiting
+        return int(exc.code or 0)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except MammoSaeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Promises of the project skeleton: the README commands CI runs, the pins, the console script."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from mammo_sae import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_command(marker: str) -> str:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index(f"<!-- ci:{marker} -->")
+    return next(line for line in lines[start + 1 :] if line and not line.startswith("`"))
+
+
+def test_readme_holds_the_two_fresh_machine_commands() -> None:
+    app = readme_command("app")
+    test = readme_command("test")
+    assert app.startswith("python3 -m venv .venv") and app.endswith("streamlit run app/Home.py")
+    assert test.startswith("python3 -m venv .venv") and "pytest" in test
+    assert "requirements-dev.txt" in test and "requirements.txt" in app
+
+
+def test_ci_reads_its_test_command_from_the_readme() -> None:
+    script = (ROOT / ".ci" / "run").read_text()
+    assert "readme_command test" in script
+
+
+def test_torch_pair_is_pinned_exactly() -> None:
+    pins = dict(
+        re.match(r"([A-Za-z0-9_.-]+)==(\S+)", line).groups()
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
+
+
+def test_console_script_lists_commands_and_rejects_unknown(capsys) -> None:
+    assert cli.main(["--help"]) == 0
+    assert "phantom" in capsys.readouterr().out
+    assert cli.main(["no-such-command"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+
+
+def test_every_registered_command_answers_help() -> None:
+    for name, (module, _) in cli.COMMANDS.items():
+        done = subprocess.run(
+            [sys.executable, "-m", module.removesuffix(".__main__"), "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, f"{name}: {done.stderr}"
+        assert "usage" in done.stdout.lower()
