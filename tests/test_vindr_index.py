@@ -131,6 +131,15 @@ def test_labels_per_image_are_any_of_the_rows(root: Path) -> None:
     assert labels["weird_new_sign"].to_dict() == {"a": 0, "b": 0, "c": 0, "d": 1}
 
 
+def test_boxes_of_an_image_carry_their_kind(root: Path) -> None:
+    index = VindrIndex.load(root)
+    assert index.boxes("a")["kind"].tolist() == ["mass", "focal_asymmetry"]
+    assert index.boxes("b")["kind"].tolist() == ["mass"]
+    assert index.boxes("d")["kind"].tolist() == ["mass", "mass", "weird_new_sign"]
+    assert index.boxes("c").empty
+    assert index.boxes("a").iloc[0][["xmin", "ymin", "xmax", "ymax"]].tolist() == list(BOX)
+
+
 def test_labels_per_row_count_multi_finding_images_more_than_once(root: Path) -> None:
     index = VindrIndex.load(root)
     rows = index.labels("row")

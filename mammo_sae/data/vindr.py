@@ -184,6 +184,22 @@ class VindrIndex:
             frame = frame[frame["split"] == self._check_split(split)]
         return frame[ids + columns].reset_index(drop=True)
 
+    def boxes(self, image_id: str) -> pd.DataFrame:
+        """The finding boxes of one image in original pixels, with ``kind``: its first target category
+        (mass before calcification) or, failing that, its first listed category."""
+        rows = self.findings[(self.findings["image_id"] == image_id) & self.findings["has_box"]]
+        targets = [name for name in TARGETS if name in rows]
+        kinds = [
+            next(
+                (name for name in targets if row[name]),
+                category_key(row["categories"][0]) if row["categories"] else "finding",
+            )
+            for _, row in rows.iterrows()
+        ]
+        out = rows[list(BOX_COLUMNS)].astype(float).reset_index(drop=True)
+        out["kind"] = kinds
+        return out
+
     def conflicts(self, categories: Sequence[str] = TARGETS) -> pd.DataFrame:
         """Per image (aligned with ``images``), whether its rows disagree on each category: some rows have it,
         others do not. The ``any`` column is true if the image conflicts on any of ``categories``."""

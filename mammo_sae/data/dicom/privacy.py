@@ -1,0 +1,74 @@
+"""Keep identifying DICOM values out of messages: collect them from a data set, scrub them from text."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.uid import UID
+
+# Value representations that carry names, dates, times, identifiers or free text.
+_IDENTIFYING_VRS = frozenset(
+    {"PN", "DA", "DT", "TM", "UI", "LO", "LT", "SH", "ST", "UT", "UC", "UR", "AE", "AS"}
+)
+_MIN_LENGTH = 2  # single characters (sex "F", flags) cannot be scrubbed without mangling every message
+_REDACTED = "<redacted>"
+
+
+def identifying_strings(ds: Dataset) -> frozenset[str]:
+    """Every string value of `ds` (nested sequences and file meta included) that could identify someone.
+
+    Covers names, dates, times, non-standard UIDs, IDs, institutions, operators and free text (by VR),
+    plus every private element whatever its VR. Standard UIDs (SOP classes, transfer syntaxes) are kept
+    out because they identify nobody.
+    """
+    found: set[str] = set()
+    datasets: list[Dataset] = [ds]
+    if getattr(ds, "file_meta", None) is not None:
+        datasets.append(ds.file_meta)
+    while datasets:
+        dataset = datasets.pop()
+        for tag in list(dataset.keys()):
+            if tag == 0x7FE00010:
+                continue
+            try:
+                elem = dataset[tag]
+            except Exception:  # a corrupt element (bad VR, bad length) cannot be decoded: nothing to collect
+                continue
+            if elem.VR == "SQ":
+                datasets.extend(elem.value or [])
+            elif elem.tag.is_private or elem.VR in _IDENTIFYING_VRS:
+                found.update(_strings_of(elem.value, elem.VR))
+    return frozenset(s for s in found if len(s) >= _MIN_LENGTH)
+
+
+def _strings_of(value: object, vr: str) -> Iterable[str]:
+    if value is None:
+        return
+    if isinstance(value, list | tuple | MultiValue):
+        for item in value:
+            yield from _strings_of(item, vr)
+        return
+    if isinstance(value, bytes | bytearray):
+        # Private or unknown elements: keep printable runs, the only part that can show up in text.
+        yield from re.findall(rf"[\x20-\x7e]{{{_MIN_LENGTH},}}", value.decode("latin-1"))
+        return
+    if isinstance(value, int | float):
+        return
+    text = str(value).strip()
+    if vr == "UI" and UID(text).name != text:
+        return  # a registered standard UID
+    yield text
+    yield from (part.strip() for part in re.split(r"[\^=\\]", text) if part.strip())
+
+
+def scrub(text: str, secrets: frozenset[str]) -> str:
+    """`text` with every occurrence of a secret replaced; short secrets only as whole words."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 4:
+            text = text.replace(secret, _REDACTED)
+        else:
+            text = re.sub(rf"(?<!\w){re.escape(secret)}(?!\w)", _REDACTED, text)
+    return text
