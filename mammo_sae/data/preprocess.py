@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from mammo_sae.data.dicom import MammogramDicom
 from mammo_sae.data.frames import AxisMap, FrameTransform
 from mammo_sae.errors import DataError
 
@@ -116,3 +117,10 @@ def model_input(png: np.ndarray) -> np.ndarray:
         img /= peak
     img = (img - np.float32(PIXEL_MEAN)) / np.float32(PIXEL_STD)
     return np.broadcast_to(img, (3, *img.shape)).copy()
+
+
+def preprocess_mammogram(
+    image: MammogramDicom, frame_size: tuple[int, int] = (FRAME_HEIGHT, FRAME_WIDTH)
+) -> Preprocessed:
+    """The model-side output of one DICOM read (the display side is ``dicom.display_image``)."""
+    return preprocess(image.stored, image.photometric, frame_size)

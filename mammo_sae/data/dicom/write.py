@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from pydicom.filewriter import dcmwrite
 from pydicom.pixels import get_encoder
 from pydicom.sequence import Sequence
 
+from mammo_sae.atomic import atomic_open
 from mammo_sae.data.dicom.display import WindowPreset
 from mammo_sae.data.dicom.errors import DicomWriteError
 from mammo_sae.data.dicom.ljpeg import encode_lossless_jpeg
@@ -299,12 +299,5 @@ def _file_meta(ds: Dataset, transfer_syntax: str) -> FileMetaDataset:
 
 
 def _atomic_write(path: Path, ds: Dataset) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            dcmwrite(handle, ds, enforce_file_format=True)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as handle:
+        dcmwrite(handle, ds, enforce_file_format=True)

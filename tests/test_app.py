@@ -1,0 +1,65 @@
+"""The Streamlit app through AppTest: it starts, labels itself research-only and browses a dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from mammo_sae.data.phantom import PhantomConfig, generate_dataset
+
+HOME = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("app") / "phantoms"
+    generate_dataset(root, PhantomConfig(studies=3, seed=5, height=256, width=208))
+    return root
+
+
+def start(monkeypatch: pytest.MonkeyPatch, data_root: Path) -> AppTest:
+    monkeypatch.setenv("MAMMO_SAE_DATA", str(data_root))
+    app = AppTest.from_file(HOME, default_timeout=60)
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_home_shows_the_research_use_banner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    app = start(monkeypatch, tmp_path / "nowhere")
+    assert any("Research use only" in w.value for w in app.warning)
+    assert app.title[0].value == "mammo-sae"
+
+
+def test_dataset_page_explains_how_to_make_data_when_there_is_none(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    app = start(monkeypatch, tmp_path / "nowhere")
+    app.switch_page("views/dataset.py").run()
+    assert not app.exception, app.exception
+    assert "mammo_sae.phantom" in app.code[0].value
+
+
+def test_dataset_page_browses_a_phantom_study(monkeypatch: pytest.MonkeyPatch, phantoms: Path) -> None:
+    app = start(monkeypatch, phantoms)
+    app.switch_page("views/dataset.py").run()
+    assert not app.exception, app.exception
+    assert any("Synthetic phantoms" in c.value for c in app.caption)
+    assert app.metric[0].value == "12"
+    assert len(app.get("image")) == 4
+    app.toggle[1].set_value(True).run()  # invert
+    assert not app.exception, app.exception
+
+
+def test_dataset_page_reports_a_broken_root_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "breast-level_annotations.csv").write_text("study_id,image_id\n1,2\n")
+    app = start(monkeypatch, broken)
+    app.switch_page("views/dataset.py").run()
+    assert not app.exception, app.exception
+    assert "missing" in app.error[0].value.lower() or "column" in app.error[0].value.lower()
