@@ -8,31 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mammo_sae.data.vindr import BREAST_CSV, FINDING_CSV, VindrIndex
+from mammo_sae.data.vindr import BREAST_COLUMNS, BREAST_CSV, FINDING_COLUMNS, FINDING_CSV, VindrIndex
 from mammo_sae.errors import DataError
 
-BREAST_COLUMNS = [
-    "study_id",
-    "series_id",
-    "image_id",
-    "laterality",
-    "view_position",
-    "height",
-    "width",
-    "breast_birads",
-    "breast_density",
-    "split",
-]
-FINDING_COLUMNS = [
-    *BREAST_COLUMNS[:-1],
-    "finding_categories",
-    "finding_birads",
-    "xmin",
-    "ymin",
-    "xmax",
-    "ymax",
-    "split",
-]
 NO_BOX = ("", "", "", "")
 
 

@@ -53,7 +53,7 @@ def test_row_and_image_labels_give_the_two_published_views(index: VindrIndex) ->
 
 def test_replica_has_the_release_structure(root: Path, index: VindrIndex) -> None:
     findings = pd.read_csv(root / "finding_annotations.csv", dtype=str, keep_default_na=False)
-    assert list(findings.columns) == replica.FINDING_COLUMNS and len(findings) == 20486
+    assert tuple(findings.columns) == replica.FINDING_COLUMNS and len(findings) == 20486
     assert findings["study_id"].str.fullmatch(r"[0-9a-f]{32}").all()
     assert findings["image_id"].str.fullmatch(r"[0-9a-f]{32}").all()
     assert (findings["finding_categories"] == "['Suspicious Calcification', 'Mass']").sum() == 40

@@ -16,28 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-BREAST_COLUMNS = [
-    "study_id",
-    "series_id",
-    "image_id",
-    "laterality",
-    "view_position",
-    "height",
-    "width",
-    "breast_birads",
-    "breast_density",
-    "split",
-]
-FINDING_COLUMNS = [
-    *BREAST_COLUMNS[:-1],
-    "finding_categories",
-    "finding_birads",
-    "xmin",
-    "ymin",
-    "xmax",
-    "ymax",
-    "split",
-]
+from mammo_sae.data.vindr import BREAST_COLUMNS, FINDING_COLUMNS
 
 MASS = ("Mass",)
 CALC = ("Suspicious Calcification",)
@@ -192,7 +171,7 @@ def write_mammo_clip_csv(root: Path, finding: pd.DataFrame, folder: str = "mammo
 
 def check_replica(breast: pd.DataFrame, finding: pd.DataFrame) -> None:
     """Assert the published counts by plain counting (independent of the index under test)."""
-    assert list(breast.columns) == BREAST_COLUMNS and list(finding.columns) == FINDING_COLUMNS
+    assert tuple(breast.columns) == BREAST_COLUMNS and tuple(finding.columns) == FINDING_COLUMNS
     assert breast["image_id"].is_unique and len(breast) == sum(IMAGES.values())
     assert dict(Counter(breast["split"])) == IMAGES
     assert dict(Counter(finding["split"])) == ROWS

@@ -31,9 +31,10 @@ MAMMO_CLIP_SEARCH: tuple[str, ...] = (".", "mammo_clip")
 
 BOX_COLUMNS: tuple[str, ...] = ("xmin", "ymin", "xmax", "ymax")
 RESIZED_BOX_COLUMNS: tuple[str, ...] = tuple(f"resized_{name}" for name in BOX_COLUMNS)
-# Columns the index needs; the release has more (series_id, ...), which are kept as they are.
-BREAST_REQUIRED: tuple[str, ...] = (
+# The release's columns, in its order (phantoms are written with exactly these).
+BREAST_COLUMNS: tuple[str, ...] = (
     "study_id",
+    "series_id",
     "image_id",
     "laterality",
     "view_position",
@@ -43,11 +44,8 @@ BREAST_REQUIRED: tuple[str, ...] = (
     "breast_density",
     "split",
 )
-FINDING_REQUIRED: tuple[str, ...] = (
-    "study_id",
-    "image_id",
-    "laterality",
-    "view_position",
+FINDING_COLUMNS: tuple[str, ...] = (
+    *BREAST_COLUMNS[:-1],
     "finding_categories",
     "finding_birads",
     *BOX_COLUMNS,
@@ -55,6 +53,9 @@ FINDING_REQUIRED: tuple[str, ...] = (
 )
 # Image-level columns that finding_annotations.csv repeats; the findings table leaves them to the image table.
 _REPEATED = ("series_id", "height", "width", "breast_birads", "breast_density")
+# Columns the index needs; other columns are kept as they are.
+BREAST_REQUIRED: tuple[str, ...] = tuple(name for name in BREAST_COLUMNS if name != "series_id")
+FINDING_REQUIRED: tuple[str, ...] = tuple(name for name in FINDING_COLUMNS if name not in _REPEATED)
 # Columns both CSVs carry that must agree for the same image.
 _MUST_AGREE = ("study_id", "laterality", "view_position", "split")
 _SPLIT_ORDER = ("training", "test")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, fields
 
+from mammo_sae.cli_config import comma_floats, knob
 from mammo_sae.errors import MammoSaeError
 
 GENERATOR_NAME = "mammo-sae phantom"
@@ -32,26 +33,34 @@ class OutputNotEmptyError(PhantomError):
 class PhantomConfig:
     """Every knob of the generator. Rates are probabilities per breast unless said otherwise."""
 
-    studies: int = 50
-    seed: int = 0
-    height: int = DEFAULT_SIZE[0]
+    studies: int = knob(50, "number of studies (4 views each)")
+    seed: int = knob(0, "random seed (>= 0); same seed, same pixels")
+    height: int = DEFAULT_SIZE[0]  # set on the command line as --size HxW
     width: int = DEFAULT_SIZE[1]
-    mass_rate: float = 0.25
-    calcification_rate: float = 0.2
-    #: P(the calcifications sit inside the mass | the breast has both): one finding row, two categories.
-    co_located_rate: float = 0.3
-    #: P(a breast has a benign bright structure: a coarse or a vascular calcification; not a finding).
-    benign_rate: float = 0.4
-    #: Marker-label correlation: P(marker | positive) = 0.5 + r/2, P(marker | negative) = 0.5 - r/2.
-    confounder_rate: float = 0.0
-    confounder_finding: str = "calcification"
-    #: Patient-level density class weights A, B, C, D (normalised).
-    density_weights: tuple[float, float, float, float] = (0.15, 0.35, 0.35, 0.15)
-    test_fraction: float = 0.2
-    #: Per-image encoding mix (at least one file of each kind when the rate is > 0).
-    jpeg2000_rate: float = 0.25
-    monochrome1_rate: float = 0.25
-    sigmoid_rate: float = 0.2
+    mass_rate: float = knob(0.25, "P(a breast has a mass)")
+    calcification_rate: float = knob(0.2, "P(a breast has a suspicious calcification cluster)")
+    co_located_rate: float = knob(
+        0.3, "P(the calcifications lie inside the mass | a breast has both): one finding row, two categories"
+    )
+    benign_rate: float = knob(
+        0.4, "P(a breast has a benign bright structure: coarse or vascular calcification, not a finding)"
+    )
+    confounder_rate: float = knob(
+        0.0, "marker/label correlation R: P(marker | positive) = 0.5 + R/2, P(marker | negative) = 0.5 - R/2"
+    )
+    confounder_finding: str = knob(
+        "calcification", "the finding the burned-in marker correlates with", choices=CONFOUNDER_FINDINGS
+    )
+    density_weights: tuple[float, float, float, float] = knob(
+        (0.15, 0.35, 0.35, 0.15),
+        "relative frequency of the density classes A, B, C, D (per patient)",
+        parse=comma_floats(4),
+        metavar="A,B,C,D",
+    )
+    test_fraction: float = knob(0.2, "fraction of studies in the test split")
+    jpeg2000_rate: float = knob(0.25, "share of JPEG 2000 lossless files (at least one if > 0)")
+    monochrome1_rate: float = knob(0.25, "share of MONOCHROME1 files (at least one if > 0)")
+    sigmoid_rate: float = knob(0.2, "share of files with VOILUTFunction SIGMOID (at least one if > 0)")
 
     @property
     def size(self) -> tuple[int, int]:

@@ -40,6 +40,7 @@ from mammo_sae.data.phantom.config import (
 from mammo_sae.data.phantom.encoding import build_encoding
 from mammo_sae.data.phantom.plan import ImagePlan, plan_dataset
 from mammo_sae.data.phantom.render import TruthObject, render_image
+from mammo_sae.data.vindr import BREAST_COLUMNS, FINDING_COLUMNS
 
 SYNTHETIC_NOTICE = "SYNTHETIC PHANTOM - NOT PATIENT DATA"
 IMAGES_DIR = "images"
@@ -52,28 +53,6 @@ IN_PROGRESS = ".phantom-in-progress"
 #: Physical height of the simulated detector field, to give the images a plausible pixel spacing.
 FIELD_HEIGHT_MM = 300.0
 
-BREAST_COLUMNS = (
-    "study_id",
-    "series_id",
-    "image_id",
-    "laterality",
-    "view_position",
-    "height",
-    "width",
-    "breast_birads",
-    "breast_density",
-    "split",
-)
-FINDING_COLUMNS = (
-    *BREAST_COLUMNS[:-1],
-    "finding_categories",
-    "finding_birads",
-    "xmin",
-    "ymin",
-    "xmax",
-    "ymax",
-    "split",
-)
 METADATA_COLUMNS = (
     "study_id",
     "series_id",

@@ -1,0 +1,78 @@
+"""Command lines generated from frozen config dataclasses: every knob has one name, default and help.
+
+Declare a field with :func:`knob` (its help text, and a parser for non-scalar types); then
+:func:`add_config_arguments` adds ``--field-name`` flags for it and :func:`config_from_args` builds the
+dataclass from the parsed flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+_SCALARS: dict[Any, Callable[[str], Any]] = {int: int, float: float, str: str}
+
+
+def knob(
+    default: Any,
+    help: str,
+    *,
+    parse: Callable[[str], Any] | None = None,
+    metavar: str | None = None,
+    choices: Iterable[Any] | None = None,
+) -> Any:
+    """A dataclass field that carries its command-line help (and parser, for non-scalar types)."""
+    meta = {"help": help, "parse": parse, "metavar": metavar, "choices": tuple(choices) if choices else None}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable[str] = ()) -> None:
+    """Add one ``--flag`` per :func:`knob` field of ``cls`` (booleans become ``--flag/--no-flag``)."""
+    hints = typing.get_type_hints(cls)
+    skipped = set(exclude)
+    for field in dataclasses.fields(cls):
+        if field.name in skipped or "help" not in field.metadata:
+            continue
+        meta, kind = field.metadata, hints[field.name]
+        options: dict[str, Any] = {"default": field.default, "help": meta["help"], "dest": field.name}
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            parse = meta["parse"] or _SCALARS.get(kind)
+            assert parse is not None, f"{cls.__name__}.{field.name}: give knob(parse=...) for type {kind}"
+            options["type"] = parse
+            if meta["metavar"]:
+                options["metavar"] = meta["metavar"]
+            if meta["choices"]:
+                options["choices"] = meta["choices"]
+        parser.add_argument(flag_name(field.name), **options)
+
+
+def config_from_args(cls: type[T], args: argparse.Namespace, **extra: Any) -> T:
+    """Build ``cls`` from parsed flags (fields absent from ``args`` keep their defaults) plus ``extra``."""
+    names = {field.name for field in dataclasses.fields(cls)}
+    values = {name: value for name, value in vars(args).items() if name in names}
+    return cls(**(values | extra))
+
+
+def comma_floats(count: int) -> Callable[[str], tuple[float, ...]]:
+    """A parser for ``count`` comma-separated numbers, e.g. density weights ``0.15,0.35,0.35,0.15``."""
+
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(part) for part in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != count:
+            raise argparse.ArgumentTypeError(f"expected {count} comma-separated numbers, got {text!r}")
+        return values
+
+    return parse

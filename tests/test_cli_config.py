@@ -1,0 +1,55 @@
+"""Command lines generated from config dataclasses."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import pytest
+
+from mammo_sae.cli_config import add_config_arguments, comma_floats, config_from_args, knob
+
+
+@dataclass(frozen=True)
+class Example:
+    epochs: int = knob(200, "passes over the data")
+    lr: float = knob(3e-4, "learning rate")
+    arch: str = knob("relu", "SAE architecture", choices=("relu", "topk"))
+    shuffle: bool = knob(True, "shuffle the batches")
+    weights: tuple[float, float] = knob((1.0, 2.0), "two weights", parse=comma_floats(2), metavar="A,B")
+    internal: int = 7  # no knob: not on the command line
+
+
+def parse(argv: list[str]) -> Example:
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, Example)
+    return config_from_args(Example, parser.parse_args(argv))
+
+
+def test_defaults_come_from_the_dataclass() -> None:
+    assert parse([]) == Example()
+
+
+def test_every_knob_becomes_a_typed_flag() -> None:
+    config = parse(["--epochs", "3", "--lr", "0.1", "--arch", "topk", "--no-shuffle", "--weights", "3,4"])
+    assert config == Example(epochs=3, lr=0.1, arch="topk", shuffle=False, weights=(3.0, 4.0))
+
+
+def test_fields_without_a_knob_are_not_flags() -> None:
+    with pytest.raises(SystemExit):
+        parse(["--internal", "3"])
+
+
+@pytest.mark.parametrize("argv", [["--epochs", "many"], ["--arch", "gated"], ["--weights", "1,2,3"]])
+def test_bad_values_are_refused_by_argparse(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse(argv)
+    assert exit_info.value.code == 2
+    assert "argument --" in capsys.readouterr().err
+
+
+def test_extra_values_override_the_flags() -> None:
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, Example, exclude=["epochs"])
+    config = config_from_args(Example, parser.parse_args([]), epochs=9, internal=1)
+    assert config.epochs == 9 and config.internal == 1
