@@ -15,6 +15,15 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 _SCALARS: dict[Any, Callable[[str], Any]] = {int: int, float: float, str: str}
+REQUIRED = dataclasses.MISSING  # knob(REQUIRED, ...): a field without default, a required flag
+
+
+def _scalar_parser(kind: Any) -> Callable[[str], Any] | None:
+    """The parser of ``int``/``float``/``str`` and of their ``X | None`` forms."""
+    if kind in _SCALARS:
+        return _SCALARS[kind]
+    args = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+    return _SCALARS.get(args[0]) if len(args) == 1 else None
 
 
 def knob(
@@ -27,6 +36,8 @@ def knob(
 ) -> Any:
     """A dataclass field that carries its command-line help (and parser, for non-scalar types)."""
     meta = {"help": help, "parse": parse, "metavar": metavar, "choices": tuple(choices) if choices else None}
+    if default is REQUIRED:
+        return dataclasses.field(metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -42,11 +53,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude:
         if field.name in skipped or "help" not in field.metadata:
             continue
         meta, kind = field.metadata, hints[field.name]
-        options: dict[str, Any] = {"default": field.default, "help": meta["help"], "dest": field.name}
+        options: dict[str, Any] = {"help": meta["help"], "dest": field.name}
+        if field.default is REQUIRED:
+            options["required"] = True
+        else:
+            options["default"] = field.default
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
         else:
-            parse = meta["parse"] or _SCALARS.get(kind)
+            parse = meta["parse"] or _scalar_parser(kind)
             assert parse is not None, f"{cls.__name__}.{field.name}: give knob(parse=...) for type {kind}"
             options["type"] = parse
             if meta["metavar"]:
@@ -76,3 +91,11 @@ def comma_floats(count: int) -> Callable[[str], tuple[float, ...]]:
         return values
 
     return parse
+
+
+def hw_size(text: str) -> tuple[int, int]:
+    """A parser for ``HxW`` sizes such as ``1520x912`` (height first, as numpy shapes)."""
+    parts = text.lower().replace(" ", "").split("x")
+    if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"expected a size HxW such as 1520x912, got {text!r}")
+    return int(parts[0]), int(parts[1])

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from mammo_sae.cli_config import add_config_arguments, comma_floats, config_from_args, knob
+from mammo_sae.cli_config import REQUIRED, add_config_arguments, comma_floats, config_from_args, knob
 
 
 @dataclass(frozen=True)
@@ -53,3 +53,18 @@ def test_extra_values_override_the_flags() -> None:
     add_config_arguments(parser, Example, exclude=["epochs"])
     config = config_from_args(Example, parser.parse_args([]), epochs=9, internal=1)
     assert config.epochs == 9 and config.internal == 1
+
+
+@dataclass(frozen=True)
+class WithRequired:
+    data: str = knob(REQUIRED, "dataset root")
+    limit: int | None = knob(None, "at most this many images")
+
+
+def test_required_and_optional_knobs() -> None:
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, WithRequired)
+    assert config_from_args(WithRequired, parser.parse_args(["--data", "x"])) == WithRequired("x", None)
+    assert config_from_args(WithRequired, parser.parse_args(["--data", "x", "--limit", "3"])).limit == 3
+    with pytest.raises(SystemExit):
+        parser.parse_args([])

@@ -1,0 +1,1 @@
+"""Feature extraction: images -> backbone feature maps -> sampled tokens -> an activation store."""

@@ -1,0 +1,319 @@
+"""The extraction loop: images -> backbone layer -> sampled fp16 tokens -> committed store shards.
+
+Shards are fixed groups of images, so the work splits across torchrun ranks (rank r takes shards
+k % world_size == r), resumes after a kill (committed shards are skipped) and yields the same store
+whatever the number of processes. Batches never straddle shards, so a shard's numbers do not depend on
+which other shards a process handles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from mammo_sae import __version__
+from mammo_sae.cli_config import REQUIRED, hw_size, knob
+from mammo_sae.data.preprocess import FRAME_HEIGHT, FRAME_WIDTH, PIXEL_MEAN, PIXEL_STD
+from mammo_sae.data.vindr import VindrIndex
+from mammo_sae.distributed import DistContext, barrier, device_for, gather_objects
+from mammo_sae.errors import MammoSaeError
+from mammo_sae.extraction.images import SPLITS, FrameDataset, ImageRecord, collate_frames, select_records
+from mammo_sae.extraction.tokens import sample_tokens, tokens_per_image
+from mammo_sae.models import Backbone, capture_layer, create_backbone, load_classifier
+from mammo_sae.store import StoreWriter
+
+DTYPES = {"fp16": np.float16, "fp32": np.float32}
+
+
+class ExtractError(MammoSaeError):
+    """The extraction was asked for something it cannot do (bad flags, no images, wrong layer)."""
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Every knob of `python -m mammo_sae.extract`."""
+
+    data: str = knob(REQUIRED, "VinDr-Mammo layout root (real release or phantoms)")
+    out: str = knob(REQUIRED, "parent folder of stores; the store is a sub-folder named by its content hash")
+    backbone: str | None = knob(None, "backbone spec: timm:NAME[:WEIGHTS] or mammoclip-b5:CHECKPOINT")
+    classifier: str | None = knob(None, "classifier file; its own (fine-tuned) backbone weights are used")
+    layer: str | None = knob(None, "layer to read (default: the backbone's head output, the paper's layer)")
+    split: str = knob("training", "which split to extract", choices=SPLITS)
+    tokens_per_image: float = knob(0.25, "fraction of each image's tokens to keep (the paper: 0.25)")
+    augment: bool = knob(False, "flip / affine / elastic augmentation of each image (deterministic per seed)")
+    limit: int | None = knob(None, "only the first N images of the split")
+    frame_size: tuple[int, int] = knob(
+        (FRAME_HEIGHT, FRAME_WIDTH), "model frame height x width", parse=hw_size, metavar="HxW"
+    )
+    batch_size: int = knob(4, "images per forward pass")
+    workers: int = knob(2, "DataLoader processes decoding and preprocessing images")
+    images_per_shard: int = knob(64, "images per shard (the unit of commit, resume and work split)")
+    device: str = knob("cpu", "where the backbone runs", choices=("cpu", "cuda"))
+    dtype: str = knob("fp16", "storage precision of the tokens", choices=tuple(DTYPES))
+    seed: int = knob(0, "seed of token sampling and augmentation")
+    progress: bool = knob(True, "show a progress bar")
+
+    def validate(self) -> ExtractConfig:
+        if (self.backbone is None) == (self.classifier is None):
+            raise ExtractError("give exactly one of --backbone SPEC or --classifier FILE")
+        for name in ("batch_size", "images_per_shard"):
+            if getattr(self, name) < 1:
+                raise ExtractError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ExtractError(f"--workers must be >= 0, got {self.workers}")
+        if not 0.0 < self.tokens_per_image <= 1.0:
+            raise ExtractError(f"--tokens-per-image must be in (0, 1], got {self.tokens_per_image}")
+        return self
+
+
+def load_backbone(config: ExtractConfig) -> tuple[Backbone, str | None]:
+    """The backbone to read features from, and the sha256 of the classifier file it came from."""
+    if config.classifier is not None:
+        classifier = load_classifier(config.classifier)
+        return classifier.backbone, file_sha256(config.classifier)
+    assert config.backbone is not None
+    return create_backbone(config.backbone), None
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def architecture_of(spec: str) -> str:
+    """The spec without its file path: ``timm:NAME`` or ``mammoclip-b5`` (files are identified by hash)."""
+    kind, _, rest = spec.partition(":")
+    return f"timm:{rest.split(':', 1)[0]}" if kind == "timm" else kind
+
+
+def layer_output(backbone: Backbone, layer: str, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) feature map of ``layer`` (the default layer goes through ``forward_features``)."""
+    if layer == backbone.default_layer:
+        return backbone.forward_features(pixels)
+    return capture_layer(backbone, layer, pixels)
+
+
+def feature_shape(backbone: Backbone, layer: str, frame_size: tuple[int, int]) -> tuple[int, int, int]:
+    """(channels, grid height, grid width) of a layer, found on a weightless copy on the meta device."""
+    ghost = copy.deepcopy(backbone).to("meta")
+    with torch.inference_mode():
+        out = layer_output(ghost, layer, torch.empty(1, 3, *frame_size, device="meta"))
+    assert out.ndim == 4, f"layer {layer} gives a {out.ndim}-d output, not a feature map"
+    return int(out.shape[1]), int(out.shape[2]), int(out.shape[3])
+
+
+def store_identity(
+    config: ExtractConfig,
+    backbone: Backbone,
+    classifier_sha256: str | None,
+    layer: str,
+    shape: tuple[int, int, int],
+    image_ids: list[str],
+) -> dict[str, Any]:
+    """Everything that determines a store's content; its hash names the store folder."""
+    return {
+        "backbone": {
+            "architecture": architecture_of(backbone.spec),
+            "weights_sha256": backbone.weights_sha256,
+            "classifier_sha256": classifier_sha256,
+        },
+        "layer": layer,
+        "d": shape[0],
+        "grid": [shape[1], shape[2]],
+        "preprocessing": {
+            "recipe": "mammo-clip",
+            "frame_size": list(config.frame_size),
+            "mean": PIXEL_MEAN,
+            "std": PIXEL_STD,
+        },
+        "dtype": np.dtype(DTYPES[config.dtype]).name,
+        "sampling": {"tokens_per_image": config.tokens_per_image, "seed": config.seed, "augment": config.augment},
+        "split": config.split,
+        "images_sha256": hashlib.sha256("\n".join(image_ids).encode()).hexdigest(),
+        "package_version": __version__,
+    }
+
+
+def shard_batches(writer: StoreWriter, shards: list[int], positions: dict[str, int], batch_size: int) -> list[list[int]]:
+    """Dataset positions batched shard by shard (a batch never mixes two shards)."""
+    batches = []
+    for shard in shards:
+        members = [positions[image_id] for image_id in writer.shard_images(shard) if image_id in positions]
+        batches += [members[i : i + batch_size] for i in range(0, len(members), batch_size)]
+    return batches
+
+
+@dataclass
+class ShardBuffer:
+    """Tokens of the shard being filled, until all its images have passed."""
+
+    shard: int
+    expected: set[str]
+    features: list[np.ndarray]
+    rows: list[pd.DataFrame]
+    skipped: dict[str, str]
+
+    @property
+    def complete(self) -> bool:
+        return not self.expected
+
+
+def run_extraction(config: ExtractConfig, context: DistContext) -> dict[str, Any]:
+    """Extract the configured split into a store; returns this run's JSON-ready summary (rank 0: whole)."""
+    config.validate()
+    started = time.perf_counter()
+    index = VindrIndex.load(config.data)
+    records, missing = select_records(index, config.split, config.limit)
+    if not records:
+        raise ExtractError(f"no readable images in split {config.split!r} of {config.data}")
+    device = device_for(context, config.device)
+    backbone, classifier_sha = load_backbone(config)
+    layer = config.layer or backbone.default_layer
+    shape = feature_shape(backbone, layer, config.frame_size)
+    backbone = backbone.to(device).eval().to(memory_format=torch.channels_last)
+
+    image_ids = [record.image_id for record in records]
+    identity = store_identity(config, backbone, classifier_sha, layer, shape, image_ids)
+    labels = index.images.set_index("image_id")[list(index.categories)]
+    writer = None
+    if context.is_main:
+        writer = StoreWriter.create_or_resume(
+            config.out, identity, image_ids, images_per_shard=config.images_per_shard, label_columns=list(index.categories)
+        )
+    barrier(context)
+    if writer is None:
+        writer = StoreWriter.create_or_resume(
+            config.out, identity, image_ids, images_per_shard=config.images_per_shard, label_columns=list(index.categories)
+        )
+    pending = writer.pending_shards(rank=context.rank, world_size=context.world_size)
+    positions = {record.image_id: i for i, record in enumerate(records)}
+    written = _extract_shards(config, context, writer, records, positions, pending, backbone, layer, shape, labels, device)
+    barrier(context)
+    counts = gather_objects(context, written)
+    summary: dict[str, Any] = {"rank": context.rank, "shards_written": written["shards"]}
+    if context.is_main:
+        reader = writer.finalize()
+        images = sum(c["images"] for c in counts)
+        seconds = time.perf_counter() - started
+        summary = {
+            "store": str(writer.path),
+            "backbone": backbone.spec,
+            "layer": layer,
+            "d": shape[0],
+            "grid": [shape[1], shape[2]],
+            "tokens_per_image": tokens_per_image((shape[1], shape[2]), config.tokens_per_image),
+            "images_in_store": reader.n_images,
+            "tokens_in_store": reader.n_tokens,
+            "images_this_run": images,
+            "shards_this_run": sum(c["shards"] for c in counts),
+            "shards_resumed": len(writer.shard_ids()) - sum(c["shards"] for c in counts),
+            "skipped": {**missing, **{k: v for c in counts for k, v in c["skipped"].items()}},
+            "processes": context.world_size,
+            "seconds": round(seconds, 2),
+            "images_per_second": round(images / seconds, 3) if seconds > 0 else None,
+        }
+    return summary
+
+
+def _extract_shards(
+    config: ExtractConfig,
+    context: DistContext,
+    writer: StoreWriter,
+    records: list[ImageRecord],
+    positions: dict[str, int],
+    pending: list[int],
+    backbone: Backbone,
+    layer: str,
+    shape: tuple[int, int, int],
+    labels: pd.DataFrame,
+    device: torch.device,
+) -> dict[str, Any]:
+    batches = shard_batches(writer, pending, positions, config.batch_size)
+    dataset = FrameDataset(records, config.frame_size, augment=config.augment, seed=config.seed)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=config.workers,
+        collate_fn=collate_frames,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    grid = (shape[1], shape[2])
+    store_dtype = DTYPES[config.dtype]
+    done = {"shards": 0, "images": 0, "skipped": {}}
+    queue = iter(pending)
+    buffer = _next_buffer(writer, queue, positions)
+    bar = tqdm(
+        total=sum(len(b) for b in batches),
+        unit="img",
+        disable=not config.progress,
+        desc=f"extract[{context.rank}]" if context.active else "extract",
+        position=context.rank,
+    )
+    autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext()
+    with torch.inference_mode(), autocast, bar:
+        for ids, pixels, errors in loader:
+            features = None
+            if pixels is not None:
+                pixels = pixels.to(device, non_blocking=True).to(memory_format=torch.channels_last)
+                fmap = layer_output(backbone, layer, pixels)
+                features = fmap.float().flatten(2).transpose(1, 2).cpu().numpy()  # (B, H*W, C)
+            for position, image_id in enumerate(ids):
+                chosen = sample_tokens(grid, config.tokens_per_image, config.seed, image_id)
+                buffer.features.append(features[position, chosen].astype(store_dtype))
+                buffer.rows.append(_index_rows(image_id, chosen, grid, labels))
+                buffer.expected.discard(image_id)
+            for image_id, error in errors.items():
+                buffer.skipped[image_id] = error
+                buffer.expected.discard(image_id)
+            bar.update(len(ids) + len(errors))
+            done["images"] += len(ids)
+            while buffer is not None and buffer.complete:
+                _commit(writer, buffer, shape[0], store_dtype)
+                done["shards"] += 1
+                done["skipped"].update(buffer.skipped)
+                buffer = _next_buffer(writer, queue, positions)
+    assert buffer is None, "every pending shard must have been committed"
+    return done
+
+
+def _next_buffer(writer: StoreWriter, queue: Iterator[int], positions: dict[str, int]) -> ShardBuffer | None:
+    shard = next(queue, None)
+    if shard is None:
+        return None
+    expected = {image_id for image_id in writer.shard_images(shard) if image_id in positions}
+    return ShardBuffer(shard, expected, [], [], {})
+
+
+def _index_rows(image_id: str, chosen: np.ndarray, grid: tuple[int, int], labels: pd.DataFrame) -> pd.DataFrame:
+    rows = pd.DataFrame({"image_id": image_id, "row": chosen // grid[1], "col": chosen % grid[1]})
+    for name, value in labels.loc[image_id].items():
+        rows[name] = value
+    return rows
+
+
+def _commit(writer: StoreWriter, buffer: ShardBuffer, d: int, dtype: type) -> None:
+    if buffer.features:
+        features = np.concatenate(buffer.features)
+        index = pd.concat(buffer.rows, ignore_index=True)
+    else:
+        features = np.zeros((0, d), dtype=dtype)
+        index = pd.DataFrame({"image_id": pd.Series(dtype=str), "row": pd.Series(dtype=int), "col": pd.Series(dtype=int)})
+    writer.write_shard(buffer.shard, features, index, skipped=buffer.skipped)
+
+
