@@ -49,7 +49,9 @@ def device_for(context: DistContext, device: str) -> torch.device:
     """The torch device of this rank (one GPU per local rank)."""
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise MammoSaeError("--device cuda was asked for, but no CUDA device is visible; use --device cpu")
+            raise MammoSaeError(
+                "--device cuda was asked for, but no CUDA device is visible; use --device cpu"
+            )
         return torch.device("cuda", context.local_rank)
     return torch.device("cpu")
 

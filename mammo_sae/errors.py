@@ -7,3 +7,7 @@ class MammoSaeError(Exception):
 
 class DataError(MammoSaeError):
     """A dataset root, CSV or image is missing, malformed or inconsistent."""
+
+
+class ModelError(MammoSaeError):
+    """A backbone spec, checkpoint, classifier file or layer name is invalid or does not fit the model."""

@@ -190,3 +190,15 @@ def test_laterality_falls_back_to_series_laterality(tmp_path):
     ds.save_as(path)
     assert read_mammogram(path).metadata.laterality == "R"
     np.testing.assert_equal(read_mammogram(path).stored.ndim, 2)
+
+
+def test_pydicom_never_logs_element_values(caplog) -> None:
+    import logging
+
+    import mammo_sae.data.dicom  # noqa: F401  (installs the filter on pydicom's own logger)
+
+    with caplog.at_level(logging.WARNING, logger="pydicom"):
+        logging.getLogger("pydicom").warning("Invalid value for VR UI: 'deadbeefcafe'")
+        logging.getLogger("pydicom").warning("an unrelated pydicom warning")
+    text = caplog.text
+    assert "deadbeefcafe" not in text and "unrelated" in text

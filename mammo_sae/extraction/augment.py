@@ -29,7 +29,9 @@ def augment_frame(frame: np.ndarray, seed: int, image_id: str) -> np.ndarray:
     scale = rng.uniform(*SCALE_RANGE)
     matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, scale)
     matrix[:, 2] += rng.uniform(-MAX_SHIFT, MAX_SHIFT, size=2) * (width, height)
-    out = cv2.warpAffine(np.ascontiguousarray(out), matrix, (width, height), flags=cv2.INTER_LINEAR, borderValue=0)
+    out = cv2.warpAffine(
+        np.ascontiguousarray(out), matrix, (width, height), flags=cv2.INTER_LINEAR, borderValue=0
+    )
     if rng.random() < ELASTIC_PROBABILITY:
         out = _elastic(out, rng)
     return out

@@ -14,7 +14,6 @@ import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +30,7 @@ from mammo_sae.distributed import DistContext, barrier, device_for, gather_objec
 from mammo_sae.errors import MammoSaeError
 from mammo_sae.extraction.images import SPLITS, FrameDataset, ImageRecord, collate_frames, select_records
 from mammo_sae.extraction.tokens import sample_tokens, tokens_per_image
-from mammo_sae.models import Backbone, capture_layer, create_backbone, load_classifier
+from mammo_sae.models import Backbone, capture_layer, create_backbone, file_sha256, load_classifier
 from mammo_sae.store import StoreWriter
 
 DTYPES = {"fp16": np.float16, "fp32": np.float32}
@@ -87,20 +86,6 @@ def load_backbone(config: ExtractConfig) -> tuple[Backbone, str | None]:
     return create_backbone(config.backbone), None
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def architecture_of(spec: str) -> str:
-    """The spec without its file path: ``timm:NAME`` or ``mammoclip-b5`` (files are identified by hash)."""
-    kind, _, rest = spec.partition(":")
-    return f"timm:{rest.split(':', 1)[0]}" if kind == "timm" else kind
-
-
 def layer_output(backbone: Backbone, layer: str, pixels: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) feature map of ``layer`` (the default layer goes through ``forward_features``)."""
     if layer == backbone.default_layer:
@@ -128,7 +113,7 @@ def store_identity(
     """Everything that determines a store's content; its hash names the store folder."""
     return {
         "backbone": {
-            "architecture": architecture_of(backbone.spec),
+            "architecture": backbone.architecture,
             "weights_sha256": backbone.weights_sha256,
             "classifier_sha256": classifier_sha256,
         },
@@ -142,14 +127,20 @@ def store_identity(
             "std": PIXEL_STD,
         },
         "dtype": np.dtype(DTYPES[config.dtype]).name,
-        "sampling": {"tokens_per_image": config.tokens_per_image, "seed": config.seed, "augment": config.augment},
+        "sampling": {
+            "tokens_per_image": config.tokens_per_image,
+            "seed": config.seed,
+            "augment": config.augment,
+        },
         "split": config.split,
         "images_sha256": hashlib.sha256("\n".join(image_ids).encode()).hexdigest(),
         "package_version": __version__,
     }
 
 
-def shard_batches(writer: StoreWriter, shards: list[int], positions: dict[str, int], batch_size: int) -> list[list[int]]:
+def shard_batches(
+    writer: StoreWriter, shards: list[int], positions: dict[str, int], batch_size: int
+) -> list[list[int]]:
     """Dataset positions batched shard by shard (a batch never mixes two shards)."""
     batches = []
     for shard in shards:
@@ -193,16 +184,26 @@ def run_extraction(config: ExtractConfig, context: DistContext) -> dict[str, Any
     writer = None
     if context.is_main:
         writer = StoreWriter.create_or_resume(
-            config.out, identity, image_ids, images_per_shard=config.images_per_shard, label_columns=list(index.categories)
+            config.out,
+            identity,
+            image_ids,
+            images_per_shard=config.images_per_shard,
+            label_columns=list(index.categories),
         )
     barrier(context)
     if writer is None:
         writer = StoreWriter.create_or_resume(
-            config.out, identity, image_ids, images_per_shard=config.images_per_shard, label_columns=list(index.categories)
+            config.out,
+            identity,
+            image_ids,
+            images_per_shard=config.images_per_shard,
+            label_columns=list(index.categories),
         )
     pending = writer.pending_shards(rank=context.rank, world_size=context.world_size)
     positions = {record.image_id: i for i, record in enumerate(records)}
-    written = _extract_shards(config, context, writer, records, positions, pending, backbone, layer, shape, labels, device)
+    written = _extract_shards(
+        config, context, writer, records, positions, pending, backbone, layer, shape, labels, device
+    )
     barrier(context)
     counts = gather_objects(context, written)
     summary: dict[str, Any] = {"rank": context.rank, "shards_written": written["shards"]}
@@ -265,7 +266,9 @@ def _extract_shards(
         desc=f"extract[{context.rank}]" if context.active else "extract",
         position=context.rank,
     )
-    autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext()
+    autocast = (
+        torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext()
+    )
     with torch.inference_mode(), autocast, bar:
         for ids, pixels, errors in loader:
             features = None
@@ -300,7 +303,9 @@ def _next_buffer(writer: StoreWriter, queue: Iterator[int], positions: dict[str,
     return ShardBuffer(shard, expected, [], [], {})
 
 
-def _index_rows(image_id: str, chosen: np.ndarray, grid: tuple[int, int], labels: pd.DataFrame) -> pd.DataFrame:
+def _index_rows(
+    image_id: str, chosen: np.ndarray, grid: tuple[int, int], labels: pd.DataFrame
+) -> pd.DataFrame:
     rows = pd.DataFrame({"image_id": image_id, "row": chosen // grid[1], "col": chosen % grid[1]})
     for name, value in labels.loc[image_id].items():
         rows[name] = value
@@ -313,7 +318,7 @@ def _commit(writer: StoreWriter, buffer: ShardBuffer, d: int, dtype: type) -> No
         index = pd.concat(buffer.rows, ignore_index=True)
     else:
         features = np.zeros((0, d), dtype=dtype)
-        index = pd.DataFrame({"image_id": pd.Series(dtype=str), "row": pd.Series(dtype=int), "col": pd.Series(dtype=int)})
+        index = pd.DataFrame(
+            {"image_id": pd.Series(dtype=str), "row": pd.Series(dtype=int), "col": pd.Series(dtype=int)}
+        )
     writer.write_shard(buffer.shard, features, index, skipped=buffer.skipped)
-
-

@@ -34,6 +34,7 @@ from mammo_sae.data.dicom.metadata import (
     SafeMetadata,
     salted_key,
 )
+from mammo_sae.data.dicom.privacy import install_pydicom_log_filter
 from mammo_sae.data.dicom.read import DEFAULT_MAX_PIXELS, MammogramDicom, read_mammogram
 from mammo_sae.data.dicom.write import TRANSFER_SYNTAXES, DicomEncoding, intensity_to_stored, write_mammogram
 
@@ -69,3 +70,5 @@ __all__ = [
     "salted_key",
     "write_mammogram",
 ]
+
+install_pydicom_log_filter()

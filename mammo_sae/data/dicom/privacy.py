@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 
@@ -72,3 +73,17 @@ def scrub(text: str, secrets: frozenset[str]) -> str:
         else:
             text = re.sub(rf"(?<!\w){re.escape(secret)}(?!\w)", _REDACTED, text)
     return text
+
+
+class _DropValueMessages(logging.Filter):
+    """Drops pydicom log records that quote element values (its VR validation messages do)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Invalid value for VR" not in record.getMessage()
+
+
+def install_pydicom_log_filter() -> None:
+    """pydicom logs a UID or other value each time validation complains; never let those reach a log."""
+    logger = logging.getLogger("pydicom")
+    if not any(isinstance(f, _DropValueMessages) for f in logger.filters):
+        logger.addFilter(_DropValueMessages())

@@ -1,0 +1,57 @@
+"""`python -m mammo_sae.extract`: backbone features of a VinDr-layout dataset into an activation store.
+
+    python -m mammo_sae.extract --data ROOT --backbone mammoclip-b5:b5-model-best-epoch-7.tar \\
+        --split training --out stores/ [--tokens-per-image 0.25] [--augment] [--device cuda]
+    torchrun --nproc_per_node 4 -m mammo_sae.extract ...      # ranks split the shards
+
+Rerunning the same command resumes an interrupted extraction. Prints a JSON summary at the end; exit
+code 2 for bad arguments or input. Research use only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from mammo_sae.cli_config import add_config_arguments, config_from_args
+from mammo_sae.distributed import init_distributed, shutdown
+from mammo_sae.errors import MammoSaeError
+from mammo_sae.extraction.run import ExtractConfig, run_extraction
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mammo_sae.extract",
+        description="Extract a layer's feature-map tokens over a dataset split into a resumable, sharded "
+        "activation store (fp16, memory-mapped). Research use only.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_config_arguments(parser, ExtractConfig)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad flag (2, already explained by argparse)
+        return int(exc.code or 0)
+    config = config_from_args(ExtractConfig, args)
+    context = None
+    try:
+        context = init_distributed(config.device)
+        summary = run_extraction(config, context)
+    except MammoSaeError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        if context is not None:
+            shutdown(context)
+    if context.is_main:
+        print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
