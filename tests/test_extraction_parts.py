@@ -84,3 +84,14 @@ def test_png_frames_are_preferred_and_resized(phantoms: Path, tmp_path: Path) ->
     cv2.imwrite(str(png), np.full((152, 91), 77, dtype=np.uint8))
     frame = load_frame(ImageRecord("p", "/nonexistent.dicom", str(png)), (76, 45))
     assert frame.shape == (76, 45) and int(frame.mean()) == 77
+
+
+def test_tokens_beyond_the_storage_range_are_refused_with_the_fix() -> None:
+    from mammo_sae.extraction.run import ExtractError, _check_range
+
+    _check_range(np.array([[1.0, -60000.0]]), np.float16, "ok")
+    with pytest.raises(ExtractError, match="--dtype fp32"):
+        _check_range(np.array([[1.0, 7e4]]), np.float16, "big")
+    with pytest.raises(ExtractError, match="NaN"):
+        _check_range(np.array([[np.nan]]), np.float32, "nan")
+    _check_range(np.array([[7e4]]), np.float32, "fine in fp32")

@@ -278,7 +278,9 @@ def _extract_shards(
                 features = fmap.float().flatten(2).transpose(1, 2).cpu().numpy()  # (B, H*W, C)
             for position, image_id in enumerate(ids):
                 chosen = sample_tokens(grid, config.tokens_per_image, config.seed, image_id)
-                buffer.features.append(features[position, chosen].astype(store_dtype))
+                tokens = features[position, chosen]
+                _check_range(tokens, store_dtype, image_id)
+                buffer.features.append(tokens.astype(store_dtype))
                 buffer.rows.append(_index_rows(image_id, chosen, grid, labels))
                 buffer.expected.discard(image_id)
             for image_id, error in errors.items():
@@ -293,6 +295,18 @@ def _extract_shards(
                 buffer = _next_buffer(writer, queue, positions)
     assert buffer is None, "every pending shard must have been committed"
     return done
+
+
+def _check_range(tokens: np.ndarray, dtype: type, image_id: str) -> None:
+    """Refuse tokens that the storage type cannot hold, before they are cast to inf."""
+    if not np.isfinite(tokens).all():
+        raise ExtractError(f"image {image_id}: the backbone produced NaN or inf features; check its weights")
+    largest = float(np.abs(tokens).max(initial=0.0))
+    if largest > float(np.finfo(dtype).max):
+        raise ExtractError(
+            f"image {image_id}: features reach {largest:.3g}, beyond the {np.dtype(dtype).name} range; "
+            "store them with --dtype fp32, or check the backbone's weights (random weights can do this)"
+        )
 
 
 def _next_buffer(writer: StoreWriter, queue: Iterator[int], positions: dict[str, int]) -> ShardBuffer | None:
