@@ -24,14 +24,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from model_fixtures import lukemelas_state, reference_encoder, released_checkpoint, save  # noqa: E402
+from model_fixtures import lukemelas_state, reference_encoder, released_checkpoint, save
 
-from mammo_sae.data.phantom import PhantomConfig, generate_dataset  # noqa: E402
-from mammo_sae.data.vindr import VindrIndex  # noqa: E402
-from mammo_sae.distributed import DistContext  # noqa: E402
-from mammo_sae.extraction.images import FrameDataset, select_records  # noqa: E402
-from mammo_sae.extraction.run import ExtractConfig, run_extraction  # noqa: E402
-from mammo_sae.models import create_backbone  # noqa: E402
+from mammo_sae.data.phantom import PhantomConfig, generate_dataset
+from mammo_sae.data.vindr import VindrIndex
+from mammo_sae.distributed import DistContext
+from mammo_sae.extraction.images import FrameDataset, select_records
+from mammo_sae.extraction.run import ExtractConfig, run_extraction
+from mammo_sae.models import create_backbone
 
 
 def bare_loop(backbone: torch.nn.Module, inputs: list[torch.Tensor], batch_size: int) -> float:
@@ -54,7 +54,9 @@ def timed(fn, repeats: int = 2) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1)
