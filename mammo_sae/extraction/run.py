@@ -181,24 +181,20 @@ def run_extraction(config: ExtractConfig, context: DistContext) -> dict[str, Any
     image_ids = [record.image_id for record in records]
     identity = store_identity(config, backbone, classifier_sha, layer, shape, image_ids)
     labels = index.images.set_index("image_id")[list(index.categories)]
-    writer = None
-    if context.is_main:
-        writer = StoreWriter.create_or_resume(
+
+    def open_writer() -> StoreWriter:
+        return StoreWriter.create_or_resume(
             config.out,
             identity,
             image_ids,
             images_per_shard=config.images_per_shard,
             label_columns=list(index.categories),
         )
+
+    # rank 0 creates the folder and its plan; the others open it once it exists
+    writer = open_writer() if context.is_main else None
     barrier(context)
-    if writer is None:
-        writer = StoreWriter.create_or_resume(
-            config.out,
-            identity,
-            image_ids,
-            images_per_shard=config.images_per_shard,
-            label_columns=list(index.categories),
-        )
+    writer = writer or open_writer()
     pending = writer.pending_shards(rank=context.rank, world_size=context.world_size)
     positions = {record.image_id: i for i, record in enumerate(records)}
     written = _extract_shards(
