@@ -11,3 +11,7 @@ class DataError(MammoSaeError):
 
 class ModelError(MammoSaeError):
     """A backbone spec, checkpoint, classifier file or layer name is invalid or does not fit the model."""
+
+
+class TrainError(MammoSaeError):
+    """SAE training was misconfigured, does not fit its store or checkpoint, or diverged."""
