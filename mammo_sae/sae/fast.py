@@ -149,10 +149,8 @@ class SparseCode:
 
 
 def centred_input(sae: SparseAutoencoder, x: torch.Tensor) -> torch.Tensor:
-    """``x - b_dec`` [B, d], stored column-major (a transposed view of a kept [d, B] buffer): the
-    encoder GEMM takes either order, and MKL's sparse products for dW_enc want this one."""
-    B, d = x.shape
-    return torch.sub(x.T, sae.b_dec[:, None], out=sae.workspace("fast.db0", (d, B), x)).T
+    """``x - b_dec`` [B, d] in a kept buffer."""
+    return torch.sub(x, sae.b_dec, out=sae.workspace("fast.bd1", tuple(x.shape), x))
 
 
 # --- the ReLU SAE ------------------------------------------------------------------------------------
