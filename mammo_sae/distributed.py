@@ -6,7 +6,10 @@ a laptop and a multi-node GPU job. CPU runs use the gloo backend, GPU runs nccl.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,3 +76,22 @@ def gather_objects(context: DistContext, value: Any) -> list[Any]:
 def shutdown(context: DistContext) -> None:
     if context.active and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def run_command(prog: str, device: str, job: Callable[[DistContext], dict[str, Any]]) -> int:
+    """Run a command's job on every rank: errors become one message and exit code 2, the main rank
+    prints the JSON summary, and the process group is always left."""
+    context = None
+    try:
+        context = init_distributed(device)
+        summary = job(context)
+    except MammoSaeError as error:
+        rank = f" (rank {context.rank})" if context is not None and context.active else ""
+        print(f"{prog}: error{rank}: {error}", file=sys.stderr)
+        return 2
+    finally:
+        if context is not None:
+            shutdown(context)
+    if context.is_main:
+        print(json.dumps(summary, indent=1))
+    return 0

@@ -11,12 +11,10 @@ code 2 for bad arguments or input. Research use only.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from mammo_sae.cli_config import add_config_arguments, config_from_args
-from mammo_sae.distributed import init_distributed, shutdown
-from mammo_sae.errors import MammoSaeError
+from mammo_sae.distributed import run_command
 from mammo_sae.extraction.run import ExtractConfig, run_extraction
 
 
@@ -38,19 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a bad flag (2, already explained by argparse)
         return int(exc.code or 0)
     config = config_from_args(ExtractConfig, args)
-    context = None
-    try:
-        context = init_distributed(config.device)
-        summary = run_extraction(config, context)
-    except MammoSaeError as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 2
-    finally:
-        if context is not None:
-            shutdown(context)
-    if context.is_main:
-        print(json.dumps(summary, indent=1))
-    return 0
+    return run_command(parser.prog, config.device, lambda context: run_extraction(config, context))
 
 
 if __name__ == "__main__":

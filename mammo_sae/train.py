@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mammo_sae.cli_config import add_config_arguments, config_from_args
-from mammo_sae.distributed import init_distributed, shutdown
+from mammo_sae.distributed import run_command
 from mammo_sae.errors import MammoSaeError, TrainError
 from mammo_sae.sae.config import TrainConfig, read_config_file
 
@@ -132,20 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from mammo_sae.sae.trainer import train
 
-    context = None
-    try:
-        context = init_distributed(config.device)
-        summary = train(config, context)
-    except MammoSaeError as error:
-        rank = f" (rank {context.rank})" if context is not None and context.active else ""
-        print(f"{PROG}: error{rank}: {error}", file=sys.stderr)
-        return 2
-    finally:
-        if context is not None:
-            shutdown(context)
-    if context.is_main:
-        print(json.dumps(summary, indent=1))
-    return 0
+    return run_command(PROG, config.device, lambda context: train(config, context))
 
 
 if __name__ == "__main__":
