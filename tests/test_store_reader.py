@@ -266,4 +266,5 @@ def test_index_and_shard_accessors(store: StoreReader) -> None:
     assert store.shard_images(1) == ["img00004", "img00005", "img00006", "img00007"]
     assert list(store.shard_index(1).index[:2]) == [32, 33]
     assert index["row"].max() < 6 and index["col"].max() < 4
-    assert "15" not in repr(store) and "14 images" in repr(store)
+    shown = repr(store).replace(str(store.path), "PATH")  # the tmp path may contain any digits
+    assert "15 images" not in shown and "14 images" in shown

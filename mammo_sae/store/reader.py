@@ -252,66 +252,14 @@ class StoreReader:
             stream.load_state_dict(state)
         return stream
 
-    def iter_batches(
-        self,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        seed: int = 0,
-        buffer_tokens: int = DEFAULT_BUFFER_TOKENS,
-        drop_last: bool = False,
-        shards: Sequence[int] | None = None,
-        dtype: Any = np.float32,
-        as_torch: bool = False,
-        epoch: int = 0,
-        state: dict[str, Any] | None = None,
-    ) -> Iterator[Any]:
-        """One epoch of feature batches (numpy arrays, or torch tensors with ``as_torch``)."""
-        return iter(
-            self.stream(
-                batch_size,
-                shuffle=shuffle,
-                seed=seed,
-                buffer_tokens=buffer_tokens,
-                drop_last=drop_last,
-                shards=shards,
-                dtype=dtype,
-                as_torch=as_torch,
-                epoch=epoch,
-                state=state,
-            )
-        )
+    def iter_batches(self, batch_size: int, **options: Any) -> Iterator[Any]:
+        """One epoch of feature batches (numpy arrays, or torch tensors with ``as_torch``); ``options`` are
+        those of :meth:`stream` (shuffle, seed, buffer_tokens, drop_last, shards, dtype, epoch, state)."""
+        return iter(self.stream(batch_size, **options, with_index=False))
 
-    def iter_batches_with_index(
-        self,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        seed: int = 0,
-        buffer_tokens: int = DEFAULT_BUFFER_TOKENS,
-        drop_last: bool = False,
-        shards: Sequence[int] | None = None,
-        dtype: Any = np.float32,
-        as_torch: bool = False,
-        epoch: int = 0,
-        state: dict[str, Any] | None = None,
-    ) -> Iterator[tuple[Any, pd.DataFrame]]:
+    def iter_batches_with_index(self, batch_size: int, **options: Any) -> Iterator[tuple[Any, pd.DataFrame]]:
         """Like iter_batches, yielding ``(features, index rows)``; the rows' pandas index is the token number."""
-        return iter(
-            self.stream(
-                batch_size,
-                shuffle=shuffle,
-                seed=seed,
-                buffer_tokens=buffer_tokens,
-                drop_last=drop_last,
-                shards=shards,
-                dtype=dtype,
-                as_torch=as_torch,
-                with_index=True,
-                epoch=epoch,
-                state=state,
-            )
-        )
+        return iter(self.stream(batch_size, **options, with_index=True))
 
     def split_tokens(self, validation_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
         """Hold out whole shards (so whole images) holding about ``validation_fraction`` of the tokens.
