@@ -153,6 +153,14 @@ def centred_input(sae: SparseAutoencoder, x: torch.Tensor) -> torch.Tensor:
     return torch.sub(x, sae.b_dec, out=sae.workspace("fast.bd1", tuple(x.shape), x))
 
 
+def encoder_forward(sae: SparseAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one dense product every kernel keeps: ``x - b_dec`` and the pre-activations, in kept buffers."""
+    xc = centred_input(sae, x)
+    pre = sae.workspace("fast.bh0", (x.shape[0], sae.d_sae), x)
+    torch.mm(xc, sae.W_enc, out=pre).add_(sae.b_enc)
+    return xc, pre
+
+
 # --- the ReLU SAE ------------------------------------------------------------------------------------
 
 
@@ -166,9 +174,7 @@ def relu_step(sae: SparseAutoencoder, x: torch.Tensor, l1_coeff: float, kernel: 
     h = sae.d_sae
     W_enc, b_enc, W_dec, b_dec = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec
     gW_enc, gb_enc, gW_dec, gb_dec = (sae.grad_target(p) for p in (W_enc, b_enc, W_dec, b_dec))
-    xc = centred_input(sae, x)
-    z = sae.workspace("fast.bh0", (B, h), x)
-    torch.mm(xc, W_enc, out=z).add_(b_enc)
+    xc, z = encoder_forward(sae, x)
     z.relu_()
     mask = torch.sign(z, out=sae.workspace("fast.bh1", (B, h), x))  # 1.0 where z > 0
     z_count_f = mask.sum(dim=0)
@@ -310,12 +316,9 @@ def code_step(
 ) -> tuple[LossParts, SparseCode]:
     """Loss and gradients of a TopK-family SAE whose code ``select(pre)`` picks; returns the code too."""
     B, d = x.shape
-    h = sae.d_sae
     W_enc, b_enc, W_dec, b_dec = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec
     gW_enc, gb_enc, gW_dec, gb_dec = (sae.grad_target(p) for p in (W_enc, b_enc, W_dec, b_dec))
-    xc = centred_input(sae, x)
-    pre = sae.workspace("fast.bh0", (B, h), x)
-    torch.mm(xc, W_enc, out=pre).add_(b_enc)
+    xc, pre = encoder_forward(sae, x)
     code = select(pre)
     sae.last_kernel = "sparse"
     x_hat = code.decode(W_dec, b_dec)
