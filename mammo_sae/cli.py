@@ -10,6 +10,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "phantom": ("mammo_sae.phantom", "generate a synthetic phantom dataset in VinDr layout"),
     "extract": ("mammo_sae.extract", "extract a layer's feature-map tokens into an activation store"),
     "train": ("mammo_sae.train", "train a sparse autoencoder on an activation store"),
+    "analyze": ("mammo_sae.analyze", "concept scores, patches, maps, localisation and curves into a bundle"),
 }
 
 

@@ -33,9 +33,20 @@ def knob(
     parse: Callable[[str], Any] | None = None,
     metavar: str | None = None,
     choices: Iterable[Any] | None = None,
+    repeat: bool = False,
 ) -> Any:
-    """A dataclass field that carries its command-line help (and parser, for non-scalar types)."""
-    meta = {"help": help, "parse": parse, "metavar": metavar, "choices": tuple(choices) if choices else None}
+    """A dataclass field that carries its command-line help (and parser, for non-scalar types).
+
+    ``repeat=True`` makes a flag that may be given several times (``--classifier A --classifier B``); the
+    field is then a tuple of the parsed values.
+    """
+    meta = {
+        "help": help,
+        "parse": parse,
+        "metavar": metavar,
+        "choices": tuple(choices) if choices else None,
+        "repeat": repeat,
+    }
     if default is REQUIRED:
         return dataclasses.field(metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -61,6 +72,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude:
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
         else:
+            if meta.get("repeat"):
+                options["action"] = "append"
+                options.pop("default", None)
+                kind = typing.get_args(kind)[0]
             parse = meta["parse"] or _scalar_parser(kind)
             assert parse is not None, f"{cls.__name__}.{field.name}: give knob(parse=...) for type {kind}"
             options["type"] = parse
@@ -75,6 +90,10 @@ def config_from_args(cls: type[T], args: argparse.Namespace, **extra: Any) -> T:
     """Build ``cls`` from parsed flags (fields absent from ``args`` keep their defaults) plus ``extra``."""
     names = {field.name for field in dataclasses.fields(cls)}
     values = {name: value for name, value in vars(args).items() if name in names}
+    for field in dataclasses.fields(cls):
+        if field.metadata.get("repeat") and field.name in values:
+            given = values[field.name]
+            values[field.name] = field.default if given is None else tuple(given)
     return cls(**(values | extra))
 
 

@@ -1,0 +1,122 @@
+"""Charts of intervention curves (Altair / Vega-Lite) and an atomic writer for their spec and PNG.
+
+chart = curves_chart(table, metric="auroc", reference=paper_vindr)   # table from intervention_curves
+save_chart(chart, "out/mass_auroc.vl.json", "out/mass_auroc.png", scale=2)
+
+The x axis is ordinal (k_label), so k = 0 and "all" sit beside the powers of ten; rendering uses vl-convert,
+which works offline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+import vl_convert
+
+from mammo_sae.analysis.interventions import InterventionError
+from mammo_sae.atomic import atomic_write_bytes, atomic_write_text
+
+METRIC_TITLES = {"auroc": "AUROC", "auprc": "AUPRC"}
+THIS_RUN = "this run"
+# Solid for this run, then dashed patterns for each reference source.
+DASHES = ([1, 0], [6, 3], [2, 2], [8, 3, 2, 3], [1, 3])
+REQUIRED = ("concept", "head", "unit", "mode", "k_label")
+
+
+def _k_value(label: str) -> float:
+    """The k a label stands for ("all" = infinity), for ordering the x axis."""
+    if label == "all":
+        return float("inf")
+    if not label.isdigit():
+        raise InterventionError(f"k_label must be a non-negative integer or 'all'; got {label!r}")
+    return int(label)
+
+
+def _k_order(labels: pd.Series) -> list[str]:
+    """The distinct k labels in increasing k (the PAPER_KS order for the paper's ks), "all" last."""
+    return sorted(set(labels.astype(str)), key=_k_value)
+
+
+def _panel_data(table: pd.DataFrame, metric: str, source: str | None) -> pd.DataFrame:
+    """The columns the chart draws, with a source column (the table's own, else `source`)."""
+    missing = [name for name in (*REQUIRED, metric) if name not in table.columns]
+    if missing:
+        raise InterventionError(f"the curve table lacks columns {missing}; pass intervention_curves output")
+    if "source" not in table.columns and source is None:
+        raise InterventionError(
+            "the reference table needs a 'source' column naming where its numbers come from"
+        )
+    data = table[[*REQUIRED, metric]].copy()
+    for name in REQUIRED:
+        data[name] = data[name].astype(str)
+    data["n_latents"] = table["n_latents"] if "n_latents" in table.columns else pd.NA
+    data["source"] = table["source"].astype(str) if "source" in table.columns else source
+    return data
+
+
+def curves_chart(
+    table: pd.DataFrame, *, metric: str = "auroc", reference: pd.DataFrame | None = None
+) -> alt.Chart:
+    """Line chart of `metric` against k (ordinal k_label), coloured by mode (keep / suppress), one column per
+    head and one row per concept (per concept and unit when the table has several units); `reference` rows
+    (same columns plus "source", e.g. the paper's VinDr numbers) are drawn dashed, one dash per source."""
+    if metric not in METRIC_TITLES:
+        raise InterventionError(f"metric must be one of {list(METRIC_TITLES)}; got {metric!r}")
+    frames = [_panel_data(table, metric, THIS_RUN)]
+    if reference is not None:
+        frames.append(_panel_data(reference, metric, None))
+    data = pd.concat(frames, ignore_index=True)
+    several_units = data["unit"].nunique() > 1
+    data["panel"] = data["concept"] + (" / " + data["unit"] if several_units else "")
+    sources = list(dict.fromkeys(data["source"]))
+    if len(sources) > len(DASHES):
+        raise InterventionError(
+            f"at most {len(DASHES) - 1} reference sources fit one chart; got {sources[1:]}"
+        )
+    title = METRIC_TITLES[metric]
+    encodings = {
+        "x": alt.X(
+            "k_label:O",
+            sort=_k_order(data["k_label"]),
+            title="k (latents per class ranking; all = every latent)",
+        ),
+        "y": alt.Y(f"{metric}:Q", scale=alt.Scale(domain=[0, 1]), title=title),
+        "color": alt.Color("mode:N", sort=["keep", "suppress"], title="intervention"),
+        "strokeDash": alt.StrokeDash(
+            "source:N",
+            sort=sources,
+            scale=alt.Scale(domain=sources, range=list(DASHES[: len(sources)])),
+            legend=alt.Legend(symbolType="stroke"),
+        ),
+        "tooltip": ["source:N", "panel:N", "head:N", "mode:N", "k_label:O", "n_latents:Q", f"{metric}:Q"],
+    }
+    if data["head"].nunique() > 1:
+        encodings["column"] = alt.Column("head:N", title="head")
+    if data["panel"].nunique() > 1:
+        encodings["row"] = alt.Row("panel:N", title="concept / unit" if several_units else "concept")
+    subject = ", ".join(dict.fromkeys(data["concept"]))
+    return (
+        alt.Chart(data)
+        .mark_line(point=True)
+        .encode(**encodings)
+        .properties(
+            width=260,
+            height=180,
+            title=f"Head {title} when keeping or suppressing the top-k {subject} latents (T_k(0) ∪ T_k(1))",
+        )
+    )
+
+
+def save_chart(
+    chart: alt.Chart, json_path: str | Path, png_path: str | Path | None = None, scale: float = 1.0
+) -> None:
+    """Write the chart's Vega-Lite spec to json_path and, optionally, a PNG rendered offline by vl-convert;
+    both atomically (a reader never sees half a file)."""
+    if scale <= 0:
+        raise InterventionError(f"scale must be positive; got {scale}")
+    spec_json = chart.to_json()
+    atomic_write_text(json_path, spec_json)
+    if png_path is not None:
+        atomic_write_bytes(png_path, vl_convert.vegalite_to_png(spec_json, scale=scale))

@@ -1,0 +1,102 @@
+"""Ground-truth boxes of the analysed images, and a fast screen of where every latent peaks.
+
+The screen asks, for every latent at once, how often its strongest token on an image lies inside a box
+of a given kind (a finding, or a phantom's burned-in marker). The maximum of a bilinearly upsampled map
+sits at the centre of its strongest token, so this is the pointing game at token resolution; it covers
+all latents in one pass over the codes, where the full localisation (localisation.py) scores a chosen few.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mammo_sae.analysis.codes import TokenCodes
+from mammo_sae.analysis.frames import transform_from_json
+from mammo_sae.data.phantom import TRUTH_CSV, is_phantom_dataset
+from mammo_sae.data.vindr import VindrIndex
+
+BOX = ["xmin", "ymin", "xmax", "ymax"]
+FRAME_BOX = ["frame_x0", "frame_y0", "frame_x1", "frame_y1"]
+
+
+def truth_boxes(
+    index: VindrIndex, root: str | Path, images: pd.DataFrame, frame_size: tuple[int, int]
+) -> pd.DataFrame:
+    """Boxes of the analysed images: one row per (finding box, label column it carries), plus, for phantom
+    datasets, every other ground-truth object (markers, benign structures). Original and frame pixels."""
+    position = pd.Series(images["position"].to_numpy(), index=images["image_id"])
+    findings = index.findings[index.findings["has_box"] & index.findings["image_id"].isin(position.index)]
+    parts = []
+    for kind in index.categories:
+        if kind in findings:
+            rows = findings[findings[kind] == 1]
+            parts.append(
+                pd.DataFrame({"image_id": rows["image_id"], "kind": kind, **{c: rows[c] for c in BOX}})
+            )
+    truth_path = Path(root) / TRUTH_CSV
+    if is_phantom_dataset(root) and truth_path.is_file():
+        truth = pd.read_csv(truth_path, dtype={"image_id": str})
+        truth = truth[truth["image_id"].isin(position.index) & ~truth["kind"].isin(index.categories)]
+        parts.append(truth[["image_id", "kind", *BOX]])
+    boxes = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["image_id", "kind", *BOX])
+    boxes[BOX] = boxes[BOX].astype(np.float64)
+    boxes.insert(0, "position", position.loc[boxes["image_id"]].to_numpy().astype(np.int64))
+    frame = np.zeros((len(boxes), 4))
+    transforms = images["transform"].to_numpy()
+    for p, group in boxes.groupby("position"):
+        frame[group.index.to_numpy()] = transform_from_json(transforms[int(p)]).boxes_to_frame(
+            group[BOX].to_numpy()
+        )
+    boxes[FRAME_BOX] = frame
+    assert frame_size[0] > 0 and frame_size[1] > 0
+    return boxes.sort_values(["position", "kind"], kind="stable").reset_index(drop=True)
+
+
+def image_peaks(codes: TokenCodes, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(latent, token, value) of each latent's strongest token on image i (ties -> lowest token)."""
+    t = codes.tokens_per_image
+    start, stop = codes.indptr[i * t], codes.indptr[(i + 1) * t]
+    latent = np.asarray(codes.latent[start:stop], dtype=np.int64)
+    value = np.asarray(codes.value[start:stop], dtype=np.float32)
+    token = np.repeat(np.arange(t), np.diff(codes.indptr[i * t : (i + 1) * t + 1]))
+    order = np.lexsort((token, -value, latent))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = latent[order][1:] != latent[order][:-1]
+    keep = order[first]
+    return latent[keep], token[keep], value[keep]
+
+
+class PointingScreen:
+    """Per latent: among images holding boxes of one kind where the latent fires, the fraction whose peak
+    token centre lies inside one of those boxes."""
+
+    def __init__(self, grid: tuple[int, int], frame_size: tuple[int, int], d_sae: int) -> None:
+        self.grid, self.frame_size, self.d_sae = grid, frame_size, d_sae
+
+    def token_centres(self, tokens: np.ndarray) -> np.ndarray:
+        gh, gw = self.grid
+        height, width = self.frame_size
+        rows, cols = np.divmod(tokens, gw)
+        return np.stack([(cols + 0.5) * width / gw, (rows + 0.5) * height / gh], axis=1)
+
+    def run(self, codes: TokenCodes, boxes: pd.DataFrame, kind: str) -> pd.DataFrame:
+        hits = np.zeros(self.d_sae, dtype=np.int64)
+        fired = np.zeros(self.d_sae, dtype=np.int64)
+        for p, group in boxes.groupby("position"):
+            latent, token, _ = image_peaks(codes, int(p))
+            xy = self.token_centres(token)
+            b = group[FRAME_BOX].to_numpy()
+            inside = (
+                (xy[:, None, 0] >= b[None, :, 0])
+                & (xy[:, None, 0] <= b[None, :, 2])
+                & (xy[:, None, 1] >= b[None, :, 1])
+                & (xy[:, None, 1] <= b[None, :, 3])
+            ).any(axis=1)
+            fired[latent] += 1
+            hits[latent[inside]] += 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fraction = np.where(fired > 0, hits / np.maximum(fired, 1), np.nan)
+        return pd.DataFrame({f"peak_in_{kind}": fraction, f"fired_{kind}": fired})

@@ -1,0 +1,210 @@
+"""Concept scores of SAE latents (Mammo-SAE): class-wise means of the per-image mean latent vector.
+
+For a binary concept and class c: zbar_l(c) = mean over images of class c of zbar_l(image) and zbar_l(all) =
+mean over all images. Latents are ranked by the deviation s_l(c) = zbar_l(c) - zbar_l(all) (what the
+released ranking files use) or by the raw class mean. Sums are streamed in float64 and can be saved,
+resumed and merged, so a long run never needs all images' mean latents at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from mammo_sae.analysis.codes import CodesError
+
+RANK_BY = ("deviation", "mean")
+CLASSES = (0, 1)
+UNKNOWN_LABEL = -1
+
+
+def _label_matrix(labels: pd.DataFrame, concepts: Sequence[str]) -> np.ndarray:
+    """[concepts, images] float64 labels in {0, 1, NaN}; -1 / NaN / missing mean unknown."""
+    missing = [c for c in concepts if c not in labels.columns]
+    if missing:
+        raise CodesError(f"labels lack the concept columns {missing}; add them (0/1, NaN or -1 when unknown)")
+    rows = []
+    for concept in concepts:
+        try:
+            label_n = labels[concept].to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):
+            raise CodesError(
+                f"label column {concept!r} must be 0/1 (int or bool), NaN or -1 when unknown"
+            ) from None
+        label_n = np.where(
+            label_n == UNKNOWN_LABEL, np.nan, label_n
+        )  # a fresh array: pandas may hand out views
+        bad = ~np.isnan(label_n) & (label_n != 0) & (label_n != 1)
+        if bad.any():
+            raise CodesError(
+                f"label column {concept!r} holds {sorted(set(label_n[bad].tolist()))[:5]}; "
+                "concept labels must be 0/1, NaN or -1 (unknown)"
+            )
+        rows.append(label_n)
+    return np.stack(rows) if rows else np.zeros((0, len(labels)))
+
+
+class ClassMeans:
+    """Streaming class-wise sums of per-image mean latents, for binary concept label columns."""
+
+    def __init__(self, d_sae: int, concepts: Sequence[str]) -> None:
+        if d_sae < 1 or len(set(concepts)) != len(concepts):
+            raise CodesError(
+                f"ClassMeans needs d_sae >= 1 and distinct concepts, got {d_sae}, {list(concepts)}"
+            )
+        self.d_sae = int(d_sae)
+        self.concepts = [str(c) for c in concepts]
+        self.n_all = 0
+        self.sum_all_l = np.zeros(self.d_sae, dtype=np.float64)
+        self.n_kc = np.zeros((len(self.concepts), len(CLASSES)), dtype=np.int64)
+        self.sum_kcl = np.zeros((len(self.concepts), len(CLASSES), self.d_sae), dtype=np.float64)
+
+    def update(self, zbar_nl: np.ndarray, labels: pd.DataFrame) -> None:
+        """Add images: ``zbar_nl`` [n, d_sae] and ``labels`` with one row per image, in the same order (by
+        position, not index). Unknown labels (NaN / -1) leave the image out of that concept's classes only."""
+        zbar_nl = np.asarray(zbar_nl)
+        if zbar_nl.ndim != 2 or zbar_nl.shape[1] != self.d_sae or len(labels) != len(zbar_nl):
+            raise CodesError(
+                f"update expects zbar [n, {self.d_sae}] and n label rows, got {zbar_nl.shape} and {len(labels)} rows"
+            )
+        if not np.isfinite(zbar_nl).all():
+            raise CodesError("mean latents hold NaN or inf; check the SAE encoding of these images")
+        label_kn = _label_matrix(labels, self.concepts)
+        member_kcn = np.stack([label_kn == c for c in CLASSES], axis=1)  # [concepts, classes, images]
+        zbar64_nl = zbar_nl.astype(np.float64)
+        self.n_all += len(zbar_nl)
+        self.sum_all_l += zbar64_nl.sum(axis=0)
+        self.n_kc += member_kcn.sum(axis=2)
+        self.sum_kcl += (member_kcn.reshape(-1, len(zbar_nl)).astype(np.float64) @ zbar64_nl).reshape(
+            self.sum_kcl.shape
+        )
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Arrays only (np.savez-friendly, no pickle): the sums and counts so far."""
+        return {
+            "concepts": np.array(self.concepts, dtype=str),
+            "n_all": np.array(self.n_all, dtype=np.int64),
+            "sum_all": self.sum_all_l.copy(),
+            "n_class": self.n_kc.copy(),
+            "sum_class": self.sum_kcl.copy(),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, np.ndarray]) -> ClassMeans:
+        """Rebuild from ``state_dict``; shapes are checked so a partial from another run is refused."""
+        try:
+            concepts = [str(c) for c in np.asarray(state["concepts"]).reshape(-1)]
+            sum_all_l = np.asarray(state["sum_all"], dtype=np.float64)
+            means = cls(len(sum_all_l), concepts)
+            n_kc = np.asarray(state["n_class"], dtype=np.int64)
+            sum_kcl = np.asarray(state["sum_class"], dtype=np.float64)
+            n_all = int(state["n_all"])
+        except KeyError as exc:
+            raise CodesError(
+                f"ClassMeans state lacks {exc}; it was not written by ClassMeans.state_dict"
+            ) from None
+        if n_kc.shape != means.n_kc.shape or sum_kcl.shape != means.sum_kcl.shape:
+            raise CodesError(
+                f"ClassMeans state shapes {n_kc.shape}, {sum_kcl.shape} do not fit its concepts / d_sae"
+            )
+        means.n_all, means.sum_all_l, means.n_kc, means.sum_kcl = n_all, sum_all_l, n_kc, sum_kcl
+        return means
+
+    def merge(self, other: ClassMeans) -> ClassMeans:
+        """A new ClassMeans holding both partial results (same d_sae and concepts required)."""
+        if other.d_sae != self.d_sae or sorted(other.concepts) != sorted(self.concepts):
+            raise CodesError(
+                f"can not merge ClassMeans of d_sae {other.d_sae}, concepts {other.concepts} "
+                f"into d_sae {self.d_sae}, concepts {self.concepts}"
+            )
+        take = [other.concepts.index(c) for c in self.concepts]
+        merged = ClassMeans(self.d_sae, self.concepts)
+        merged.n_all = self.n_all + other.n_all
+        merged.sum_all_l = self.sum_all_l + other.sum_all_l
+        merged.n_kc = self.n_kc + other.n_kc[take]
+        merged.sum_kcl = self.sum_kcl + other.sum_kcl[take]
+        return merged
+
+    def table(self) -> pd.DataFrame:
+        """Long table, one row per (concept, cls, latent): latent, concept, cls (0/1), n_images (of that
+        class), zbar (class mean; NaN when the class has no images), zbar_all, deviation (= zbar - zbar_all)."""
+        if self.n_all == 0:
+            raise CodesError("ClassMeans has seen no images; call update before table")
+        n_k, n_c, d = self.sum_kcl.shape
+        with np.errstate(invalid="ignore", divide="ignore"):
+            zbar_kcl = self.sum_kcl / self.n_kc[:, :, None]
+        zbar_all_l = self.sum_all_l / self.n_all
+        return pd.DataFrame(
+            {
+                "latent": np.tile(np.arange(d, dtype=np.int32), n_k * n_c),
+                "concept": np.repeat(np.array(self.concepts, dtype=object), n_c * d),
+                "cls": np.tile(np.repeat(np.array(CLASSES, dtype=np.int8), d), n_k),
+                "n_images": np.repeat(self.n_kc.reshape(-1), d),
+                "zbar": zbar_kcl.reshape(-1),
+                "zbar_all": np.tile(zbar_all_l, n_k * n_c),
+                "deviation": (zbar_kcl - zbar_all_l).reshape(-1),
+            }
+        )
+
+
+def _score_column(rank_by: str) -> str:
+    if rank_by not in RANK_BY:
+        raise CodesError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}")
+    return "deviation" if rank_by == "deviation" else "zbar"
+
+
+def _class_rows(table: pd.DataFrame, concept: str, cls: int) -> pd.DataFrame:
+    rows = table[(table["concept"] == concept) & (table["cls"] == cls)]
+    if rows.empty:
+        raise CodesError(
+            f"the score table has no rows for concept {concept!r}, class {cls}; check the concept name"
+        )
+    if int(rows["n_images"].iloc[0]) == 0:
+        raise CodesError(
+            f"concept {concept!r} class {cls} has no images with that label, so its latents can not be ranked"
+        )
+    return rows
+
+
+def _ranked(rows: pd.DataFrame, rank_by: str) -> np.ndarray:
+    """Row positions best-first: score desc, ties by latent id asc."""
+    return np.lexsort((rows["latent"].to_numpy(), -rows[_score_column(rank_by)].to_numpy()))
+
+
+def rank_latents(table: pd.DataFrame, concept: str, cls: int, rank_by: str = "deviation") -> np.ndarray:
+    """Latent ids (int64) best-first by the chosen score (desc), ties by latent id asc; error when the class
+    has no images."""
+    rows = _class_rows(table, concept, cls)
+    return rows["latent"].to_numpy(dtype=np.int64)[_ranked(rows, rank_by)]
+
+
+def ranking_table(
+    table: pd.DataFrame,
+    concepts: Sequence[str] | None = None,
+    rank_by: str = "deviation",
+    top: int | None = None,
+) -> pd.DataFrame:
+    """Ranked tables for every concept (default: all in the table) and class: concept, cls, rank (0-based),
+    latent, zbar, zbar_all, deviation, n_images; ``top`` keeps the best ``top`` per class. Classes without
+    images can not be ranked and are left out."""
+    _score_column(rank_by)
+    concepts = list(pd.unique(table["concept"])) if concepts is None else list(concepts)
+    unknown = sorted(set(concepts) - set(table["concept"]))
+    if unknown:
+        raise CodesError(
+            f"the score table has no concepts {unknown}; it holds {sorted(set(table['concept']))}"
+        )
+    parts = []
+    for concept in concepts:
+        for cls in CLASSES:
+            rows = table[(table["concept"] == concept) & (table["cls"] == cls)]
+            if rows.empty or int(rows["n_images"].iloc[0]) == 0:
+                continue
+            ranked = rows.iloc[_ranked(rows, rank_by)[:top]]
+            parts.append(ranked.assign(rank=np.arange(len(ranked), dtype=np.int32)))
+    columns = ["concept", "cls", "rank", "latent", "zbar", "zbar_all", "deviation", "n_images"]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(parts, ignore_index=True)[columns]

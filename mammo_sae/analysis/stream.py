@@ -1,0 +1,178 @@
+"""One pass of images through backbone + SAE, in chunks that are committed to disk as they finish.
+
+A chunk is a fixed slice of a split's images; its results (sparse codes of every token, per-image mean
+latents, head logits and error terms, frame transforms, reconstruction sums) go to one ``.npz`` written
+atomically, so an interrupted analysis resumes at the first missing chunk. Chunks are independent: their
+numbers do not depend on which other chunks ran in the same process.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from mammo_sae.analysis.codes import TokenCodes
+from mammo_sae.analysis.frames import AnalysisFrames, AnalysisRecord, collate_analysis
+from mammo_sae.atomic import atomic_open
+from mammo_sae.models import Classifier
+from mammo_sae.sae import SparseAutoencoder
+
+ENCODE_TOKENS = 4096  # tokens encoded at once (bounds the dense [tokens, d_sae] code block)
+
+
+@dataclass
+class Models:
+    """What a chunk runs: the backbone (inside the first classifier), every head, the SAE."""
+
+    feature_model: Classifier  # its backbone makes the features
+    heads_w_hd: torch.Tensor  # [heads, d] float64, all binary heads stacked in task order
+    heads_b_h: torch.Tensor  # [heads] float64
+    sae: SparseAutoencoder
+    device: torch.device
+
+
+@dataclass
+class ChunkResult:
+    positions: np.ndarray  # [n_ok] positions (in the split's record list) of the images that loaded
+    errors: dict[int, str]  # position -> why the image was skipped
+    zbar_nl: np.ndarray  # [n_ok, d_sae] float32 mean latents
+    logit_original_nh: np.ndarray  # [n_ok, heads] float64
+    error_term_nh: np.ndarray  # [n_ok, heads] float64: w . (mean x - mean x_hat)
+    codes: TokenCodes | None  # None for score-only chunks
+    transforms: list[str]
+    recon: np.ndarray  # [3 + 2 d]: tokens, sse, l0 sum, sum x [d], sum x^2 [d] (float64)
+
+    def save(self, path: Path) -> None:
+        arrays = {
+            "positions": self.positions,
+            "errors": np.array(json.dumps({str(k): v for k, v in self.errors.items()})),
+            "zbar": self.zbar_nl,
+            "logit_original": self.logit_original_nh,
+            "error_term": self.error_term_nh,
+            "transforms": np.array(self.transforms, dtype=object).astype(str),
+            "recon": self.recon,
+        }
+        if self.codes is not None:
+            arrays |= {
+                "grid": np.array(self.codes.grid),
+                "indptr": self.codes.indptr,
+                "latent": self.codes.latent,
+                "value": self.codes.value,
+            }
+        with atomic_open(path, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    @classmethod
+    def load(cls, path: Path, d_sae: int) -> ChunkResult:
+        with np.load(path, allow_pickle=False) as data:
+            codes = None
+            if "indptr" in data:
+                codes = TokenCodes(
+                    grid=tuple(int(v) for v in data["grid"]),
+                    d_sae=d_sae,
+                    indptr=data["indptr"],
+                    latent=data["latent"],
+                    value=data["value"],
+                )
+            return cls(
+                positions=data["positions"],
+                errors={int(k): v for k, v in json.loads(str(data["errors"])).items()},
+                zbar_nl=data["zbar"],
+                logit_original_nh=data["logit_original"],
+                error_term_nh=data["error_term"],
+                codes=codes,
+                transforms=[str(t) for t in data["transforms"]],
+                recon=data["recon"],
+            )
+
+
+def _encode_map(
+    fmap_bchw: torch.Tensor, models: Models, keep_codes: bool, top_n: int | None
+) -> tuple[torch.Tensor, TokenCodes | None, torch.Tensor]:
+    """Mean latents [B, d_sae], sparse codes and reconstruction sums of a batch's feature maps.
+
+    Tokens are encoded a few whole images at a time, so the dense code block stays bounded."""
+    sae = models.sae
+    b, d, h, w = fmap_bchw.shape
+    tokens = h * w
+    x_btd = fmap_bchw.permute(0, 2, 3, 1).reshape(b, tokens, d).to(sae.dtype)
+    step = max(1, ENCODE_TOKENS // tokens)
+    zbar_bl = torch.empty(b, sae.d_sae, dtype=torch.float32, device=x_btd.device)
+    parts: list[TokenCodes] = []
+    sse = l0 = 0.0
+    for start in range(0, b, step):
+        x = x_btd[start : start + step].reshape(-1, d)
+        z = sae.encode(x)
+        zbar_bl[start : start + step] = z.reshape(-1, tokens, sae.d_sae).mean(dim=1)
+        err = sae.decode(z) - x
+        sse += float(torch.sum(err.double() ** 2))
+        l0 += float((z > 0).sum())
+        if keep_codes:
+            parts.append(TokenCodes.from_dense(z.float().cpu(), grid=(h, w), top_n=top_n))
+    codes = (TokenCodes.concat(parts) if len(parts) > 1 else parts[0]) if keep_codes else None
+    x64 = x_btd.reshape(-1, d).double()
+    head = torch.tensor([b * tokens, sse, l0], dtype=torch.float64)
+    recon = torch.cat([head, x64.sum(0).cpu(), (x64 * x64).sum(0).cpu()])
+    return zbar_bl, codes, recon
+
+
+@torch.inference_mode()
+def run_chunk(
+    records: list[AnalysisRecord],
+    models: Models,
+    frame_size: tuple[int, int],
+    *,
+    keep_codes: bool,
+    top_n: int | None,
+    batch_size: int,
+    workers: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> ChunkResult:
+    """Run one chunk of images; images that cannot be read are reported, not raised."""
+    loader = DataLoader(
+        AnalysisFrames(records, frame_size),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_analysis,
+        persistent_workers=False,
+    )
+    backbone = models.feature_model.backbone
+    sae = models.sae
+    positions: list[int] = []
+    errors: dict[int, str] = {}
+    zbars, logits, error_terms, codes, transforms, recons = [], [], [], [], [], []
+    for batch_positions, pixels, batch_transforms, batch_errors in loader:
+        errors |= batch_errors
+        if pixels is not None:
+            fmap = backbone.forward_features(pixels.to(models.device, memory_format=torch.channels_last))
+            zbar, batch_codes, recon = _encode_map(fmap, models, keep_codes, top_n)
+            pooled = fmap.double().mean(dim=(2, 3))  # [B, d] mean x
+            mean_x_hat = zbar.double() @ sae.W_dec.double() + sae.b_dec.double()
+            logits.append((pooled @ models.heads_w_hd.T + models.heads_b_h).cpu().numpy())
+            error_terms.append(((pooled - mean_x_hat) @ models.heads_w_hd.T).cpu().numpy())
+            zbars.append(zbar.cpu().numpy())
+            positions += batch_positions
+            transforms += batch_transforms
+            recons.append(recon.numpy())
+            if batch_codes is not None:
+                codes.append(batch_codes)
+        if on_batch is not None:
+            on_batch(len(batch_positions) + len(batch_errors))
+    n_heads, d_sae = models.heads_b_h.shape[0], sae.d_sae
+    empty = np.zeros((0, n_heads))
+    return ChunkResult(
+        positions=np.asarray(positions, dtype=np.int64),
+        errors=errors,
+        zbar_nl=np.concatenate(zbars) if zbars else np.zeros((0, d_sae), np.float32),
+        logit_original_nh=np.concatenate(logits) if logits else empty,
+        error_term_nh=np.concatenate(error_terms) if error_terms else empty,
+        codes=(TokenCodes.concat(codes) if codes else None) if keep_codes else None,
+        transforms=transforms,
+        recon=np.sum(recons, axis=0) if recons else np.zeros(3 + 2 * sae.d_in),
+    )

@@ -1,0 +1,138 @@
+"""The bundle folder: file names, the manifest, and the fingerprints that tell a stale bundle.
+
+A bundle ties a dataset, a backbone, classification heads and an SAE to the analysis tables computed
+from them. ``manifest.json`` is written last, so its presence means the bundle is complete; it records
+every input's content hash (and each output file's size and sha256) so that a bundle whose inputs have
+changed since is detected, never silently shown. docs/bundle.md describes every file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from mammo_sae.atomic import atomic_write_text
+from mammo_sae.errors import MammoSaeError
+
+FORMAT = "mammo-sae-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+WORK_DIR = "work"  # chunks of an unfinished run (removed when the bundle completes)
+
+IMAGES = "images.parquet"
+ROWS = "rows.parquet"
+MEAN_LATENTS = "mean_latents.npy"
+CODES_DIR = "codes"
+HEADS = "heads.npz"
+LATENTS = "latents.parquet"
+HISTOGRAMS = "histograms.npy"
+SCORES = "scores.parquet"
+RANKINGS = "rankings.parquet"
+PATCHES = "patches.parquet"
+LOCALISATION = "localisation.parquet"
+BOXES = "boxes.parquet"
+BASELINES = "baselines.parquet"
+CURVES = "curves.parquet"
+CURVES_SPEC = "curves.vl.json"
+CURVES_PNG = "curves.png"
+REPORT = "report.md"
+
+
+class BundleError(MammoSaeError):
+    """A bundle folder is missing, incomplete, corrupted or from an unsupported version."""
+
+
+class BundleStaleError(BundleError):
+    """A bundle's inputs (dataset, classifier, SAE, backbone) changed after it was written."""
+
+    def __init__(self, path: Path, reasons: list[str], command: str | None) -> None:
+        self.reasons = reasons
+        rebuild = (
+            f" Rebuild it with:\n  {command}" if command else " Rebuild it with python -m mammo_sae.analyze."
+        )
+        super().__init__(f"the bundle {path} is stale: " + "; ".join(reasons) + "." + rebuild)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def sha256_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def relative_to(path: str | os.PathLike[str], folder: Path) -> str:
+    """``path`` as written in a manifest: relative to the bundle folder (so bundle and inputs can move
+    together), or absolute when it lies on another drive."""
+    target = Path(path).resolve()
+    try:
+        return os.path.relpath(target, folder.resolve())
+    except ValueError:
+        return str(target)
+
+
+def resolve_from(recorded: str, folder: Path) -> Path:
+    return (folder / recorded).resolve() if not Path(recorded).is_absolute() else Path(recorded)
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=False) + "\n")
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    if not folder.is_dir():
+        raise BundleError(f"no bundle at {folder}: the folder does not exist")
+    if not path.is_file():
+        hint = (
+            "an analysis was started there but did not finish: rerun the same analyze command to resume it"
+            if (folder / WORK_DIR).is_dir()
+            else "build one with python -m mammo_sae.analyze (or python -m mammo_sae.demo for the demo)"
+        )
+        raise BundleError(f"{folder} is not a complete bundle (no {MANIFEST}); {hint}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleError(
+            f"{path} is unreadable ({error}); rebuild the bundle with its analyze command"
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{path} is not a mammo-sae bundle manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{path} has bundle format version {manifest.get('format_version')}; this mammo-sae reads version "
+            f"{FORMAT_VERSION}: rebuild the bundle with this version's analyze command"
+        )
+    return manifest
+
+
+def file_records(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    """name -> {bytes, sha256} of output files (a folder name covers the files inside it)."""
+    records: dict[str, dict[str, Any]] = {}
+    for name in names:
+        target = folder / name
+        paths = sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target]
+        for path in paths:
+            records[path.relative_to(folder).as_posix()] = {
+                "bytes": path.stat().st_size,
+                "sha256": sha256_file(path),
+            }
+    return records
+
+
+def check_files(folder: Path, records: dict[str, dict[str, Any]], *, hashes: bool) -> list[str]:
+    """Problems with a bundle's output files: missing, resized and (``hashes``) changed content."""
+    problems = []
+    for name, record in records.items():
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif path.stat().st_size != record["bytes"]:
+            problems.append(f"{name} has {path.stat().st_size} bytes, the manifest says {record['bytes']}")
+        elif hashes and sha256_file(path) != record["sha256"]:
+            problems.append(f"{name} was modified after the bundle was written")
+    return problems
