@@ -28,7 +28,11 @@ class Setting:
 def build_setting(root: Path, *, arch: str = "relu") -> Setting:
     data = root / "phantoms"
     generate_dataset(
-        data, PhantomConfig(studies=4, seed=3, height=256, width=208, test_fraction=0.5, mass_rate=0.5, calcification_rate=0.5), workers=1
+        data,
+        PhantomConfig(
+            studies=4, seed=3, height=256, width=208, test_fraction=0.5, mass_rate=0.5, calcification_rate=0.5
+        ),
+        workers=1,
     )
     torch.manual_seed(0)
     classifier = Classifier.create(create_backbone("timm:resnet18"), {"mass": 1, "calcification": 1})

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mammo_sae.analysis.codes import CodesError, TokenCodes
+from mammo_sae.analysis.codes import CodesError, TokenCodes, save_concatenation
 from mammo_sae.analysis.latent_stats import latent_histograms, latent_summary
 from mammo_sae.analysis.patches import TopPatches, patch_boxes
 
@@ -162,6 +162,18 @@ def test_save_load_round_trip_stores_uint16_latents(codes: TokenCodes, tmp_path:
     np.testing.assert_array_equal(loaded.dense(), codes.dense())
     np.testing.assert_array_equal(loaded.mean_latents(), codes.mean_latents())
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_save_concatenation_streams_parts_into_the_same_files(codes: TokenCodes, tmp_path: Path) -> None:
+    codes.save(tmp_path / "whole")
+    parts = [codes.images(0, 2), codes.images(2, 3), codes.images(3, N_IMAGES)]
+    totals = {"grid": GRID, "d_sae": D_SAE, "n_images": N_IMAGES, "nnz": codes.nnz}
+    save_concatenation(tmp_path / "streamed", iter(parts), **totals)
+    for name in ("codes_indptr.npy", "codes_latent.npy", "codes_value.npy", "codes.json"):
+        assert (tmp_path / "streamed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    with pytest.raises(CodesError, match="announced"):
+        save_concatenation(tmp_path / "short", iter(parts[:2]), **totals)
+    assert not (tmp_path / "short" / "codes.json").exists(), "a failed write leaves no complete folder"
 
 
 def test_wide_saes_store_int32_latents(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ writes the results. Files are written atomically and the manifest last.
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ import torch
 
 from mammo_sae import __version__
 from mammo_sae.analysis import charts, report
-from mammo_sae.analysis.codes import TokenCodes
+from mammo_sae.analysis.codes import TokenCodes, save_concatenation
 from mammo_sae.analysis.frames import transform_from_json
 from mammo_sae.analysis.interventions import CurveInputs, HeadLinear, intervention_curves, shortcut_logits
 from mammo_sae.analysis.latent_stats import latent_histograms, latent_summary
@@ -49,10 +50,6 @@ def write_npy(array: np.ndarray, path: Path) -> None:
         np.save(handle, array)
 
 
-def load_chunks(paths: list[Path], d_sae: int) -> list[ChunkResult]:
-    return [ChunkResult.load(path, d_sae) for path in paths]
-
-
 def image_table(
     index: VindrIndex, records: list[AnalysisRecord], chunks: list[ChunkResult], concepts: tuple[str, ...]
 ) -> pd.DataFrame:
@@ -78,15 +75,17 @@ def row_table(index: VindrIndex, split: str, images: pd.DataFrame) -> pd.DataFra
 
 
 def class_means(
-    chunks: list[ChunkResult],
+    paths: list[Path],
     records: list[AnalysisRecord],
     index: VindrIndex,
     concepts: tuple[str, ...],
     d_sae: int,
 ) -> ClassMeans:
+    """Class-wise sums of a split's mean latents, one chunk in memory at a time."""
     labels = index.images.set_index("image_id")[list(concepts)]
     means = ClassMeans(d_sae, concepts)
-    for chunk in chunks:
+    for path in paths:
+        chunk = ChunkResult.load(path, d_sae)
         if len(chunk.positions):
             ids = [records[int(p)].image_id for p in chunk.positions]
             means.update(chunk.zbar_nl, labels.loc[ids].reset_index(drop=True))
@@ -195,20 +194,50 @@ def assemble_bundle(
 ) -> dict[str, Any]:
     sae, tasks, frame_size = inputs.sae, inputs.tasks, inputs.frame_size
     d_sae = sae.d_sae
-    chunks = load_chunks(analysis_chunks, d_sae)
-    skipped = {records[p].image_id: e for c in chunks for p, e in c.errors.items()}
-    if not sum(len(c.positions) for c in chunks):
+    out.mkdir(parents=True, exist_ok=True)
+    light = [ChunkResult.load(path, d_sae, heavy=False) for path in analysis_chunks]
+    skipped = {records[p].image_id: e for c in light for p, e in c.errors.items()}
+    n_images = sum(len(c.positions) for c in light)
+    if not n_images:
         raise bf.BundleError(
             f"none of the {len(records)} images of split {config.split!r} could be read: {skipped}"
         )
-    images = image_table(index, records, chunks, concepts)
+    images = image_table(index, records, light, concepts)
     rows = row_table(index, config.split, images)
-    codes = TokenCodes.concat([c.codes for c in chunks if c.codes is not None])
-    grid = codes.grid
-    zbar_nl = np.concatenate([c.zbar_nl for c in chunks]).astype(np.float32)
-    logit_original = np.concatenate([c.logit_original_nh for c in chunks])
-    error_term = np.concatenate([c.error_term_nh for c in chunks])
-    recon = np.sum([c.recon for c in chunks], axis=0)
+    grid = next(c.grid for c in light if c.grid is not None)
+    logit_original = np.concatenate([c.logit_original_nh for c in light])
+    error_term = np.concatenate([c.error_term_nh for c in light])
+    recon = np.sum([c.recon for c in light], axis=0)
+
+    # heavy data, one chunk at a time: mean latents, codes and top patches
+    patches = TopPatches(d_sae, config.top_patches)
+    zbar_file = np.lib.format.open_memmap(
+        out / (bf.MEAN_LATENTS + ".partial"), "w+", np.float32, (n_images, d_sae)
+    )
+
+    def heavy_parts():
+        offset = 0
+        for path in analysis_chunks:
+            chunk = ChunkResult.load(path, d_sae)
+            if chunk.codes is None:
+                continue
+            zbar_file[offset : offset + chunk.codes.n_images] = chunk.zbar_nl
+            patches.update(chunk.codes, offset)
+            offset += chunk.codes.n_images
+            yield chunk.codes
+
+    save_concatenation(
+        out / bf.CODES_DIR,
+        heavy_parts(),
+        grid=grid,
+        d_sae=d_sae,
+        n_images=n_images,
+        nnz=sum(c.nnz for c in light),
+    )
+    zbar_file.flush()
+    os.replace(out / (bf.MEAN_LATENTS + ".partial"), out / bf.MEAN_LATENTS)
+    codes = TokenCodes.load(out / bf.CODES_DIR)
+    zbar_nl = np.load(out / bf.MEAN_LATENTS, mmap_mode="r")
 
     head = HeadLinear.from_weights(
         tasks,
@@ -226,8 +255,7 @@ def assemble_bundle(
         images[f"error_{task}"] = error_term[:, h]
 
     # concept scores on the score split
-    score_data = chunks if score_chunks == analysis_chunks else load_chunks(score_chunks, d_sae)
-    means = class_means(score_data, score_records, index, concepts, d_sae)
+    means = class_means(score_chunks, score_records, index, concepts, d_sae)
     scores = means.table()
     rankings = {}
     for concept in concepts:
@@ -257,12 +285,6 @@ def assemble_bundle(
     for kind in (*concepts, *extra):
         latents = latents.join(screen.run(codes, boxes[boxes["kind"] == kind], kind))
 
-    patches = TopPatches(d_sae, config.top_patches)
-    offset = 0
-    for chunk in chunks:
-        if chunk.codes is not None and chunk.codes.n_images:
-            patches.update(chunk.codes, offset)
-            offset += chunk.codes.n_images
     patch_frame = patch_table(patches.result(), images, grid, frame_size)
     localisation = localisation_table(
         codes, boxes, rankings, frame_size, config, tuple(k for k in extra if k == "marker")
@@ -290,8 +312,6 @@ def assemble_bundle(
     # write
     write_parquet(images, out / bf.IMAGES)
     write_parquet(rows, out / bf.ROWS)
-    write_npy(zbar_nl, out / bf.MEAN_LATENTS)
-    codes.save(out / bf.CODES_DIR)
     with atomic_open(out / bf.HEADS, "wb") as handle:
         np.savez(
             handle,

@@ -8,8 +8,9 @@ arrays are plain ``.npy`` files (memory-mappable) next to ``codes.json``, which 
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -259,6 +260,60 @@ class TokenCodes:
         _check_indptr(folder / ARRAY_FILES["indptr"], arrays["indptr"], meta["nnz"])
         _check_entries(folder, arrays["latent"], arrays["value"], meta["d_sae"])
         return cls(grid=grid, d_sae=meta["d_sae"], **arrays)
+
+
+def save_concatenation(
+    folder: Path, parts: Iterable[TokenCodes], *, grid: tuple[int, int], d_sae: int, n_images: int, nnz: int
+) -> None:
+    """Write the concatenation of ``parts`` (iterated once, never held together) in the layout of
+    :meth:`TokenCodes.save`; the totals must be known up front (they go into the .npy headers)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shell = TokenCodes(grid, d_sae, np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float16))
+    latent_dtype = shell.latent_disk_dtype()
+    n_rows = n_images * grid[0] * grid[1]
+    specs = {
+        "indptr": (np.dtype(np.int64), n_rows + 1),
+        "latent": (latent_dtype, nnz),
+        "value": (np.dtype(np.float16), nnz),
+    }
+    written = {"indptr": 1, "latent": 0, "value": 0}
+    offset = 0
+    with contextlib.ExitStack() as stack:
+        handles = {}
+        for name, (dtype, length) in specs.items():
+            handles[name] = stack.enter_context(atomic_open(folder / ARRAY_FILES[name], "wb"))
+            header = {
+                "descr": np.lib.format.dtype_to_descr(dtype),
+                "fortran_order": False,
+                "shape": (length,),
+            }
+            np.lib.format.write_array_header_1_0(handles[name], header)
+        handles["indptr"].write(np.zeros(1, np.int64).tobytes())
+        for part in parts:
+            if part.grid != tuple(grid) or part.d_sae != d_sae:
+                raise CodesError(
+                    f"a part has grid {part.grid} / d_sae {part.d_sae}, expected {grid} / {d_sae}"
+                )
+            handles["indptr"].write((np.asarray(part.indptr[1:], np.int64) + offset).tobytes())
+            handles["latent"].write(np.asarray(part.latent).astype(latent_dtype).tobytes())
+            handles["value"].write(np.asarray(part.value, np.float16).tobytes())
+            written["indptr"] += len(part.indptr) - 1
+            written["latent"] += part.nnz
+            written["value"] += part.nnz
+            offset += part.nnz
+        for name, (_, length) in specs.items():
+            if written[name] != length:
+                raise CodesError(f"{name}: {written[name]} entries written, {length} announced")
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "grid": list(grid),
+        "d_sae": d_sae,
+        "n_images": n_images,
+        "nnz": nnz,
+        "latent_dtype": latent_dtype.name,
+    }
+    atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2) + "\n")
 
 
 # --- from_dense helpers ------------------------------------------------------------------------------------

@@ -47,6 +47,8 @@ class ChunkResult:
     codes: TokenCodes | None  # None for score-only chunks
     transforms: list[str]
     recon: np.ndarray  # [3 + 2 d]: tokens, sse, l0 sum, sum x [d], sum x^2 [d] (float64)
+    nnz: int = 0  # entries of the codes (known without loading them)
+    grid: tuple[int, int] | None = None
 
     def save(self, path: Path) -> None:
         arrays = {
@@ -57,6 +59,7 @@ class ChunkResult:
             "error_term": self.error_term_nh,
             "transforms": np.array(self.transforms, dtype=object).astype(str),
             "recon": self.recon,
+            "nnz": np.array(self.codes.nnz if self.codes is not None else 0),
         }
         if self.codes is not None:
             arrays |= {
@@ -69,10 +72,11 @@ class ChunkResult:
             np.savez(handle, **arrays)
 
     @classmethod
-    def load(cls, path: Path, d_sae: int) -> ChunkResult:
+    def load(cls, path: Path, d_sae: int, *, heavy: bool = True) -> ChunkResult:
+        """Read a chunk; ``heavy=False`` skips the mean latents and codes (zbar then has 0 columns)."""
         with np.load(path, allow_pickle=False) as data:
             codes = None
-            if "indptr" in data:
+            if heavy and "indptr" in data:
                 codes = TokenCodes(
                     grid=tuple(int(v) for v in data["grid"]),
                     d_sae=d_sae,
@@ -80,15 +84,18 @@ class ChunkResult:
                     latent=data["latent"],
                     value=data["value"],
                 )
+            positions = data["positions"]
             return cls(
-                positions=data["positions"],
+                positions=positions,
                 errors={int(k): v for k, v in json.loads(str(data["errors"])).items()},
-                zbar_nl=data["zbar"],
+                zbar_nl=data["zbar"] if heavy else np.zeros((len(positions), 0), np.float32),
                 logit_original_nh=data["logit_original"],
                 error_term_nh=data["error_term"],
                 codes=codes,
                 transforms=[str(t) for t in data["transforms"]],
                 recon=data["recon"],
+                nnz=int(data["nnz"]),
+                grid=tuple(int(v) for v in data["grid"]) if "grid" in data else None,
             )
 
 
@@ -173,6 +180,8 @@ def run_chunk(
         logit_original_nh=np.concatenate(logits) if logits else empty,
         error_term_nh=np.concatenate(error_terms) if error_terms else empty,
         codes=(TokenCodes.concat(codes) if codes else None) if keep_codes else None,
+        nnz=sum(c.nnz for c in codes),
+        grid=codes[0].grid if codes else None,
         transforms=transforms,
         recon=np.sum(recons, axis=0) if recons else np.zeros(3 + 2 * sae.d_in),
     )

@@ -1,0 +1,50 @@
+"""`python -m mammo_sae.finetune`: train mass / calcification heads (and the backbone) on a VinDr-layout root.
+
+    python -m mammo_sae.finetune --data ROOT --backbone mammoclip-b5:b5-model-best-epoch-7.tar --out runs/clf \\
+        [--tasks mass,calcification] [--no-train-backbone] [--device cuda]
+
+The best epoch on a study-level validation slice is saved as out/classifier.safetensors (the project's
+classifier format) with out/validation.json. Rerunning the same command resumes. Research use only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from mammo_sae.cli_config import add_config_arguments, config_from_args
+from mammo_sae.errors import MammoSaeError
+from mammo_sae.finetuning.config import FinetuneConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mammo_sae.finetune",
+        description="Fine-tune binary classification heads (and optionally the backbone) with class-weighted BCE, "
+        "AdamW, warm-up + cosine and augmentation; keeps the best validation epoch. Research use only.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_config_arguments(parser, FinetuneConfig)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mammo_sae.finetuning.loop import finetune
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        summary = finetune(config_from_args(FinetuneConfig, args))
+    except MammoSaeError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

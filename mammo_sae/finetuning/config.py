@@ -1,0 +1,58 @@
+"""Every knob of `python -m mammo_sae.finetune`, with its default and help text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mammo_sae.cli_config import REQUIRED, hw_size, knob
+from mammo_sae.data.preprocess import FRAME_HEIGHT, FRAME_WIDTH
+from mammo_sae.finetuning.data import FinetuneError
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    data: str = knob(REQUIRED, "VinDr-Mammo layout root (real release or phantoms); trains on its training split")
+    out: str = knob(REQUIRED, "output folder: classifier.safetensors, metrics.jsonl, validation.json, checkpoint.pt")
+    backbone: str = knob(REQUIRED, "backbone spec: timm:NAME[:WEIGHTS] or mammoclip-b5:CHECKPOINT")
+    tasks: str = knob("mass,calcification", "comma-separated label columns, one binary head each")
+    train_backbone: bool = knob(True, "fine-tune the backbone too (--no-train-backbone: linear probe)")
+    frame_size: tuple[int, int] = knob(
+        (FRAME_HEIGHT, FRAME_WIDTH), "model frame height x width", parse=hw_size, metavar="HxW"
+    )
+    epochs: int = knob(10, "passes over the training slice")
+    batch_size: int = knob(8, "images per optimiser step")
+    lr: float = knob(1e-3, "AdamW learning rate of the heads")
+    backbone_lr: float = knob(1e-4, "AdamW learning rate of the backbone")
+    weight_decay: float = knob(1e-4, "AdamW weight decay")
+    warmup_fraction: float = knob(0.05, "fraction of all steps spent warming the learning rate up linearly")
+    augment: bool = knob(True, "flip / affine / elastic augmentation of training frames")
+    validation_fraction: float = knob(0.15, "fraction of training studies held out to pick the best epoch")
+    limit: int | None = knob(None, "only the first N training-split images")
+    cache_gb: float = knob(4.0, "keep decoded frames in memory when they fit in this many GB")
+    workers: int = knob(2, "DataLoader processes")
+    device: str = knob("cpu", "where to train", choices=("cpu", "cuda"))
+    amp: bool = knob(True, "mixed precision on CUDA (ignored on the CPU)")
+    seed: int = knob(0, "seed of initialisation, slicing, shuffling and augmentation")
+    resume: bool = knob(True, "continue from out/checkpoint.pt when it holds the same run")
+    progress: bool = knob(True, "show a progress bar")
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.tasks.split(",") if t.strip())
+
+    def validate(self) -> FinetuneConfig:
+        if not self.task_names:
+            raise FinetuneError("--tasks names no label column")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise FinetuneError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "backbone_lr"):
+            if not getattr(self, name) > 0:
+                raise FinetuneError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise FinetuneError(f"--warmup-fraction must be in [0, 1), got {self.warmup_fraction}")
+        if not 0 < self.validation_fraction < 1:
+            raise FinetuneError(f"--validation-fraction must be in (0, 1), got {self.validation_fraction}")
+        if self.workers < 0:
+            raise FinetuneError(f"--workers must be >= 0, got {self.workers}")
+        return self

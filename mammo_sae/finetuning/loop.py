@@ -1,0 +1,179 @@
+"""The fine-tuning loop: class-weighted BCE, AdamW with warm-up + cosine, AMP on CUDA, validation AUROC
+each epoch, best checkpoint kept, resumable from ``checkpoint.pt`` (written atomically every epoch)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from mammo_sae import __version__
+from mammo_sae.analysis.metrics import auprc, auroc
+from mammo_sae.atomic import atomic_open, atomic_write_text
+from mammo_sae.bundle.format import sha256_json
+from mammo_sae.data.vindr import VindrIndex
+from mammo_sae.finetuning.config import FinetuneConfig
+from mammo_sae.finetuning.data import FinetuneError, FrameCache, LabelledFrames, make_slices, positive_weights
+from mammo_sae.models import Classifier, create_backbone, save_classifier
+
+CHECKPOINT, CLASSIFIER, METRICS, VALIDATION = "checkpoint.pt", "classifier.safetensors", "metrics.jsonl", "validation.json"
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up to 1 over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def run_identity(config: FinetuneConfig) -> str:
+    knobs = {k: v for k, v in asdict(config).items() if k not in ("out", "workers", "device", "resume", "progress", "cache_gb")}
+    return sha256_json({"config": knobs, "version": __version__})
+
+
+@torch.inference_mode()
+def evaluate(model: Classifier, loader: DataLoader, tasks: tuple[str, ...], device: torch.device) -> dict[str, Any]:
+    model.eval()
+    logits, targets = [], []
+    for pixels, y in loader:
+        out = model(pixels.to(device, memory_format=torch.channels_last))
+        logits.append(torch.cat([out[t].float() for t in tasks], dim=1).cpu().numpy())
+        targets.append(y.numpy())
+    scores, labels = np.concatenate(logits), np.concatenate(targets).astype(np.int64)
+    per_task = {
+        task: {"auroc": auroc(labels[:, h], scores[:, h]), "auprc": auprc(labels[:, h], scores[:, h]),
+               "positives": int(labels[:, h].sum())}
+        for h, task in enumerate(tasks)
+    }
+    finite = [v["auroc"] for v in per_task.values() if not math.isnan(v["auroc"])]
+    return {"tasks": per_task, "mean_auroc": float(np.mean(finite)) if finite else float("nan"), "images": len(labels)}
+
+
+def build_model(config: FinetuneConfig) -> Classifier:
+    torch.manual_seed(config.seed)
+    backbone = create_backbone(config.backbone)
+    model = Classifier.create(backbone, {task: 1 for task in config.task_names})
+    if not config.train_backbone:
+        backbone.requires_grad_(False)
+    return model
+
+
+def _optimizer(model: Classifier, config: FinetuneConfig) -> torch.optim.AdamW:
+    groups = [{"params": list(model.heads.parameters()), "lr": config.lr}]
+    if config.train_backbone:
+        groups.append({"params": list(model.backbone.parameters()), "lr": config.backbone_lr})
+    for group in groups:
+        group["base_lr"] = group["lr"]
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
+def finetune(config: FinetuneConfig) -> dict[str, Any]:
+    """Train (or resume) and return a JSON summary; the best epoch's classifier is in out/classifier.safetensors."""
+    config.validate()
+    started = time.perf_counter()
+    out = Path(config.out)
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FinetuneError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    tasks = config.task_names
+    index = VindrIndex.load(config.data)
+    slices = make_slices(index, tasks, config.validation_fraction, config.seed, config.limit)
+    model = build_model(config).to(device).to(memory_format=torch.channels_last)
+    optimizer = _optimizer(model, config)
+    out.mkdir(parents=True, exist_ok=True)
+    identity = run_identity(config)
+    state = _resume_state(out / CHECKPOINT, identity) if config.resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    elif (out / METRICS).exists():
+        (out / METRICS).unlink()  # a fresh run starts a fresh log
+
+    frame_bytes = config.frame_size[0] * config.frame_size[1] * (len(slices.train) + len(slices.validation))
+    cache = None
+    if frame_bytes <= config.cache_gb * 2**30:
+        cache = FrameCache(slices.train + slices.validation, config.frame_size, config.workers)
+    common = {"cache": cache}
+    train_set = LabelledFrames(slices.train, slices.labels, tasks, config.frame_size, augment=config.augment, seed=config.seed, **common)
+    val_set = LabelledFrames(slices.validation, slices.labels, tasks, config.frame_size, **common)
+    workers = 0 if cache is not None else config.workers
+    generator = torch.Generator().manual_seed(config.seed)
+    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, num_workers=workers, generator=generator, drop_last=len(train_set) > config.batch_size)
+    val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=workers)
+    pos_weight = positive_weights(slices.labels, train_set.records, tasks).to(device)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    steps_per_epoch = len(train_loader)
+    total, warmup = steps_per_epoch * config.epochs, max(1, int(config.warmup_fraction * steps_per_epoch * config.epochs))
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    first_epoch = state["epoch"] + 1 if state else 0
+    best = state["best"] if state else {"mean_auroc": -1.0, "epoch": None}
+    step = first_epoch * steps_per_epoch
+    for epoch in range(first_epoch, config.epochs):
+        model.train()
+        if not config.train_backbone:
+            model.backbone.eval()  # a linear probe keeps the encoder's BatchNorm statistics
+        train_set.epoch = epoch
+        generator.manual_seed(config.seed * 1_000_003 + epoch)  # the epoch's order does not depend on resumes
+        losses = []
+        with tqdm(train_loader, desc=f"finetune epoch {epoch + 1}/{config.epochs}", disable=not config.progress) as bar:
+            for pixels, targets in bar:
+                for group in optimizer.param_groups:
+                    group["lr"] = group["base_lr"] * lr_factor(step, total, warmup)
+                with torch.autocast(device.type, enabled=use_amp):
+                    out_logits = model(pixels.to(device, memory_format=torch.channels_last))
+                    logits = torch.cat([out_logits[t] for t in tasks], dim=1)
+                loss = loss_fn(logits.float(), targets.to(device))
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                losses.append(float(loss))
+                step += 1
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        validation = evaluate(model, val_loader, tasks, device)
+        record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), **validation}
+        with open(out / METRICS, "a") as log:
+            log.write(json.dumps(record) + "\n")
+        if validation["mean_auroc"] > best["mean_auroc"]:
+            best = {"mean_auroc": validation["mean_auroc"], "epoch": epoch, "validation": validation}
+            save_classifier(model.eval(), out / CLASSIFIER)
+            atomic_write_text(out / VALIDATION, json.dumps(best | {"config": asdict(config)}, indent=1) + "\n")
+        with atomic_open(out / CHECKPOINT, "wb") as handle:
+            torch.save({"identity": identity, "epoch": epoch, "best": best, "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict()}, handle)
+    if best["epoch"] is None:
+        raise FinetuneError("no epoch produced a finite validation AUROC; enlarge --validation-fraction")
+    return {
+        "classifier": str(out / CLASSIFIER),
+        "best_epoch": best["epoch"],
+        "validation": best.get("validation"),
+        "train_images": len(train_set),
+        "validation_images": len(val_set),
+        "skipped": len(slices.skipped) + (len(cache.errors) if cache else 0),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _resume_state(path: Path, identity: str) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged checkpoint: say so and start over
+        raise FinetuneError(f"{path} is unreadable ({type(error).__name__}); delete it to start over") from None
+    if state.get("identity") != identity:
+        raise FinetuneError(
+            f"{path} belongs to a run with other settings; delete it, choose another --out, or pass --no-resume"
+        )
+    return state
