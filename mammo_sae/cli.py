@@ -9,7 +9,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("mammo_sae.data.__main__", "inspect a VinDr-Mammo root (summary)"),
     "phantom": ("mammo_sae.phantom", "generate a synthetic phantom dataset in VinDr layout"),
     "extract": ("mammo_sae.extract", "extract a layer's feature-map tokens into an activation store"),
-    "finetune": ("mammo_sae.finetune", "fine-tune mass / calcification heads (and the backbone) on a dataset"),
+    "finetune": (
+        "mammo_sae.finetune",
+        "fine-tune mass / calcification heads (and the backbone) on a dataset",
+    ),
     "train": ("mammo_sae.train", "train a sparse autoencoder on an activation store"),
     "analyze": ("mammo_sae.analyze", "concept scores, patches, maps, localisation and curves into a bundle"),
 }

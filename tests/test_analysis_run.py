@@ -267,3 +267,19 @@ def test_bad_arguments_are_rejected_before_any_work(setting: Setting, tmp_path: 
     assert analyze_cli.main([*analyze_args(setting, tmp_path / "c"), "--ks", "1,five"]) == 2
     assert "--ks" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_scores_can_come_from_another_root(setting: Setting, bundle: Bundle, tmp_path: Path) -> None:
+    """--score-data ranks on another dataset's split (here a copy of the same phantoms: same scores)."""
+    copy = tmp_path / "score-phantoms"
+    shutil.copytree(setting.data, copy)
+    out = tmp_path / "bundle"
+    assert analyze_cli.main([*analyze_args(setting, out), "--score-data", str(copy)]) == 0
+    other = Bundle.open(out)
+    pd.testing.assert_frame_equal(other.scores, bundle.scores)
+    assert other.manifest["inputs"]["score_dataset"]["kind"] == "synthetic phantoms"
+    (copy / "breast-level_annotations.csv").write_text(
+        (copy / "breast-level_annotations.csv").read_text() + "\n"
+    )
+    with pytest.raises(BundleStaleError, match="differs from the one analysed"):
+        Bundle.open(out)

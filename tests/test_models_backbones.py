@@ -163,3 +163,16 @@ def test_random_init_is_the_same_network_every_time_and_leaves_the_global_rng_al
     a, b = create_backbone("timm:resnet18"), create_backbone("timm:resnet18")
     assert torch.equal(torch.random.get_rng_state(), state)
     assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items())
+
+
+def test_output_stride_suffix_gives_a_finer_token_grid() -> None:
+    coarse = create_backbone("timm:resnet10t")
+    fine = create_backbone("timm:resnet10t@os16")
+    x = torch.zeros(1, 3, 128, 96)
+    assert tuple(coarse.forward_features(x).shape[2:]) == (4, 3)
+    assert tuple(fine.forward_features(x).shape[2:]) == (8, 6)
+    assert fine.architecture == "timm:resnet10t@os16" and fine.num_features == coarse.num_features
+    with pytest.raises(ModelError, match="@os8 and @os16"):
+        create_backbone("timm:resnet10t@os4")
+    with pytest.raises(ModelError, match="output stride 16"):
+        create_backbone("timm:lcnet_050@os16")

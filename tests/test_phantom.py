@@ -407,7 +407,7 @@ def test_cli_help_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         ["--mass-rate", "-0.1"],
         ["--confounder-finding", "distortion"],
         ["--seed", "-1"],
-        ["--test-fraction", "1.0"],
+        ["--test-fraction", "1.5"],
         ["--workers", "-2"],
     ],
 )
@@ -442,3 +442,10 @@ def test_regenerating_a_phantom_folder_replaces_it(tmp_path: Path) -> None:
     generate_dataset(out, replace(CONFIG, studies=1, height=160, width=128, seed=5), workers=1)
     assert len(list((out / "images").rglob("*.dicom"))) == 4  # no stale images from the first run
     assert verify_dataset(out) == []
+
+
+def test_test_fraction_one_makes_a_held_out_set_of_test_studies() -> None:
+    plans = plan_dataset(PhantomConfig(studies=3, seed=4, test_fraction=1.0))
+    assert {plan.split for plan in plans} == {"test"}
+    mixed = plan_dataset(PhantomConfig(studies=3, seed=4, test_fraction=0.9))
+    assert {plan.split for plan in mixed} == {"test", "training"}, "below 1, one study stays in training"

@@ -181,6 +181,7 @@ def assemble_bundle(
     out: Path,
     config: AnalyzeConfig,
     index: VindrIndex,
+    score_index: VindrIndex,
     inputs: LoadedInputs,
     concepts: tuple[str, ...],
     records: list[AnalysisRecord],
@@ -255,7 +256,7 @@ def assemble_bundle(
         images[f"error_{task}"] = error_term[:, h]
 
     # concept scores on the score split
-    means = class_means(score_chunks, score_records, index, concepts, d_sae)
+    means = class_means(score_chunks, score_records, score_index, concepts, d_sae)
     scores = means.table()
     rankings = {}
     for concept in concepts:

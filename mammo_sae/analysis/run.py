@@ -88,6 +88,9 @@ class AnalyzeConfig:
     )
     split: str = knob("test", "split to analyse (codes, patches, maps, localisation, curves)", choices=SPLITS)
     score_split: str = knob("training", "split whose class-wise means rank the latents", choices=SPLITS)
+    score_data: str | None = knob(
+        None, "root holding the score split (default: --data), e.g. the training phantoms"
+    )
     limit: int | None = knob(None, "only the first N images of each split")
     concepts: str | None = knob(None, "comma-separated label columns to score (default: mass,calcification)")
     rank_by: str = knob(
@@ -147,6 +150,7 @@ class AnalyzeConfig:
             "backbone",
             "split",
             "score_split",
+            "score_data",
             "limit",
             "concepts",
             "rank_by",
@@ -279,6 +283,15 @@ def run_identity(config: AnalyzeConfig, fingerprints: dict[str, Any]) -> str:
     return sha256_json({"config": knobs, "inputs": fingerprints, "package_version": __version__})
 
 
+def portable(fingerprints: dict[str, Any]) -> dict[str, Any]:
+    """Fingerprints without dataset locations (a moved dataset with the same content is the same input)."""
+    out = dict(fingerprints)
+    for key in ("dataset", "score_dataset"):
+        if out.get(key):
+            out[key] = {k: v for k, v in out[key].items() if k != "root"}
+    return out
+
+
 def prepare_out(out: Path, run_id: str, overwrite: bool) -> str:
     """'done' when the same bundle is already complete, else 'run' with ``out/work`` ready."""
     work = out / WORK_DIR
@@ -366,6 +379,10 @@ def analyze(config: AnalyzeConfig) -> dict[str, Any]:
         raise AnalyzeError("--device cuda was asked for but no CUDA device is available; use --device cpu")
     index = VindrIndex.load(config.data)
     concepts = choose_concepts(config, index)
+    score_index = index if config.score_data is None else VindrIndex.load(config.score_data)
+    lacking = [c for c in concepts if c not in score_index.categories]
+    if lacking:
+        raise AnalyzeError(f"the score data {config.score_data} has no label columns {lacking}")
     inputs = load_inputs(config, device)
     records, missing = split_records(index, config.split, config.limit)
     same_split = config.score_split == config.split
@@ -375,15 +392,12 @@ def analyze(config: AnalyzeConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     fingerprints = {
         "dataset": dataset_fingerprint(config.data, out),
+        "score_dataset": None if config.score_data is None else dataset_fingerprint(config.score_data, out),
         "backbone": backbone_fingerprint(inputs.backbone, inputs.backbone_source, out),
         "classifiers": [file_fingerprint(path, out) for path in config.classifier],
         "sae": sae_fingerprint(config.sae, out),
     }
-    run_id = run_identity(
-        config,
-        {k: v for k, v in fingerprints.items() if k != "dataset"}
-        | {"dataset": {k: v for k, v in fingerprints["dataset"].items() if k != "root"}},
-    )
+    run_id = run_identity(config, portable(fingerprints))
     if prepare_out(out, run_id, config.overwrite) == "done":
         return read_manifest(out)["summary"] | {"bundle": str(out), "resumed": "already complete"}
     weights, biases = stacked_heads(inputs)
@@ -407,6 +421,7 @@ def analyze(config: AnalyzeConfig) -> dict[str, Any]:
         out=out,
         config=config,
         index=index,
+        score_index=score_index,
         inputs=inputs,
         concepts=concepts,
         records=records,

@@ -104,8 +104,17 @@ def stale_reasons(inputs: dict[str, Any], folder: Path, data_root: Path | None =
         reasons.append(
             _changed_file("backbone weights", backbone["weights_file"], backbone["weights_sha256"], folder)
         )
-    dataset = inputs["dataset"]
-    root = data_root or resolve_from(dataset["root"], folder)
+    reasons += _dataset_changes(
+        inputs["dataset"], data_root or resolve_from(inputs["dataset"]["root"], folder)
+    )
+    if inputs.get("score_dataset"):
+        score = inputs["score_dataset"]
+        reasons += _dataset_changes(score, resolve_from(score["root"], folder))
+    return [reason for reason in reasons if reason]
+
+
+def _dataset_changes(dataset: dict[str, Any], root: Path) -> list[str]:
+    reasons = []
     if root.is_dir():
         for name, sha in dataset["files"].items():
             if (root / name).is_file() and sha256_file(root / name) != sha:

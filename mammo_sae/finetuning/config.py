@@ -11,8 +11,12 @@ from mammo_sae.finetuning.data import FinetuneError
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    data: str = knob(REQUIRED, "VinDr-Mammo layout root (real release or phantoms); trains on its training split")
-    out: str = knob(REQUIRED, "output folder: classifier.safetensors, metrics.jsonl, validation.json, checkpoint.pt")
+    data: str = knob(
+        REQUIRED, "VinDr-Mammo layout root (real release or phantoms); trains on its training split"
+    )
+    out: str = knob(
+        REQUIRED, "output folder: classifier.safetensors, metrics.jsonl, validation.json, checkpoint.pt"
+    )
     backbone: str = knob(REQUIRED, "backbone spec: timm:NAME[:WEIGHTS] or mammoclip-b5:CHECKPOINT")
     tasks: str = knob("mass,calcification", "comma-separated label columns, one binary head each")
     train_backbone: bool = knob(True, "fine-tune the backbone too (--no-train-backbone: linear probe)")

@@ -40,14 +40,16 @@ def make_slices(
     """Training-split images divided by study into a training and a validation slice."""
     unknown = [t for t in tasks if t not in index.categories]
     if unknown:
-        raise FinetuneError(f"tasks {unknown} are not label columns of this dataset; known: {list(index.categories)}")
+        raise FinetuneError(
+            f"tasks {unknown} are not label columns of this dataset; known: {list(index.categories)}"
+        )
     records, skipped = select_records(index, "training", limit)
     if not records:
         raise FinetuneError("the training split has no readable images")
     studies = index.images.set_index("image_id")["study_id"]
     unique = sorted({studies[r.image_id] for r in records})
     rng = image_rng(seed, "studies", "validation")
-    n_val = int(round(validation_fraction * len(unique)))
+    n_val = round(validation_fraction * len(unique))
     if validation_fraction > 0 and n_val == 0:
         n_val = 1
     held = set(rng.permutation(unique)[:n_val].tolist())
@@ -57,11 +59,15 @@ def make_slices(
     for task in tasks:
         positives = int(labels.loc[[r.image_id for r in train], task].sum())
         if positives == 0 or positives == len(train):
-            raise FinetuneError(f"the training slice has {positives} {task}-positive images of {len(train)}: both classes are needed")
+            raise FinetuneError(
+                f"the training slice has {positives} {task}-positive images of {len(train)}: both classes are needed"
+            )
     return Slices(train, validation, labels, skipped)
 
 
-def positive_weights(labels: pd.DataFrame, records: list[ImageRecord], tasks: tuple[str, ...]) -> torch.Tensor:
+def positive_weights(
+    labels: pd.DataFrame, records: list[ImageRecord], tasks: tuple[str, ...]
+) -> torch.Tensor:
     """Per task: negatives / positives on the training slice (Mammo-CLIP's class weighting)."""
     values = labels.loc[[r.image_id for r in records], list(tasks)].to_numpy()
     positives = values.sum(axis=0)

@@ -24,7 +24,12 @@ from mammo_sae.finetuning.config import FinetuneConfig
 from mammo_sae.finetuning.data import FinetuneError, FrameCache, LabelledFrames, make_slices, positive_weights
 from mammo_sae.models import Classifier, create_backbone, save_classifier
 
-CHECKPOINT, CLASSIFIER, METRICS, VALIDATION = "checkpoint.pt", "classifier.safetensors", "metrics.jsonl", "validation.json"
+CHECKPOINT, CLASSIFIER, METRICS, VALIDATION = (
+    "checkpoint.pt",
+    "classifier.safetensors",
+    "metrics.jsonl",
+    "validation.json",
+)
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -36,12 +41,18 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 
 
 def run_identity(config: FinetuneConfig) -> str:
-    knobs = {k: v for k, v in asdict(config).items() if k not in ("out", "workers", "device", "resume", "progress", "cache_gb")}
+    knobs = {
+        k: v
+        for k, v in asdict(config).items()
+        if k not in ("out", "workers", "device", "resume", "progress", "cache_gb")
+    }
     return sha256_json({"config": knobs, "version": __version__})
 
 
 @torch.inference_mode()
-def evaluate(model: Classifier, loader: DataLoader, tasks: tuple[str, ...], device: torch.device) -> dict[str, Any]:
+def evaluate(
+    model: Classifier, loader: DataLoader, tasks: tuple[str, ...], device: torch.device
+) -> dict[str, Any]:
     model.eval()
     logits, targets = [], []
     for pixels, y in loader:
@@ -50,12 +61,19 @@ def evaluate(model: Classifier, loader: DataLoader, tasks: tuple[str, ...], devi
         targets.append(y.numpy())
     scores, labels = np.concatenate(logits), np.concatenate(targets).astype(np.int64)
     per_task = {
-        task: {"auroc": auroc(labels[:, h], scores[:, h]), "auprc": auprc(labels[:, h], scores[:, h]),
-               "positives": int(labels[:, h].sum())}
+        task: {
+            "auroc": auroc(labels[:, h], scores[:, h]),
+            "auprc": auprc(labels[:, h], scores[:, h]),
+            "positives": int(labels[:, h].sum()),
+        }
         for h, task in enumerate(tasks)
     }
     finite = [v["auroc"] for v in per_task.values() if not math.isnan(v["auroc"])]
-    return {"tasks": per_task, "mean_auroc": float(np.mean(finite)) if finite else float("nan"), "images": len(labels)}
+    return {
+        "tasks": per_task,
+        "mean_auroc": float(np.mean(finite)) if finite else float("nan"),
+        "images": len(labels),
+    }
 
 
 def build_model(config: FinetuneConfig) -> Classifier:
@@ -103,16 +121,34 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     if frame_bytes <= config.cache_gb * 2**30:
         cache = FrameCache(slices.train + slices.validation, config.frame_size, config.workers)
     common = {"cache": cache}
-    train_set = LabelledFrames(slices.train, slices.labels, tasks, config.frame_size, augment=config.augment, seed=config.seed, **common)
+    train_set = LabelledFrames(
+        slices.train,
+        slices.labels,
+        tasks,
+        config.frame_size,
+        augment=config.augment,
+        seed=config.seed,
+        **common,
+    )
     val_set = LabelledFrames(slices.validation, slices.labels, tasks, config.frame_size, **common)
     workers = 0 if cache is not None else config.workers
     generator = torch.Generator().manual_seed(config.seed)
-    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, num_workers=workers, generator=generator, drop_last=len(train_set) > config.batch_size)
+    train_loader = DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        generator=generator,
+        drop_last=len(train_set) > config.batch_size,
+    )
     val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=workers)
     pos_weight = positive_weights(slices.labels, train_set.records, tasks).to(device)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     steps_per_epoch = len(train_loader)
-    total, warmup = steps_per_epoch * config.epochs, max(1, int(config.warmup_fraction * steps_per_epoch * config.epochs))
+    total, warmup = (
+        steps_per_epoch * config.epochs,
+        max(1, int(config.warmup_fraction * steps_per_epoch * config.epochs)),
+    )
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -124,9 +160,14 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         if not config.train_backbone:
             model.backbone.eval()  # a linear probe keeps the encoder's BatchNorm statistics
         train_set.epoch = epoch
-        generator.manual_seed(config.seed * 1_000_003 + epoch)  # the epoch's order does not depend on resumes
+        # order, dropout and augmentation of an epoch depend on (seed, epoch) only, so a resumed run
+        # retraces the uninterrupted one
+        generator.manual_seed(config.seed * 1_000_003 + epoch)
+        torch.manual_seed(config.seed * 1_000_033 + epoch)
         losses = []
-        with tqdm(train_loader, desc=f"finetune epoch {epoch + 1}/{config.epochs}", disable=not config.progress) as bar:
+        with tqdm(
+            train_loader, desc=f"finetune epoch {epoch + 1}/{config.epochs}", disable=not config.progress
+        ) as bar:
             for pixels, targets in bar:
                 for group in optimizer.param_groups:
                     group["lr"] = group["base_lr"] * lr_factor(step, total, warmup)
@@ -138,7 +179,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 step += 1
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         validation = evaluate(model, val_loader, tasks, device)
@@ -148,10 +189,20 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         if validation["mean_auroc"] > best["mean_auroc"]:
             best = {"mean_auroc": validation["mean_auroc"], "epoch": epoch, "validation": validation}
             save_classifier(model.eval(), out / CLASSIFIER)
-            atomic_write_text(out / VALIDATION, json.dumps(best | {"config": asdict(config)}, indent=1) + "\n")
+            atomic_write_text(
+                out / VALIDATION, json.dumps(best | {"config": asdict(config)}, indent=1) + "\n"
+            )
         with atomic_open(out / CHECKPOINT, "wb") as handle:
-            torch.save({"identity": identity, "epoch": epoch, "best": best, "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict()}, handle)
+            torch.save(
+                {
+                    "identity": identity,
+                    "epoch": epoch,
+                    "best": best,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                },
+                handle,
+            )
     if best["epoch"] is None:
         raise FinetuneError("no epoch produced a finite validation AUROC; enlarge --validation-fraction")
     return {
@@ -171,7 +222,9 @@ def _resume_state(path: Path, identity: str) -> dict[str, Any] | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a damaged checkpoint: say so and start over
-        raise FinetuneError(f"{path} is unreadable ({type(error).__name__}); delete it to start over") from None
+        raise FinetuneError(
+            f"{path} is unreadable ({type(error).__name__}); delete it to start over"
+        ) from None
     if state.get("identity") != identity:
         raise FinetuneError(
             f"{path} belongs to a run with other settings; delete it, choose another --out, or pass --no-resume"

@@ -3,6 +3,8 @@
 Spec strings::
 
     timm:NAME                     timm architecture, random weights (never downloaded)
+    timm:NAME@osN                 ... built with output stride N (8 or 16: dilated last stages, a finer
+                                  token grid at the same cost in parameters)
     timm:NAME:WEIGHTS_FILE        ... with weights from a local .safetensors or torch file
     mammoclip-b5:CHECKPOINT       Mammo-CLIP EfficientNet-B5 encoder from a released file
     mammoclip-b2:CHECKPOINT       Mammo-CLIP EfficientNet-B2 encoder
@@ -54,6 +56,17 @@ class BackboneSpec:
         """The spec without its file: ``timm:NAME`` or ``mammoclip-b5``."""
         return f"timm:{self.name}" if self.kind == "timm" else self.kind
 
+    @property
+    def timm_name(self) -> str:
+        """The timm model name, without an ``@osN`` suffix."""
+        return self.name.partition("@")[0]
+
+    @property
+    def output_stride(self) -> int | None:
+        """N of an ``@osN`` suffix, else None (the model's own stride)."""
+        suffix = self.name.partition("@")[2]
+        return int(suffix[2:]) if suffix else None
+
 
 def parse_spec(spec: str) -> BackboneSpec:
     """Split a spec string into kind, model name and weights path; ModelError explaining the syntax."""
@@ -64,6 +77,9 @@ def parse_spec(spec: str) -> BackboneSpec:
         name, _, path = rest.partition(":")
         if not name:
             raise ModelError(f"backbone spec {spec!r} names no timm model; expected {SPEC_SYNTAX}")
+        suffix = name.partition("@")[2]
+        if suffix and suffix not in ("os8", "os16"):
+            raise ModelError(f"backbone spec {spec!r}: the only suffixes are @os8 and @os16 (output stride)")
         return BackboneSpec("timm", name, path or None)
     if kind in mammoclip.ARCHS:
         if not rest:
@@ -174,7 +190,7 @@ def build_architecture(spec: str, in_chans: int = 3) -> Backbone:
 
 def _build_architecture(parsed: BackboneSpec, spec: str, in_chans: int) -> Backbone:
     if parsed.kind == "timm":
-        model = _create_timm(parsed.name, in_chans)
+        model = _create_timm(parsed.timm_name, in_chans, parsed.output_stride)
         return Backbone(
             model,
             spec=spec,
@@ -198,7 +214,7 @@ def _build_architecture(parsed: BackboneSpec, spec: str, in_chans: int) -> Backb
     )
 
 
-def _create_timm(name: str, in_chans: int) -> nn.Module:
+def _create_timm(name: str, in_chans: int, output_stride: int | None = None) -> nn.Module:
     if not timm.is_model(name):
         base = name.split(".", 1)[0]
         matches = timm.list_models(f"*{base}*")[:8] or difflib.get_close_matches(
@@ -206,10 +222,14 @@ def _create_timm(name: str, in_chans: int) -> nn.Module:
         )
         hint = f"; close names: {', '.join(matches)}" if matches else ""
         raise ModelError(f"timm has no model {name!r}{hint} (see timm.list_models('*pattern*'))")
+    options = {} if output_stride is None else {"output_stride": output_stride}
     try:
-        model = timm.create_model(name, pretrained=False, num_classes=0, global_pool="", in_chans=in_chans)
+        model = timm.create_model(
+            name, pretrained=False, num_classes=0, global_pool="", in_chans=in_chans, **options
+        )
     except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
-        raise ModelError(f"timm could not build {name!r} as a feature backbone: {exc}") from exc
+        stride = f" with output stride {output_stride}" if output_stride else ""
+        raise ModelError(f"timm could not build {name!r}{stride} as a feature backbone: {exc}") from exc
     if not hasattr(model, "forward_features"):
         raise ModelError(f"timm model {name!r} has no forward_features; it cannot serve as a backbone")
     return model.eval()

@@ -57,7 +57,9 @@ class PhantomConfig:
         parse=comma_floats(4),
         metavar="A,B,C,D",
     )
-    test_fraction: float = knob(0.2, "fraction of studies in the test split")
+    test_fraction: float = knob(
+        0.2, "fraction of studies in the test split (1 = a held-out set of test studies only)"
+    )
     jpeg2000_rate: float = knob(0.25, "share of JPEG 2000 lossless files (at least one if > 0)")
     monochrome1_rate: float = knob(0.25, "share of MONOCHROME1 files (at least one if > 0)")
     sigmoid_rate: float = knob(0.2, "share of files with VOILUTFunction SIGMOID (at least one if > 0)")
@@ -113,8 +115,8 @@ class PhantomConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
                 raise PhantomConfigError(f"{name} must be a probability in [0, 1], got {value!r}")
-        if not 0.0 <= self.test_fraction < 1.0:
-            raise PhantomConfigError(f"test_fraction must be in [0, 1), got {self.test_fraction!r}")
+        if not 0.0 <= self.test_fraction <= 1.0:
+            raise PhantomConfigError(f"test_fraction must be in [0, 1], got {self.test_fraction!r}")
         if self.confounder_finding not in CONFOUNDER_FINDINGS:
             raise PhantomConfigError(
                 f"confounder_finding must be one of {CONFOUNDER_FINDINGS}, got {self.confounder_finding!r}"

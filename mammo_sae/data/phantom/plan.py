@@ -194,11 +194,12 @@ def _encoding(rng: np.random.Generator, config: PhantomConfig) -> tuple[Encoding
 
 
 def _split(config: PhantomConfig) -> list[str]:
-    """Exactly round(test_fraction x studies) test studies (>= 1 when there are >= 2 studies and the
-    fraction is > 0), chosen by a per-study random key so the choice barely moves as studies are added."""
+    """Exactly round(test_fraction x studies) test studies (>= 1 and <= studies - 1 when there are >= 2
+    studies and the fraction is strictly between 0 and 1; 1.0 makes a held-out set of test studies only),
+    chosen by a per-study random key so the choice barely moves as studies are added."""
     n = config.studies
     n_test = round(config.test_fraction * n)
-    if config.test_fraction > 0 and n >= 2:
+    if 0 < config.test_fraction < 1 and n >= 2:
         n_test = min(max(n_test, 1), n - 1)
     keys = [rng_for(config.seed, i, STREAM_SPLIT).random() for i in range(n)]
     test = set(np.argsort(keys, kind="stable")[:n_test].tolist())

@@ -1,0 +1,113 @@
+"""Fine-tuning: the schedule, the study-level validation slice, class weights, and a resumable run that
+saves the best epoch in the project's classifier format."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mammo_sae import finetune as finetune_cli
+from mammo_sae.data.vindr import VindrIndex
+from mammo_sae.finetuning import loop
+from mammo_sae.finetuning.data import FinetuneError, make_slices, positive_weights
+from mammo_sae.models import create_backbone, load_classifier
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mammo_sae.data.phantom import PhantomConfig, generate_dataset
+
+    root = tmp_path_factory.mktemp("finetune") / "phantoms"
+    config = PhantomConfig(studies=6, seed=5, height=256, width=208, test_fraction=0.0, mass_rate=0.5)
+    generate_dataset(root, config, workers=1)
+    return root
+
+
+def args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--data", str(data), "--out", str(out), "--backbone", "timm:resnet10t", "--frame-size", "128x80",
+        "--epochs", "2", "--batch-size", "4", "--workers", "0", "--validation-fraction", "0.34", "--no-progress",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    factors = [loop.lr_factor(step, 100, 10) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(factors[9:]))
+    assert loop.lr_factor(100, 100, 10) == pytest.approx(0.0)
+    assert loop.lr_factor(55, 100, 10) == pytest.approx(0.5)
+
+
+def test_validation_holds_out_whole_studies(phantoms: Path) -> None:
+    index = VindrIndex.load(phantoms)
+    slices = make_slices(index, ("mass", "calcification"), 0.34, seed=0, limit=None)
+    studies = index.images.set_index("image_id")["study_id"]
+    train = {studies[r.image_id] for r in slices.train}
+    held = {studies[r.image_id] for r in slices.validation}
+    assert held and train and not train & held
+    assert len(slices.train) + len(slices.validation) == len(index.images)
+    again = make_slices(index, ("mass", "calcification"), 0.34, seed=0, limit=None)
+    assert [r.image_id for r in again.validation] == [r.image_id for r in slices.validation]
+    weights = positive_weights(slices.labels, slices.train, ("mass",))
+    y = slices.labels.loc[[r.image_id for r in slices.train], "mass"].to_numpy()
+    assert float(weights[0]) == pytest.approx((y == 0).sum() / (y == 1).sum())
+
+
+def test_bad_tasks_and_single_class_slices_are_refused(phantoms: Path) -> None:
+    index = VindrIndex.load(phantoms)
+    with pytest.raises(FinetuneError, match="not label columns"):
+        make_slices(index, ("tumour",), 0.2, 0, None)
+    with pytest.raises(FinetuneError, match="both classes"):
+        make_slices(index, ("mass",), 0.2, 0, 2)
+
+
+def test_finetune_saves_the_best_epoch_and_resumes_to_the_same_weights(
+    phantoms: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    assert finetune_cli.main(args(phantoms, tmp_path / "whole")) == 0
+    summary = json.loads(capsys.readouterr().out)
+    classifier = load_classifier(tmp_path / "whole" / "classifier.safetensors")
+    assert set(classifier.tasks) == {"mass", "calcification"}
+    log = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert [entry["epoch"] for entry in log] == [0, 1]
+    best = json.loads((tmp_path / "whole" / "validation.json").read_text())
+    assert best["epoch"] == summary["best_epoch"] == int(np.argmax([e["mean_auroc"] for e in log]))
+
+    real_evaluate = loop.evaluate
+    calls = {"n": 0}
+
+    def killed_in_epoch_two(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*a, **k)
+
+    monkeypatch.setattr(loop, "evaluate", killed_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_cli.main(args(phantoms, tmp_path / "resumed"))
+    monkeypatch.setattr(loop, "evaluate", real_evaluate)
+    assert finetune_cli.main(args(phantoms, tmp_path / "resumed")) == 0
+    whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["model"]
+    resumed = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["model"]
+    for key, value in whole.items():
+        assert torch.equal(value, resumed[key]), key
+
+
+def test_linear_probe_leaves_the_backbone_untouched(phantoms: Path, tmp_path: Path) -> None:
+    assert finetune_cli.main(args(phantoms, tmp_path, "--no-train-backbone", "--epochs", "1")) == 0
+    trained = load_classifier(tmp_path / "classifier.safetensors").backbone.state_dict()
+    fresh = create_backbone("timm:resnet10t").state_dict()
+    assert all(torch.equal(trained[k], fresh[k]) for k in fresh)
+
+
+def test_bad_flags_exit_2_with_a_message(phantoms: Path, tmp_path: Path, capsys) -> None:
+    assert finetune_cli.main(args(phantoms, tmp_path, "--epochs", "0")) == 2
+    assert "--epochs must be >= 1" in capsys.readouterr().err
+    assert finetune_cli.main(args(phantoms, tmp_path, "--tasks", "mass,density")) == 2
+    assert "not label columns" in capsys.readouterr().err
