@@ -270,16 +270,27 @@ def test_bad_arguments_are_rejected_before_any_work(setting: Setting, tmp_path: 
 
 
 def test_scores_can_come_from_another_root(setting: Setting, bundle: Bundle, tmp_path: Path) -> None:
-    """--score-data ranks on another dataset's split (here a copy of the same phantoms: same scores)."""
-    copy = tmp_path / "score-phantoms"
-    shutil.copytree(setting.data, copy)
-    out = tmp_path / "bundle"
-    assert analyze_cli.main([*analyze_args(setting, out), "--score-data", str(copy)]) == 0
-    other = Bundle.open(out)
-    pd.testing.assert_frame_equal(other.scores, bundle.scores)
-    assert other.manifest["inputs"]["score_dataset"]["kind"] == "synthetic phantoms"
-    (copy / "breast-level_annotations.csv").write_text(
-        (copy / "breast-level_annotations.csv").read_text() + "\n"
+    """--score-data ranks the latents on another dataset's training split (the demo ranks on its training
+    phantoms and analyses held-out ones)."""
+    from mammo_sae.data.phantom import PhantomConfig, generate_dataset
+
+    other_root = tmp_path / "score-phantoms"
+    config = PhantomConfig(
+        studies=3, seed=9, height=256, width=208, test_fraction=0.0, mass_rate=0.6, calcification_rate=0.6
     )
+    generate_dataset(other_root, config, workers=1)
+    out = tmp_path / "bundle"
+    assert analyze_cli.main([*analyze_args(setting, out), "--score-data", str(other_root)]) == 0
+    other = Bundle.open(out)
+    expected = VindrIndex.load(other_root).images[["mass", "calcification"]].sum()
+    scores = other.scores
+    for concept in ("mass", "calcification"):
+        n_positive = scores.query("concept == @concept and cls == 1")["n_images"].iloc[0]
+        assert n_positive == expected[concept], "class counts come from the score root"
+    assert not np.allclose(other.scores["zbar"], bundle.scores["zbar"], equal_nan=True)
+    assert np.array_equal(other.mean_latents, bundle.mean_latents), "the analysed split is unchanged"
+    assert other.manifest["inputs"]["score_dataset"]["kind"] == "synthetic phantoms"
+    csv = other_root / "breast-level_annotations.csv"
+    csv.write_text(csv.read_text() + "\n")
     with pytest.raises(BundleStaleError, match="differs from the one analysed"):
         Bundle.open(out)

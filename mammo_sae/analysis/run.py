@@ -387,7 +387,7 @@ def analyze(config: AnalyzeConfig) -> dict[str, Any]:
     records, missing = split_records(index, config.split, config.limit)
     same_split = config.score_split == config.split
     score_records, score_missing = (
-        (records, missing) if same_split else split_records(index, config.score_split, config.limit)
+        (records, missing) if same_split else split_records(score_index, config.score_split, config.limit)
     )
     out.mkdir(parents=True, exist_ok=True)
     fingerprints = {

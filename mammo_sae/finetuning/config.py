@@ -19,6 +19,10 @@ class FinetuneConfig:
     )
     backbone: str = knob(REQUIRED, "backbone spec: timm:NAME[:WEIGHTS] or mammoclip-b5:CHECKPOINT")
     tasks: str = knob("mass,calcification", "comma-separated label columns, one binary head each")
+    init: str | None = knob(
+        None,
+        "start from this classifier file's weights (same backbone spec and tasks), e.g. a lower-resolution run",
+    )
     train_backbone: bool = knob(True, "fine-tune the backbone too (--no-train-backbone: linear probe)")
     frame_size: tuple[int, int] = knob(
         (FRAME_HEIGHT, FRAME_WIDTH), "model frame height x width", parse=hw_size, metavar="HxW"
@@ -30,6 +34,11 @@ class FinetuneConfig:
     weight_decay: float = knob(1e-4, "AdamW weight decay")
     warmup_fraction: float = knob(0.05, "fraction of all steps spent warming the learning rate up linearly")
     augment: bool = knob(True, "flip / affine / elastic augmentation of training frames")
+    box_weight: float = knob(
+        0.0,
+        "weight of an auxiliary per-token loss on the finding boxes (a 1x1 conv on the feature map, not saved); "
+        "0 = image labels only, as Mammo-CLIP's classifiers",
+    )
     validation_fraction: float = knob(0.15, "fraction of training studies held out to pick the best epoch")
     limit: int | None = knob(None, "only the first N training-split images")
     cache_gb: float = knob(4.0, "keep decoded frames in memory when they fit in this many GB")
@@ -57,6 +66,8 @@ class FinetuneConfig:
             raise FinetuneError(f"--warmup-fraction must be in [0, 1), got {self.warmup_fraction}")
         if not 0 < self.validation_fraction < 1:
             raise FinetuneError(f"--validation-fraction must be in (0, 1), got {self.validation_fraction}")
+        if not self.box_weight >= 0:
+            raise FinetuneError(f"--box-weight must be >= 0, got {self.box_weight}")
         if self.workers < 0:
             raise FinetuneError(f"--workers must be >= 0, got {self.workers}")
         return self

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from mammo_sae.data.preprocess import model_input
+from mammo_sae.data.dicom import read_mammogram
+from mammo_sae.data.preprocess import model_input, preprocess_mammogram
 from mammo_sae.data.vindr import VindrIndex
 from mammo_sae.errors import MammoSaeError
 from mammo_sae.extraction.augment import augment_frame
@@ -74,39 +76,105 @@ def positive_weights(
     return torch.tensor((len(values) - positives) / positives, dtype=torch.float32)
 
 
-class FrameCache:
-    """uint8 frames of a list of records, decoded once (in worker processes) and kept in memory."""
+def frame_with_boxes(
+    record: ImageRecord, frame_size: tuple[int, int], boxes_original: dict[str, np.ndarray] | None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The uint8 frame of a record and, when ``boxes_original`` is given, its boxes moved into the frame
+    (box supervision needs the preprocessing transform, so the DICOM is read rather than a PNG)."""
+    if boxes_original is None:
+        return load_frame(record, frame_size), {}
+    prepared = preprocess_mammogram(read_mammogram(record.dicom_path), frame_size)
+    return prepared.png, {task: prepared.transform.boxes_to_frame(b) for task, b in boxes_original.items()}
 
-    def __init__(self, records: list[ImageRecord], frame_size: tuple[int, int], workers: int) -> None:
+
+def finding_boxes(index: VindrIndex, tasks: tuple[str, ...]) -> dict[str, dict[str, np.ndarray]]:
+    """image_id -> task -> [n, 4] boxes (original pixels) of that task's findings."""
+    findings = index.findings[index.findings["has_box"]]
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for image_id, rows in findings.groupby("image_id"):
+        out[str(image_id)] = {
+            task: rows.loc[rows[task] == 1, ["xmin", "ymin", "xmax", "ymax"]].to_numpy(np.float64)
+            for task in tasks
+        }
+    return out
+
+
+def token_targets(
+    frame_size: tuple[int, int],
+    boxes_frame: dict[str, np.ndarray],
+    tasks: tuple[str, ...],
+    grid: tuple[int, int],
+    augment: tuple[int, str] | None,
+) -> np.ndarray:
+    """[tasks, gh, gw] float32: 1 where a token cell is at least 10% covered by a box of the task, after
+    the same augmentation as the frame (the box masks are warped with the frame's seed)."""
+    targets = np.zeros((len(tasks), *grid), dtype=np.float32)
+    for t, task in enumerate(tasks):
+        boxes = boxes_frame.get(task)
+        if boxes is None or not len(boxes):
+            continue
+        mask = np.zeros(frame_size, dtype=np.uint8)
+        for x0, y0, x1, y1 in np.round(boxes).astype(int):
+            mask[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = 255
+        if augment is not None:
+            mask = augment_frame(mask, *augment)
+        coverage = cv2.resize(mask.astype(np.float32) / 255, (grid[1], grid[0]), interpolation=cv2.INTER_AREA)
+        targets[t] = coverage >= 0.1
+    return targets
+
+
+class FrameCache:
+    """uint8 frames (and frame-space boxes) of a list of records, decoded once in worker processes."""
+
+    def __init__(
+        self,
+        records: list[ImageRecord],
+        frame_size: tuple[int, int],
+        workers: int,
+        boxes: dict[str, dict[str, np.ndarray]] | None = None,
+    ) -> None:
         self.index = {r.image_id: i for i, r in enumerate(records)}
         self.frames = np.zeros((len(records), *frame_size), dtype=np.uint8)
+        self.boxes: list[dict[str, np.ndarray]] = [{} for _ in records]
         self.errors: dict[str, str] = {}
         loader = torch.utils.data.DataLoader(
-            _Decode(records, frame_size), batch_size=1, num_workers=workers, collate_fn=lambda items: items[0]
+            _Decode(records, frame_size, boxes),
+            batch_size=1,
+            num_workers=workers,
+            collate_fn=lambda items: items[0],
         )
-        for i, (frame, error) in enumerate(loader):
+        for i, (frame, frame_boxes, error) in enumerate(loader):
             if error is None:
-                self.frames[i] = frame
+                self.frames[i], self.boxes[i] = frame, frame_boxes
             else:
                 self.errors[records[i].image_id] = error
 
 
 class _Decode(Dataset):
-    def __init__(self, records: list[ImageRecord], frame_size: tuple[int, int]) -> None:
-        self.records, self.frame_size = records, frame_size
+    def __init__(
+        self,
+        records: list[ImageRecord],
+        frame_size: tuple[int, int],
+        boxes: dict[str, dict[str, np.ndarray]] | None,
+    ) -> None:
+        self.records, self.frame_size, self.boxes = records, frame_size, boxes
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray | None, str | None]:
+    def __getitem__(self, i: int) -> tuple[np.ndarray | None, dict[str, np.ndarray], str | None]:
+        record = self.records[i]
+        wanted = None if self.boxes is None else self.boxes.get(record.image_id, {})
         try:
-            return load_frame(self.records[i], self.frame_size), None
+            frame, boxes = frame_with_boxes(record, self.frame_size, wanted)
+            return frame, boxes, None
         except MammoSaeError as error:
-            return None, str(error)
+            return None, {}, str(error)
 
 
 class LabelledFrames(Dataset):
-    """(model input (3, H, W), labels [tasks] float) per record; augmented per (seed, epoch, image)."""
+    """(model input (3, H, W), labels [tasks], token targets [tasks, gh, gw] or an empty tensor) per record;
+    augmented per (seed, epoch, image). Token targets exist when ``grid`` is given (box supervision)."""
 
     def __init__(
         self,
@@ -118,21 +186,36 @@ class LabelledFrames(Dataset):
         cache: FrameCache | None = None,
         augment: bool = False,
         seed: int = 0,
+        grid: tuple[int, int] | None = None,
+        boxes: dict[str, dict[str, np.ndarray]] | None = None,
     ) -> None:
         self.records = [r for r in records if cache is None or r.image_id not in cache.errors]
         self.targets = labels.loc[[r.image_id for r in self.records], list(tasks)].to_numpy(np.float32)
-        self.frame_size, self.cache, self.augment, self.seed = frame_size, cache, augment, seed
+        self.tasks, self.frame_size, self.cache, self.augment, self.seed = (
+            tasks,
+            frame_size,
+            cache,
+            augment,
+            seed,
+        )
+        self.grid, self.boxes = grid, boxes
         self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         record = self.records[i]
         if self.cache is not None:
-            frame = self.cache.frames[self.cache.index[record.image_id]]
+            k = self.cache.index[record.image_id]
+            frame, boxes = self.cache.frames[k], self.cache.boxes[k]
         else:
-            frame = load_frame(record, self.frame_size)
-        if self.augment:
-            frame = augment_frame(frame, self.seed * 100_003 + self.epoch, record.image_id)
-        return torch.from_numpy(model_input(frame)), torch.from_numpy(self.targets[i])
+            wanted = None if self.grid is None else (self.boxes or {}).get(record.image_id, {})
+            frame, boxes = frame_with_boxes(record, self.frame_size, wanted)
+        augment = (self.seed * 100_003 + self.epoch, record.image_id) if self.augment else None
+        if augment is not None:
+            frame = augment_frame(frame, *augment)
+        tokens = torch.zeros(0)
+        if self.grid is not None:
+            tokens = torch.from_numpy(token_targets(self.frame_size, boxes, self.tasks, self.grid, augment))
+        return torch.from_numpy(model_input(frame)), torch.from_numpy(self.targets[i]), tokens

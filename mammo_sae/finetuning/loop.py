@@ -20,9 +20,17 @@ from mammo_sae.analysis.metrics import auprc, auroc
 from mammo_sae.atomic import atomic_open, atomic_write_text
 from mammo_sae.bundle.format import sha256_json
 from mammo_sae.data.vindr import VindrIndex
+from mammo_sae.extraction.run import feature_shape
 from mammo_sae.finetuning.config import FinetuneConfig
-from mammo_sae.finetuning.data import FinetuneError, FrameCache, LabelledFrames, make_slices, positive_weights
-from mammo_sae.models import Classifier, create_backbone, save_classifier
+from mammo_sae.finetuning.data import (
+    FinetuneError,
+    FrameCache,
+    LabelledFrames,
+    finding_boxes,
+    make_slices,
+    positive_weights,
+)
+from mammo_sae.models import Classifier, create_backbone, load_classifier, save_classifier
 
 CHECKPOINT, CLASSIFIER, METRICS, VALIDATION = (
     "checkpoint.pt",
@@ -55,7 +63,7 @@ def evaluate(
 ) -> dict[str, Any]:
     model.eval()
     logits, targets = [], []
-    for pixels, y in loader:
+    for pixels, y, _ in loader:
         out = model(pixels.to(device, memory_format=torch.channels_last))
         logits.append(torch.cat([out[t].float() for t in tasks], dim=1).cpu().numpy())
         targets.append(y.numpy())
@@ -69,9 +77,16 @@ def evaluate(
         for h, task in enumerate(tasks)
     }
     finite = [v["auroc"] for v in per_task.values() if not math.isnan(v["auroc"])]
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.from_numpy(scores), torch.from_numpy(labels).float()
+    )
+    mean_auroc = float(np.mean(finite)) if finite else float("nan")
     return {
         "tasks": per_task,
-        "mean_auroc": float(np.mean(finite)) if finite else float("nan"),
+        "mean_auroc": mean_auroc,
+        "loss": float(loss),
+        # the best epoch has the highest mean AUROC; a slice with one class only falls back to the lowest loss
+        "selection": mean_auroc if finite else -float(loss),
         "images": len(labels),
     }
 
@@ -80,13 +95,36 @@ def build_model(config: FinetuneConfig) -> Classifier:
     torch.manual_seed(config.seed)
     backbone = create_backbone(config.backbone)
     model = Classifier.create(backbone, {task: 1 for task in config.task_names})
+    if config.init is not None:
+        start = load_classifier(config.init)
+        if start.backbone.architecture != backbone.architecture or set(start.tasks) != set(model.tasks):
+            raise FinetuneError(
+                f"--init {config.init} is a {start.backbone.architecture} classifier for {list(start.tasks)}; this run "
+                f"trains {backbone.architecture} for {list(model.tasks)}"
+            )
+        model.load_state_dict(start.state_dict())
     if not config.train_backbone:
         backbone.requires_grad_(False)
     return model
 
 
-def _optimizer(model: Classifier, config: FinetuneConfig) -> torch.optim.AdamW:
+def balanced_token_loss(logits_bkhw: torch.Tensor, targets_bkhw: torch.Tensor) -> torch.Tensor:
+    """Per-token BCE with positive and negative tokens weighted equally (lesions cover few tokens)."""
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits_bkhw.float(), targets_bkhw, reduction="none"
+    )
+    positive = targets_bkhw > 0.5
+    negative_part = loss[~positive].mean() if bool((~positive).any()) else loss.new_zeros(())
+    positive_part = loss[positive].mean() if bool(positive.any()) else loss.new_zeros(())
+    return 0.5 * (positive_part + negative_part)
+
+
+def _optimizer(
+    model: Classifier, config: FinetuneConfig, token_head: torch.nn.Module | None
+) -> torch.optim.AdamW:
     groups = [{"params": list(model.heads.parameters()), "lr": config.lr}]
+    if token_head is not None:
+        groups.append({"params": list(token_head.parameters()), "lr": config.lr})
     if config.train_backbone:
         groups.append({"params": list(model.backbone.parameters()), "lr": config.backbone_lr})
     for group in groups:
@@ -105,21 +143,29 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     tasks = config.task_names
     index = VindrIndex.load(config.data)
     slices = make_slices(index, tasks, config.validation_fraction, config.seed, config.limit)
-    model = build_model(config).to(device).to(memory_format=torch.channels_last)
-    optimizer = _optimizer(model, config)
+    model = build_model(config)
+    boxes, grid, token_head = None, None, None
+    if config.box_weight > 0:
+        _, gh, gw = feature_shape(model.backbone, model.backbone.default_layer, config.frame_size)
+        grid, boxes = (gh, gw), finding_boxes(index, tasks)
+        token_head = torch.nn.Conv2d(model.backbone.num_features, len(tasks), 1).to(device)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    optimizer = _optimizer(model, config, token_head)
     out.mkdir(parents=True, exist_ok=True)
     identity = run_identity(config)
     state = _resume_state(out / CHECKPOINT, identity) if config.resume else None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if token_head is not None:
+            token_head.load_state_dict(state["token_head"])
     elif (out / METRICS).exists():
         (out / METRICS).unlink()  # a fresh run starts a fresh log
 
     frame_bytes = config.frame_size[0] * config.frame_size[1] * (len(slices.train) + len(slices.validation))
     cache = None
     if frame_bytes <= config.cache_gb * 2**30:
-        cache = FrameCache(slices.train + slices.validation, config.frame_size, config.workers)
+        cache = FrameCache(slices.train + slices.validation, config.frame_size, config.workers, boxes)
     common = {"cache": cache}
     train_set = LabelledFrames(
         slices.train,
@@ -128,10 +174,12 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         config.frame_size,
         augment=config.augment,
         seed=config.seed,
+        grid=grid,
+        boxes=boxes,
         **common,
     )
     val_set = LabelledFrames(slices.validation, slices.labels, tasks, config.frame_size, **common)
-    workers = 0 if cache is not None else config.workers
+    workers = config.workers  # with a cache, workers only augment (the frames are shared by fork)
     generator = torch.Generator().manual_seed(config.seed)
     train_loader = DataLoader(
         train_set,
@@ -153,7 +201,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     first_epoch = state["epoch"] + 1 if state else 0
-    best = state["best"] if state else {"mean_auroc": -1.0, "epoch": None}
+    best = state["best"] if state else {"selection": -math.inf, "epoch": None}
     step = first_epoch * steps_per_epoch
     for epoch in range(first_epoch, config.epochs):
         model.train()
@@ -168,13 +216,19 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         with tqdm(
             train_loader, desc=f"finetune epoch {epoch + 1}/{config.epochs}", disable=not config.progress
         ) as bar:
-            for pixels, targets in bar:
+            for pixels, targets, token_targets in bar:
                 for group in optimizer.param_groups:
                     group["lr"] = group["base_lr"] * lr_factor(step, total, warmup)
                 with torch.autocast(device.type, enabled=use_amp):
-                    out_logits = model(pixels.to(device, memory_format=torch.channels_last))
+                    fmap = model.forward_features(pixels.to(device, memory_format=torch.channels_last))
+                    out_logits = model.forward_head(fmap)
                     logits = torch.cat([out_logits[t] for t in tasks], dim=1)
+                    token_logits = token_head(fmap) if token_head is not None else None
                 loss = loss_fn(logits.float(), targets.to(device))
+                if token_logits is not None:
+                    loss = loss + config.box_weight * balanced_token_loss(
+                        token_logits, token_targets.to(device)
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -186,8 +240,8 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), **validation}
         with open(out / METRICS, "a") as log:
             log.write(json.dumps(record) + "\n")
-        if validation["mean_auroc"] > best["mean_auroc"]:
-            best = {"mean_auroc": validation["mean_auroc"], "epoch": epoch, "validation": validation}
+        if validation["selection"] > best["selection"]:
+            best = {"selection": validation["selection"], "epoch": epoch, "validation": validation}
             save_classifier(model.eval(), out / CLASSIFIER)
             atomic_write_text(
                 out / VALIDATION, json.dumps(best | {"config": asdict(config)}, indent=1) + "\n"
@@ -200,11 +254,11 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
                     "best": best,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
+                    "token_head": token_head.state_dict() if token_head is not None else None,
                 },
                 handle,
             )
-    if best["epoch"] is None:
-        raise FinetuneError("no epoch produced a finite validation AUROC; enlarge --validation-fraction")
+    assert best["epoch"] is not None, "every epoch is evaluated"
     return {
         "classifier": str(out / CLASSIFIER),
         "best_epoch": best["epoch"],

@@ -1,0 +1,343 @@
+"""Build the demo with the project's own commands, in sequence, with fixed seeds.
+
+Each stage is the command a researcher would run on real data (phantom, finetune, extract, train,
+analyze), called with its command-line arguments; each resumes or skips when its output is complete, so
+an interrupted build continues where it stopped. The shipped folder gets the classifier, the SAE(s), the
+bundle and ``demo.json`` (generator settings and checksums of both phantom sets, seeds, commands, build
+time and every quality figure). Phantom images stay in the work folder, never in the shipped one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mammo_sae import __version__
+from mammo_sae.atomic import atomic_write_text
+from mammo_sae.bundle import Bundle
+from mammo_sae.data.phantom import GENERATOR_VERSION, load_manifest
+from mammo_sae.demo import quality
+from mammo_sae.demo.dataset import DEMO_MANIFEST, DemoError
+
+# The phantom generator's calcification confounder: burned-in markers on half of the positive images.
+CONFOUNDER_RATE = 0.5
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Sizes of one build (``FULL`` ships; ``QUICK`` exercises the same path in tests)."""
+
+    name: str
+    train_studies: int
+    heldout_studies: int
+    image_size: str
+    frame_size: str
+    backbone: str
+    epochs: int
+    batch_size: int
+    lr: float
+    backbone_lr: float
+    expansion: int
+    l1: float
+    sae_epochs: int
+    sae_batch_size: int
+    tokens_per_image: float
+    topk: bool
+    codes_top_n: int
+    box_weight: float
+    mass_rate: float = 0.4
+    calcification_rate: float = 0.3
+    images_per_shard: int = 32
+    sae_resample_every: int = 5
+    sae_dead_window: int = 1_000_000
+    train_seed: int = 11
+    heldout_seed: int = 12  # never used for anything that is trained
+    seed: int = 0
+
+
+FULL = DemoPlan(
+    name="full",
+    train_studies=170,
+    heldout_studies=40,
+    image_size="896x720",
+    frame_size="640x384",
+    backbone="timm:regnetx_002@os16",
+    epochs=20,
+    batch_size=8,
+    lr=3e-3,
+    backbone_lr=3e-3,
+    expansion=8,
+    l1=2e-3,
+    sae_epochs=20,
+    sae_batch_size=4096,
+    tokens_per_image=0.25,
+    topk=False,
+    codes_top_n=16,
+    box_weight=1.0,
+)
+QUICK = DemoPlan(
+    name="quick",
+    train_studies=8,
+    heldout_studies=4,
+    image_size="320x256",
+    frame_size="160x96",
+    backbone="timm:resnet10t@os16",
+    epochs=1,
+    batch_size=8,
+    lr=3e-3,
+    backbone_lr=3e-3,
+    expansion=2,
+    l1=3e-3,
+    sae_epochs=2,
+    sae_batch_size=256,
+    tokens_per_image=0.5,
+    topk=False,
+    codes_top_n=8,
+    box_weight=1.0,
+    sae_resample_every=1,
+    sae_dead_window=2000,
+    images_per_shard=4,
+)
+
+
+@dataclass
+class Stage:
+    name: str
+    argv: list[str]
+    main: Callable[[list[str]], int]
+
+    @property
+    def command(self) -> str:
+        module = {"phantom": "phantom", "finetune": "finetune", "extract": "extract", "train": "train"}.get(
+            self.name.split("-")[0], "analyze"
+        )
+        return " ".join(["python -m mammo_sae." + module, *self.argv])
+
+
+def stages(plan: DemoPlan, work: Path, out: Path, workers: int) -> list[Stage]:
+    from mammo_sae import analyze, extract, finetune, phantom, train
+
+    train_data, heldout = work / "phantoms-train", work / "phantoms-heldout"
+    phantom_common = ["--size", plan.image_size, "--confounder-rate", str(CONFOUNDER_RATE), "--no-progress"]
+    phantom_common += [
+        "--mass-rate",
+        str(plan.mass_rate),
+        "--calcification-rate",
+        str(plan.calcification_rate),
+    ]
+    phantom_common += ["--workers", str(workers)]
+    sae_common = ["--store", "STORE", "--expansion", str(plan.expansion), "--epochs", str(plan.sae_epochs)]
+    sae_common += ["--batch-size", str(plan.sae_batch_size), "--seed", str(plan.seed), "--no-progress"]
+    sae_common += [
+        "--normalize",
+        "center-scale",
+        "--resume",
+        "--resample-every",
+        str(plan.sae_resample_every),
+    ]
+    sae_common += ["--dead-window", str(plan.sae_dead_window)]
+    out_list = [
+        Stage(
+            "phantom-train",
+            [
+                "--out",
+                str(train_data),
+                "--studies",
+                str(plan.train_studies),
+                "--seed",
+                str(plan.train_seed),
+                "--test-fraction",
+                "0",
+                *phantom_common,
+            ],
+            phantom.main,
+        ),
+        Stage(
+            "phantom-heldout",
+            [
+                "--out",
+                str(heldout),
+                "--studies",
+                str(plan.heldout_studies),
+                "--seed",
+                str(plan.heldout_seed),
+                "--test-fraction",
+                "1",
+                *phantom_common,
+            ],
+            phantom.main,
+        ),
+        Stage(
+            "finetune",
+            [
+                "--data",
+                str(train_data),
+                "--out",
+                str(work / "finetune"),
+                "--backbone",
+                plan.backbone,
+                "--frame-size",
+                plan.frame_size,
+                "--epochs",
+                str(plan.epochs),
+                "--batch-size",
+                str(plan.batch_size),
+                "--lr",
+                str(plan.lr),
+                "--backbone-lr",
+                str(plan.backbone_lr),
+                "--box-weight",
+                str(plan.box_weight),
+                "--seed",
+                str(plan.seed),
+                "--workers",
+                str(workers),
+                "--no-progress",
+            ],
+            finetune.main,
+        ),
+        Stage(
+            "extract",
+            [
+                "--data",
+                str(train_data),
+                "--classifier",
+                str(out / "classifier.safetensors"),
+                "--out",
+                str(work / "stores"),
+                "--frame-size",
+                plan.frame_size,
+                "--tokens-per-image",
+                str(plan.tokens_per_image),
+                "--augment",
+                "--images-per-shard",
+                str(plan.images_per_shard),
+                "--workers",
+                str(workers),
+                "--seed",
+                str(plan.seed),
+                "--no-progress",
+            ],
+            extract.main,
+        ),
+        Stage(
+            "train-relu",
+            [*sae_common, "--out", str(out / "sae"), "--arch", "relu", "--l1", str(plan.l1)],
+            train.main,
+        ),
+    ]
+    if plan.topk:
+        out_list.append(
+            Stage(
+                "train-topk",
+                [*sae_common, "--out", str(out / "sae-topk"), "--arch", "topk", "--k", "32"],
+                train.main,
+            )
+        )
+    out_list.append(
+        Stage(
+            "analyze",
+            [
+                "--data",
+                str(heldout),
+                "--split",
+                "test",
+                "--score-data",
+                str(train_data),
+                "--score-split",
+                "training",
+                "--classifier",
+                str(out / "classifier.safetensors"),
+                "--sae",
+                str(out / "sae"),
+                "--out",
+                str(out / "bundle"),
+                "--codes-top-n",
+                str(plan.codes_top_n),
+                "--workers",
+                str(workers),
+                "--no-progress",
+            ],
+            analyze.main,
+        )
+    )
+    return out_list
+
+
+def _store_of(work: Path) -> str:
+    stores = [p for p in (work / "stores").iterdir() if (p / "metadata.json").is_file()]
+    if len(stores) != 1:
+        raise DemoError(f"expected one finished store in {work / 'stores'}, found {len(stores)}")
+    return str(stores[0])
+
+
+def _run(stage: Stage, log_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    say(f"[demo] {stage.name}: {stage.command}")
+    started = time.perf_counter()
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = stage.main(stage.argv)
+    (log_dir / f"{stage.name}.json").write_text(buffer.getvalue())
+    if code != 0:
+        raise DemoError(
+            f"stage {stage.name} failed (exit {code}); its output is in {log_dir / (stage.name + '.json')}"
+        )
+    seconds = time.perf_counter() - started
+    say(f"[demo] {stage.name}: done in {seconds:.0f} s")
+    return {"command": stage.command, "seconds": round(seconds, 1)}
+
+
+def _dataset_record(root: Path) -> dict[str, Any]:
+    manifest = load_manifest(root)
+    return {
+        "parameters": manifest["parameters"],
+        "seed": manifest["seed"],
+        "counts": manifest["counts"],
+        "pixel_checksum": manifest["pixel_checksum"]["value"],
+    }
+
+
+def build(
+    plan: DemoPlan, out: Path, work: Path, *, workers: int = 0, say: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Run every stage and write ``out/demo.json``; returns it."""
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    timings = {}
+    for stage in stages(plan, work, out, workers):
+        if stage.name.startswith("train"):
+            stage.argv[stage.argv.index("STORE")] = _store_of(work)
+        timings[stage.name] = _run(stage, logs, say)
+        if stage.name == "finetune":
+            shutil.copyfile(work / "finetune" / "classifier.safetensors", out / "classifier.safetensors")
+            shutil.copyfile(work / "finetune" / "validation.json", out / "classifier_validation.json")
+    bundle = Bundle.open(out / "bundle")
+    figures = quality.measure(bundle)
+    manifest = {
+        "what": "mammo-sae demo: a classifier, SAE and analysis bundle trained and measured on SYNTHETIC PHANTOMS "
+        "(not patient data; research use only)",
+        "synthetic": True,
+        "package_version": __version__,
+        "generator_version": GENERATOR_VERSION,
+        "plan": asdict(plan),
+        "datasets": {
+            "train": _dataset_record(work / "phantoms-train"),
+            "heldout": _dataset_record(work / "phantoms-heldout"),
+        },
+        "stages": timings,
+        "build_seconds": round(time.perf_counter() - started, 1),
+        "quality": figures,
+        "targets": {name: f"{op} {bound}" for name, (op, bound) in quality.TARGETS.items()},
+        "missed_targets": quality.failures(figures),
+    }
+    atomic_write_text(out / DEMO_MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    return manifest

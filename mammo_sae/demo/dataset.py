@@ -1,0 +1,106 @@
+"""The demo's phantoms are never committed: they are regenerated from the demo manifest's generator
+settings into a cache folder outside git, and their pixel checksum must equal the recorded one (a
+generator change that alters pixels is caught here, not shown as if nothing happened)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mammo_sae.data.phantom import (
+    GENERATOR_VERSION,
+    PhantomConfig,
+    generate_dataset,
+    is_phantom_dataset,
+    load_manifest,
+)
+from mammo_sae.errors import MammoSaeError
+
+DEMO_DIR = Path(__file__).resolve().parents[2] / "weights" / "demo"
+DEMO_MANIFEST = "demo.json"
+CACHE_ENV = "MAMMO_SAE_CACHE"
+
+
+class DemoError(MammoSaeError):
+    """The demo bundle is missing, out of date with the phantom generator, or its data cannot be made."""
+
+
+def demo_bundle_dir(demo_dir: Path | None = None) -> Path:
+    return (demo_dir or DEMO_DIR) / "bundle"
+
+
+def cache_dir() -> Path:
+    """``$MAMMO_SAE_CACHE`` or ``~/.cache/mammo-sae`` (never inside the repository)."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mammo-sae")
+
+
+def read_demo_manifest(demo_dir: Path | None = None) -> dict[str, Any]:
+    path = (demo_dir or DEMO_DIR) / DEMO_MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DemoError(
+            f"no demo at {path.parent}: build it with python -m mammo_sae.demo --out {path.parent}"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise DemoError(
+            f"{path} is unreadable ({error}); rebuild the demo with python -m mammo_sae.demo"
+        ) from None
+
+
+def phantom_config(record: dict[str, Any]) -> PhantomConfig:
+    """The generator settings recorded for a dataset of the demo."""
+    parameters = dict(record["parameters"])
+    parameters["density_weights"] = tuple(parameters["density_weights"])
+    return PhantomConfig(**parameters)
+
+
+def dataset_ready(root: Path, record: dict[str, Any]) -> bool:
+    """A finished phantom dataset with the recorded settings and pixel checksum."""
+    if not is_phantom_dataset(root) or (root / ".phantom-in-progress").exists():
+        return False
+    try:
+        manifest = load_manifest(root)
+    except MammoSaeError:
+        return False
+    return (
+        manifest["parameters"] == record["parameters"]
+        and manifest["pixel_checksum"]["value"] == record["pixel_checksum"]
+    )
+
+
+def ensure_demo_dataset(
+    demo_dir: Path | None = None,
+    *,
+    which: str = "heldout",
+    cache: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """The root of a demo dataset (``heldout`` for the app and the quality test, ``train`` to rebuild),
+    regenerated into the cache when absent; DemoError when the generator no longer makes those pixels."""
+    manifest = read_demo_manifest(demo_dir)
+    record = manifest["datasets"][which]
+    root = (cache or cache_dir()) / f"phantoms-{which}-{record['pixel_checksum'][:12]}"
+    if dataset_ready(root, record):
+        return root
+    if manifest["generator_version"] != GENERATOR_VERSION:
+        raise DemoError(
+            f"the demo was built with phantom generator {manifest['generator_version']}, this is {GENERATOR_VERSION}: "
+            "rebuild it with python -m mammo_sae.demo"
+        )
+    if progress:
+        progress(f"generating the {which} phantoms ({record['parameters']['studies']} studies) into {root}")
+    if root.exists():
+        shutil.rmtree(root)
+    generate_dataset(root, phantom_config(record), workers=0)
+    current = load_manifest(root)["pixel_checksum"]["value"]
+    if current != record["pixel_checksum"]:
+        raise DemoError(
+            f"the phantom generator now makes different pixels for the demo's {which} set (checksum {current[:12]}, the "
+            f"demo expects {record['pixel_checksum'][:12]}): rebuild the demo with python -m mammo_sae.demo"
+        )
+    return root

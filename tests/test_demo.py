@@ -1,0 +1,147 @@
+"""The demo: `demo --quick` runs the whole offline pipeline end to end; the shipped demo in weights/demo
+meets its size budget, is labelled synthetic, regenerates its phantoms with the recorded checksum, and its
+quality figures are re-measured here from the shipped files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mammo_sae.analysis.frames import AnalysisFrames, AnalysisRecord
+from mammo_sae.analysis.localisation import MapThreshold, localise
+from mammo_sae.analysis.metrics import auroc
+from mammo_sae.bundle import Bundle
+from mammo_sae.data.vindr import VindrIndex
+from mammo_sae.demo import DEMO_DIR, DemoError, demo_bundle_dir, ensure_demo_dataset, read_demo_manifest
+from mammo_sae.demo import quality
+from mammo_sae.models import load_classifier
+from mammo_sae.sae import load_sae
+
+SIZE_BUDGET = 30 * 2**20
+shipped = pytest.mark.skipif(not (DEMO_DIR / "demo.json").is_file(), reason="no demo built in weights/demo")
+
+
+@pytest.mark.slow
+def test_quick_demo_runs_the_whole_pipeline(tmp_path: Path, capsys) -> None:
+    from mammo_sae.demo.__main__ import main
+
+    assert main(["--quick", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    manifest = read_demo_manifest(tmp_path / "out")
+    assert manifest["synthetic"] and "SYNTHETIC PHANTOMS" in manifest["what"]
+    assert set(manifest["stages"]) == {"phantom-train", "phantom-heldout", "finetune", "extract", "train-relu", "analyze"}
+    assert summary["quality"]["classifier_auroc"].keys() == {"calcification", "mass"}
+    bundle = Bundle.open(tmp_path / "out" / "bundle")
+    assert bundle.synthetic and bundle.manifest["splits"] == {"analysis": "test", "score": "training"}
+    assert quality.measure(bundle) == manifest["quality"]
+    assert not list((tmp_path / "out").rglob("*.dicom")), "phantom images never land in the shipped folder"
+    # rerunning continues (every stage finds its output complete) and changes nothing
+    before = (tmp_path / "out" / "bundle" / "manifest.json").read_text()
+    assert main(["--quick", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]) == 0
+    assert (tmp_path / "out" / "bundle" / "manifest.json").read_text() == before
+
+
+@shipped
+def test_shipped_demo_is_within_budget_and_labelled_synthetic() -> None:
+    total = sum(p.stat().st_size for p in DEMO_DIR.rglob("*") if p.is_file())
+    assert total <= SIZE_BUDGET, f"weights/demo holds {total / 2**20:.1f} MB"
+    assert not list(DEMO_DIR.rglob("*.dicom")) and not list(DEMO_DIR.rglob("*.png.dicom"))
+    manifest = read_demo_manifest()
+    assert manifest["synthetic"] and manifest["missed_targets"] == []
+    bundle = Bundle.open(demo_bundle_dir())
+    assert bundle.synthetic and "SYNTHETIC PHANTOM DATA" in bundle.report_text()
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ensure_demo_dataset(cache=tmp_path_factory.mktemp("cache"))
+
+
+@shipped
+@pytest.mark.slow
+def test_shipped_quality_figures_are_remeasured_from_the_shipped_files(heldout: Path) -> None:
+    manifest = read_demo_manifest()
+    bundle = Bundle.open(demo_bundle_dir(), data_root=heldout)
+    assert bundle.stale_reasons(heldout) == []
+    # the classifier on the regenerated phantoms gives the stored logits
+    index = VindrIndex.load(heldout)
+    paths = index.images.set_index("image_id")["path"]
+    records = [AnalysisRecord(i, image_id, paths[image_id]) for i, image_id in enumerate(bundle.images["image_id"])]
+    frames = AnalysisFrames(records, bundle.frame_size)
+    classifier = load_classifier(DEMO_DIR / "classifier.safetensors")
+    sae = load_sae(DEMO_DIR / "sae")
+    logits = {task: [] for task in bundle.tasks}
+    sse = sst_parts = 0.0
+    fired = np.zeros(sae.d_sae, dtype=bool)
+    sums, squares, count = 0.0, 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(frames), 16):
+            pixels = torch.stack([frames[i][1] for i in range(start, min(start + 16, len(frames)))])
+            fmap = classifier.forward_features(pixels)
+            for task, value in classifier.forward_head(fmap).items():
+                logits[task].append(value.double().numpy().ravel())
+            x = fmap.permute(0, 2, 3, 1).reshape(-1, fmap.shape[1]).double()
+            z = sae.encode(x.float())
+            sse += float(((sae.decode(z).double() - x) ** 2).sum())
+            fired |= (z > 0).any(0).numpy()
+            sums, squares, count = sums + x.sum(0), squares + (x * x).sum(0), count + len(x)
+    sst_parts = float((squares - sums**2 / count).sum())
+    measured = {}
+    for task in bundle.tasks:
+        values = np.concatenate(logits[task])
+        assert np.abs(values - bundle.images[f"logit_{task}_original"].to_numpy()).max() < 1e-3
+        measured[task] = auroc(bundle.images[task].to_numpy(), values)
+        assert measured[task] == pytest.approx(manifest["quality"]["classifier_auroc"][task], abs=1e-3)
+    assert sse / sst_parts == pytest.approx(manifest["quality"]["sae"]["fvu"], abs=2e-3)
+    assert 1 - fired.mean() == pytest.approx(manifest["quality"]["sae"]["dead_fraction"], abs=2e-3)
+    # the pointing game of each top class-1 latent, from its maps and the regenerated truth boxes
+    for task in ("calcification", "mass"):
+        latent = manifest["quality"]["top_latent"][task]
+        boxes = bundle.boxes[bundle.boxes["kind"] == task]
+        positions = sorted(boxes["position"].unique())
+        gt = [boxes[boxes["position"] == p][["frame_x0", "frame_y0", "frame_x1", "frame_y1"]].to_numpy() for p in positions]
+        maps = [bundle.latent_map(int(p), latent) for p in positions]
+        result = localise(maps, gt, bundle.frame_size, MapThreshold())
+        assert result.pointing == pytest.approx(manifest["quality"]["pointing_top_latent"][task])
+    assert quality.measure(bundle) == manifest["quality"]
+    assert quality.failures(manifest["quality"]) == []
+
+
+@shipped
+def test_a_generator_that_changes_pixels_fails_until_the_demo_is_rebuilt(tmp_path: Path, heldout: Path) -> None:
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    manifest = read_demo_manifest()
+    manifest["datasets"]["heldout"]["pixel_checksum"] = "0" * 64  # what a changed generator would meet
+    (demo / "demo.json").write_text(json.dumps(manifest))
+    with pytest.raises(DemoError, match="rebuild the demo"):
+        ensure_demo_dataset(demo, cache=tmp_path / "cache")
+    manifest["generator_version"] = "0.0.1"
+    (demo / "demo.json").write_text(json.dumps(manifest))
+    with pytest.raises(DemoError, match="generator 0.0.1"):
+        ensure_demo_dataset(demo, cache=tmp_path / "cache")
+
+
+@shipped
+def test_a_cached_dataset_is_reused_and_a_damaged_one_is_not(heldout: Path, tmp_path: Path) -> None:
+    from mammo_sae.demo.dataset import dataset_ready
+
+    assert ensure_demo_dataset(cache=heldout.parent) == heldout  # ready: nothing regenerated
+    record = read_demo_manifest()["datasets"]["heldout"]
+    assert dataset_ready(heldout, record)
+    copy = tmp_path / heldout.name
+    shutil.copytree(heldout, copy)
+    (copy / ".phantom-in-progress").write_text("interrupted")
+    assert not dataset_ready(copy, record), "an interrupted generation is regenerated"
+    (copy / ".phantom-in-progress").unlink()
+    manifest = json.loads((copy / "phantom.json").read_text())
+    manifest["pixel_checksum"]["value"] = "f" * 64
+    (copy / "phantom.json").write_text(json.dumps(manifest))
+    assert not dataset_ready(copy, record), "a dataset with other pixels is regenerated"
+    with pytest.raises(DemoError, match="no demo"):
+        read_demo_manifest(tmp_path)
