@@ -79,3 +79,11 @@ def build_setting(root: Path, *, arch: str = "relu") -> Setting:
     assert train.main(args) == 0, "the fixture SAE must train"
     assert json.loads((sae / "cfg.json").read_text())["d_in"] == 512
     return Setting(data, classifier_path, sae, root)
+
+
+def analyze_args(setting: Setting, out: Path, *extra: str) -> list[str]:
+    """The analyze command line of the tests (small chunks, so resuming is exercised)."""
+    return [
+        "--data", str(setting.data), "--classifier", str(setting.classifier), "--sae", str(setting.sae),
+        "--out", str(out), "--workers", "0", "--no-progress", "--chunk-images", "3", *extra,
+    ]  # fmt: skip

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from analysis_fixtures import FRAME_HW, Setting, build_setting
+from analysis_fixtures import FRAME_HW, Setting, analyze_args
 
 from mammo_sae import analyze as analyze_cli
 from mammo_sae.analysis import run as run_module
@@ -27,22 +27,13 @@ from mammo_sae.sae import load_sae
 
 
 @pytest.fixture(scope="module")
-def setting(tmp_path_factory: pytest.TempPathFactory) -> Setting:
-    return build_setting(tmp_path_factory.mktemp("analysis"))
-
-
-def analyze_args(setting: Setting, out: Path, *extra: str) -> list[str]:
-    return [
-        "--data", str(setting.data), "--classifier", str(setting.classifier), "--sae", str(setting.sae),
-        "--out", str(out), "--workers", "0", "--no-progress", "--chunk-images", "3", *extra,
-    ]  # fmt: skip
+def setting(analysis_setting: Setting) -> Setting:
+    return analysis_setting
 
 
 @pytest.fixture(scope="module")
-def bundle_path(setting: Setting) -> Path:
-    out = setting.root / "bundle"
-    assert analyze_cli.main(analyze_args(setting, out)) == 0
-    return out
+def bundle_path(analysis_bundle_path: Path) -> Path:
+    return analysis_bundle_path
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ scrubbed of the file's identifying values first, and the original exception is n
 
 from __future__ import annotations
 
+import io
 import struct
 import warnings
 import zlib
@@ -69,8 +70,9 @@ class MammogramDicom:
 
 
 def read_mammogram(
-    path: str | Path,
+    path: str | Path | bytes,
     *,
+    name: str | None = None,
     allow_non_mg: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     expect_mammogram: bool = True,
@@ -82,15 +84,22 @@ def read_mammogram(
     before decoding. expect_mammogram: refuse multi-frame and colour images (else `stored` may be 3-D).
     salt: salt of `metadata.key` (default: $MAMMO_SAE_ID_SALT, else a fixed documented salt).
     "FOR PROCESSING" images load with a `ForProcessingWarning`.
+    ``path`` may also be the file's bytes (an upload kept in memory); ``name`` then labels the messages.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DicomReadError(f"{path}: no such file; check the dataset root and the image path")
-    file_size = path.stat().st_size
+    if isinstance(path, bytes | bytearray | memoryview):
+        source: Path | bytes = bytes(path)
+        file_size = len(source)
+        path = Path(name or "uploaded file")
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise DicomReadError(f"{path}: no such file; check the dataset root and the image path")
+        file_size = path.stat().st_size
+        source = path
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = _parse(path)
+        ds = _parse(source, path)
         try:
             check_complete(ds, path, file_size, [str(w.message) for w in caught])  # before elements convert
             secrets = identifying_strings(ds)
@@ -162,10 +171,15 @@ def _read_image(
 # --- parsing and header checks ------------------------------------------------------------------------
 
 
-def _parse(path: Path) -> Dataset:
-    """dcmread, with a forced second try for files without the Part-10 header (raw data sets)."""
+def _open(source: Path | bytes) -> Path | io.BytesIO:
+    return io.BytesIO(source) if isinstance(source, bytes) else source
+
+
+def _parse(source: Path | bytes, path: Path) -> Dataset:
+    """dcmread, with a forced second try for files without the Part-10 header (raw data sets);
+    ``path`` names the source in messages."""
     try:
-        return dcmread(path)
+        return dcmread(_open(source))
     except InvalidDicomError:
         pass
     except zlib.error as exc:
@@ -188,7 +202,7 @@ def _parse(path: Path) -> Dataset:
             "download or copy it again"
         ) from None
     try:
-        ds = dcmread(path, force=True)
+        ds = dcmread(_open(source), force=True)
     except Exception:
         ds = None
     if ds is None or not any(tag in ds for tag in (0x00080016, 0x00280010, PIXEL_DATA)):

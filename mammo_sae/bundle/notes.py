@@ -1,0 +1,112 @@
+"""Radiologists' names and notes for latents, kept in the bundle folder (``latent_notes.json``).
+
+Several app sessions may write at once: every save takes an exclusive lock on ``latent_notes.lock``,
+re-reads the file, changes one latent and replaces the file atomically, so concurrent edits of different
+latents are all kept and a reader never sees a half-written file. The text is untrusted: show it as text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mammo_sae.atomic import atomic_write_text
+from mammo_sae.bundle.format import BundleError
+
+NOTES_FILE, LOCK_FILE = "latent_notes.json", "latent_notes.lock"
+CATEGORIES = ("calcification", "mass", "artifact / marker", "anatomy", "unclear")
+MAX_NAME, MAX_NOTE = 80, 2000
+COLUMNS = ["latent", "name", "category", "note", "updated"]
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    with open(folder / LOCK_FILE, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise BundleError(
+            f"{path} is unreadable ({type(error).__name__}); restore it or delete it to start afresh"
+        ) from None
+    if not isinstance(data, dict):
+        raise BundleError(
+            f"{path} is not a mapping of latent -> note; restore it or delete it to start afresh"
+        )
+    return data
+
+
+class LatentNotes:
+    """Names, categories and notes of a bundle's latents."""
+
+    def __init__(self, folder: str | os.PathLike[str], d_sae: int) -> None:
+        self.folder, self.d_sae = Path(folder), d_sae
+
+    @property
+    def path(self) -> Path:
+        return self.folder / NOTES_FILE
+
+    def all(self) -> dict[int, dict[str, Any]]:
+        return {int(k): v for k, v in _read(self.path).items()}
+
+    def get(self, latent: int) -> dict[str, Any] | None:
+        return self.all().get(int(latent))
+
+    def label(self, latent: int) -> str:
+        """``#123`` or ``#123 name`` for charts and tables."""
+        entry = self.get(latent)
+        return f"#{latent} {entry['name']}" if entry and entry.get("name") else f"#{latent}"
+
+    def save(self, latent: int, name: str, category: str, note: str = "") -> dict[str, Any]:
+        """Set one latent's entry (an empty name, category "unclear" and empty note remove it)."""
+        latent = int(latent)
+        if not 0 <= latent < self.d_sae:
+            raise BundleError(f"latent {latent} is outside 0..{self.d_sae - 1}")
+        if category not in CATEGORIES:
+            raise BundleError(f"category must be one of {', '.join(CATEGORIES)}, got {category!r}")
+        name, note = str(name).strip(), str(note).strip()
+        if len(name) > MAX_NAME or len(note) > MAX_NOTE:
+            raise BundleError(f"a name holds at most {MAX_NAME} characters and a note {MAX_NOTE}")
+        entry = {
+            "name": name,
+            "category": category,
+            "note": note,
+            "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        with _locked(self.folder):
+            data = _read(self.path)
+            if not name and not note and category == "unclear":
+                data.pop(str(latent), None)
+            else:
+                data[str(latent)] = entry
+            atomic_write_text(
+                self.path, json.dumps(dict(sorted(data.items(), key=lambda kv: int(kv[0]))), indent=1) + "\n"
+            )
+        return entry
+
+    def table(self) -> pd.DataFrame:
+        rows = [
+            {"latent": latent, **{k: entry.get(k, "") for k in COLUMNS[1:]}}
+            for latent, entry in sorted(self.all().items())
+        ]
+        return pd.DataFrame(rows, columns=COLUMNS)
+
+    def to_csv(self) -> str:
+        return self.table().to_csv(index=False)

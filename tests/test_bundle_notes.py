@@ -1,0 +1,55 @@
+"""Latent names and notes: validated, saved atomically, safe with several writers, exported as CSV."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from mammo_sae.bundle import BundleError
+from mammo_sae.bundle.notes import LatentNotes
+
+
+def test_save_read_label_and_export(tmp_path: Path) -> None:
+    notes = LatentNotes(tmp_path, d_sae=100)
+    notes.save(7, "bright specks", "calcification", "fires on clusters")
+    notes.save(3, "<script>alert(1)</script>", "artifact / marker")
+    assert notes.label(7) == "#7 bright specks" and notes.label(8) == "#8"
+    assert notes.get(3)["name"] == "<script>alert(1)</script>", "stored verbatim; the app shows it as text"
+    csv = notes.to_csv().splitlines()
+    assert csv[0] == "latent,name,category,note,updated" and csv[1].startswith("3,")
+    notes.save(7, "", "unclear", "")
+    assert notes.get(7) is None, "clearing every field removes the entry"
+
+
+def test_bad_entries_are_refused(tmp_path: Path) -> None:
+    notes = LatentNotes(tmp_path, d_sae=10)
+    with pytest.raises(BundleError, match=r"outside 0\.\.9"):
+        notes.save(10, "x", "mass")
+    with pytest.raises(BundleError, match="category must be one of"):
+        notes.save(1, "x", "tumour")
+    with pytest.raises(BundleError, match="at most 80"):
+        notes.save(1, "x" * 81, "mass")
+    (tmp_path / "latent_notes.json").write_text("[1, 2]")
+    with pytest.raises(BundleError, match="not a mapping"):
+        notes.all()
+
+
+def _write_many(folder: str, start: int) -> None:
+    notes = LatentNotes(folder, d_sae=1000)
+    for latent in range(start, start + 40):
+        notes.save(latent, f"name {latent}", "anatomy")
+
+
+def test_concurrent_writers_keep_every_edit(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_write_many, args=(str(tmp_path), start)) for start in (0, 100, 200)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    data = json.loads((tmp_path / "latent_notes.json").read_text())
+    assert len(data) == 120
