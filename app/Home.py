@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import accessors
 import streamlit as st
 
 from mammo_sae import RESEARCH_USE_NOTICE, __version__
@@ -11,9 +12,22 @@ st.warning(
     f"**{RESEARCH_USE_NOTICE}** mammo-sae is an interpretability workbench, not a medical device.", icon="⚠️"
 )
 
+if "bundle_path" not in st.session_state:
+    st.session_state["bundle_path"] = accessors.default_bundle_path()
+st.sidebar.text_input(
+    "Bundle folder",
+    key="bundle_path",
+    help="An analysis bundle written by python -m mammo_sae.analyze (default: the shipped demo, or MAMMO_SAE_BUNDLE).",
+)
+
 pages = [
     st.Page("views/overview.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("views/case_review.py", title="Case review", icon=":material/grid_view:"),
+    st.Page("views/concepts.py", title="Concept neurons", icon=":material/neurology:"),
+    st.Page("views/interventions.py", title="Interventions", icon=":material/tune:"),
+    st.Page("views/upload.py", title="Upload", icon=":material/upload_file:"),
+    st.Page("views/training.py", title="Training report", icon=":material/monitoring:"),
     st.Page("views/dataset.py", title="Dataset", icon=":material/folder_open:"),
 ]
-st.sidebar.caption(f"mammo-sae {__version__}")
+st.sidebar.caption(f"mammo-sae {__version__} · {RESEARCH_USE_NOTICE}")
 st.navigation(pages).run()

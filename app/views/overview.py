@@ -1,27 +1,72 @@
-"""Overview: what the workbench does and what is loaded. Research use only."""
+"""Overview: what is loaded (dataset, backbone, SAE, quality) and how to read the other pages."""
 
 from __future__ import annotations
 
+import accessors
 import streamlit as st
 
 st.title("mammo-sae")
+bundle = accessors.require_bundle()
+manifest = bundle.manifest
+if bundle.synthetic:
+    st.info(
+        "**Synthetic phantoms.** This bundle was built on generated images with planted lesions, not on patients. "
+        "It shows how the workbench works; its numbers say nothing about real mammograms.",
+        icon="🧪",
+    )
+
+inputs = manifest["inputs"]
+sae = manifest["sae"]
+quality = manifest["summary"]["sae"]
+cols = st.columns(4)
+cols[0].metric("Dataset", manifest["dataset_kind"])
+cols[1].metric(
+    "Analysed images", f"{manifest['summary']['images']:,}", help=f"split: {manifest['splits']['analysis']}"
+)
+cols[2].metric(
+    "Backbone",
+    inputs["backbone"]["architecture"].removeprefix("timm:"),
+    help=f"layer {inputs['backbone']['layer']}",
+)
+cols[3].metric("SAE", f"{sae['architecture']} {sae['d_in']}→{sae['d_sae']:,}")
+cols = st.columns(4)
+cols[0].metric("L0 (active latents per token)", f"{quality['l0']:.1f}")
+cols[1].metric("Fraction of variance unexplained", f"{quality['fvu']:.3f}")
+cols[2].metric("Dead latents", f"{100 * quality['dead_fraction']:.1f}%")
+cols[3].metric("Tokens analysed", f"{quality['tokens']:,}")
+
+st.subheader("Classifier AUROC, with and without the SAE in place")
+baselines = bundle.baselines
+table = baselines[baselines["unit"] == "image"].pivot_table(index="head", columns="variant", values="auroc")
+st.dataframe(
+    table.rename(
+        columns={
+            "original": "original features",
+            "sae": "SAE reconstruction",
+            "sae_error": "reconstruction + error",
+        }
+    ),
+    width="stretch",
+)
+st.caption(
+    "Per image on the analysed split. The report in the bundle (report.md) also gives the per-CSV-row numbers."
+)
+
+st.subheader("Pages")
 st.markdown(
     """
-An interpretability workbench for breast-imaging AI: a **sparse autoencoder** trained on the patch
-features of a mammography model (Mammo-CLIP's EfficientNet-B5) splits them into *concept neurons*
-that can be tied to findings such as **masses** and **suspicious calcifications**, or exposed as
-**confounders**.
-
-**What works today:** the data layer. Open a VinDr-Mammo root or a synthetic phantom dataset on the
-*Dataset* page to see its counts and browse its images with the viewer's window presets.
-
-**What comes next:** the concept-neuron tables, heatmaps over each view and live interventions on the
-classifier, driven by an analysis bundle.
+- **Case review**: a study's four views with each head's probability, ground-truth boxes, and any latent's
+  heatmap; the latents that drive the case's logits.
+- **Concept neurons**: latents ranked per finding and class, their top patches and statistics; name them.
+- **Interventions**: keep or suppress latents and watch a case's probabilities and the dataset AUROC move.
+- **Upload**: run the bundle's models on a DICOM or PNG of your own (kept in memory only).
+- **Training report**: the SAE's training curves.
 """
 )
-st.subheader("Make a phantom dataset to browse")
-st.code("python -m mammo_sae.phantom --out data/phantoms --studies 20 --seed 0", language="bash")
-st.caption(
-    "Phantoms are synthetic images with planted lesions and known ground truth; they are not patient "
-    "data and have no diagnostic validity."
-)
+with st.expander("Bundle manifest"):
+    st.json(
+        {
+            k: manifest[k]
+            for k in ("command", "created", "package_version", "splits", "frame_size", "grid", "warnings")
+        }
+    )
