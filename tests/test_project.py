@@ -57,3 +57,14 @@ def test_every_registered_command_answers_help() -> None:
         )
         assert done.returncode == 0, f"{name}: {done.stderr}"
         assert "usage" in done.stdout.lower()
+
+
+def test_streamlit_config_keeps_the_server_private() -> None:
+    import tomllib
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    server = config["server"]
+    assert server["address"] == "127.0.0.1" and server["enableXsrfProtection"] is True
+    assert server["fileWatcherType"] == "none" and server["maxUploadSize"] <= 200
+    assert config["browser"]["gatherUsageStats"] is False
+    assert config["client"]["showErrorDetails"] in ("type", "none")
