@@ -11,11 +11,9 @@ complete). Prints a JSON summary at the end; exit code 2 for bad arguments or in
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from mammo_sae.cli_config import add_config_arguments, config_from_args
-from mammo_sae.errors import MammoSaeError
+from mammo_sae.cli_config import add_config_arguments, run_config_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,18 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from mammo_sae.analysis.run import AnalyzeConfig, analyze
 
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a bad flag (2, already explained by argparse)
-        return int(exc.code or 0)
-    try:
-        summary = analyze(config_from_args(AnalyzeConfig, args))
-    except MammoSaeError as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=1))
-    return 0
+    return run_config_command(build_parser(), argv, AnalyzeConfig, analyze)
 
 
 if __name__ == "__main__":

@@ -118,3 +118,27 @@ def hw_size(text: str) -> tuple[int, int]:
     if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
         raise argparse.ArgumentTypeError(f"expected a size HxW such as 1520x912, got {text!r}")
     return int(parts[0]), int(parts[1])
+
+
+def run_config_command(
+    parser: argparse.ArgumentParser, argv: list[str] | None, cls: type[T], job: Callable[[T], dict[str, Any]]
+) -> int:
+    """The body of a single-process command: parse ``argv`` into ``cls``, run ``job``, print its JSON summary.
+
+    Exit codes: 0 done (or --help), 2 a bad flag (argparse explains) or a MammoSaeError (its message)."""
+    import json
+    import sys
+
+    from mammo_sae.errors import MammoSaeError
+
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad flag (2, already explained by argparse)
+        return int(exc.code or 0)
+    try:
+        summary = job(config_from_args(cls, args))
+    except MammoSaeError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=1))
+    return 0

@@ -34,6 +34,9 @@ class DistContext:
         return self.world_size > 1
 
 
+LOCAL = DistContext()  # a single process: rank 0 of 1
+
+
 def init_distributed(device: str = "cpu") -> DistContext:
     """Join the process group torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK); single process otherwise."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -10,11 +10,9 @@ classifier format) with out/validation.json. Rerunning the same command resumes.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from mammo_sae.cli_config import add_config_arguments, config_from_args
-from mammo_sae.errors import MammoSaeError
+from mammo_sae.cli_config import add_config_arguments, run_config_command
 from mammo_sae.finetuning.config import FinetuneConfig
 
 
@@ -32,18 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from mammo_sae.finetuning.loop import finetune
 
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        summary = finetune(config_from_args(FinetuneConfig, args))
-    except MammoSaeError as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=1))
-    return 0
+    return run_config_command(build_parser(), argv, FinetuneConfig, finetune)
 
 
 if __name__ == "__main__":

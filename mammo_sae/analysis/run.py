@@ -38,6 +38,7 @@ from mammo_sae.bundle.inputs import (
 )
 from mammo_sae.cli_config import REQUIRED, knob
 from mammo_sae.data.vindr import VindrIndex
+from mammo_sae.distributed import LOCAL, device_for
 from mammo_sae.errors import MammoSaeError
 from mammo_sae.extraction.images import SPLITS, select_records
 from mammo_sae.models import Backbone, Classifier, create_backbone, load_classifier
@@ -374,9 +375,7 @@ def analyze(config: AnalyzeConfig) -> dict[str, Any]:
     config.validate()
     started = time.perf_counter()
     out = Path(config.out)
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AnalyzeError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    device = device_for(LOCAL, config.device)
     index = VindrIndex.load(config.data)
     concepts = choose_concepts(config, index)
     score_index = index if config.score_data is None else VindrIndex.load(config.score_data)

@@ -20,6 +20,7 @@ from mammo_sae.analysis.metrics import auprc, auroc
 from mammo_sae.atomic import atomic_open, atomic_write_text
 from mammo_sae.bundle.format import sha256_json
 from mammo_sae.data.vindr import VindrIndex
+from mammo_sae.distributed import LOCAL, device_for
 from mammo_sae.extraction.run import feature_shape
 from mammo_sae.finetuning.config import FinetuneConfig
 from mammo_sae.finetuning.data import (
@@ -137,9 +138,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     config.validate()
     started = time.perf_counter()
     out = Path(config.out)
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FinetuneError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    device = device_for(LOCAL, config.device)
     tasks = config.task_names
     index = VindrIndex.load(config.data)
     slices = make_slices(index, tasks, config.validation_fraction, config.seed, config.limit)
