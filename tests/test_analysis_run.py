@@ -196,6 +196,8 @@ def test_localisation_recomputes_from_codes_and_boxes(bundle: Bundle) -> None:
 
 
 def test_curve_chart_and_report_files(bundle: Bundle) -> None:
+    records = json.loads((bundle.path / "curves.json").read_text())
+    assert len(records) == len(bundle.curves) and {r["k"] for r in records if r["k_label"] == "all"} == {None}
     spec = json.loads((bundle.path / "curves.vl.json").read_text())
     assert "$schema" in spec
     assert (bundle.path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

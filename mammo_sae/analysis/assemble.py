@@ -331,6 +331,10 @@ def assemble_bundle(
     write_parquet(localisation, out / bf.LOCALISATION)
     write_parquet(baselines, out / bf.BASELINES)
     write_parquet(curves, out / bf.CURVES)
+    with atomic_open(out / bf.CURVES_JSON, "w") as handle:
+        handle.write(
+            curves.astype({"k": "object"}).where(curves.notna(), None).to_json(orient="records", indent=1)
+        )
     synthetic = fingerprints["dataset"]["kind"] == "synthetic phantoms"
     chart = charts.curves_chart(curves[(curves["unit"] == "image") & ~curves["error_term"]])
     charts.save_chart(chart, out / bf.CURVES_SPEC, out / bf.CURVES_PNG)
@@ -389,6 +393,7 @@ def assemble_bundle(
         bf.LOCALISATION,
         bf.BASELINES,
         bf.CURVES,
+        bf.CURVES_JSON,
         bf.CURVES_SPEC,
         bf.CURVES_PNG,
         bf.REPORT,
