@@ -41,7 +41,7 @@ from mammo_sae.data.vindr import VindrIndex
 from mammo_sae.distributed import LOCAL, device_for
 from mammo_sae.errors import MammoSaeError
 from mammo_sae.extraction.images import SPLITS, select_records
-from mammo_sae.models import Backbone, Classifier, create_backbone, load_classifier
+from mammo_sae.models import Backbone, Classifier, create_backbone, file_sha256, load_classifier
 from mammo_sae.sae import SparseAutoencoder, load_sae
 
 TARGET_CONCEPTS = ("mass", "calcification")
@@ -228,8 +228,18 @@ def load_inputs(config: AnalyzeConfig, device: torch.device) -> LoadedInputs:
         raise AnalyzeError(
             f"the SAE was trained on {trained_on} features, the backbone here is {backbone.architecture}"
         )
-    if identity and (meta.get("backbone") or {}).get("classifier_sha256") is None and source == "classifier":
-        pass
+    trained = meta.get("backbone") or {}
+    if trained.get("classifier_sha256") and source == "classifier":
+        same = trained["classifier_sha256"] == file_sha256(config.classifier[0])
+    elif trained.get("weights_sha256") and source == "spec":
+        same = trained["weights_sha256"] == backbone.weights_sha256
+    else:
+        same = True
+    if not same:
+        warnings.append(
+            "the SAE was trained on the features of another encoder than the one analysed here (the paper applies "
+            "one SAE across models; reconstruction quality may be lower)"
+        )
     return LoadedInputs(
         classifiers, backbone.to(device).eval(), source, sae, tuple(tasks), frame_size, warnings
     )
