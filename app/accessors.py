@@ -44,6 +44,7 @@ __all__ = [
     "hanging_views",
     "is_phantom_dataset",
     "live_models",
+    "md_text",
     "mammogram",
     "open_bundle",
     "read_mammogram",
@@ -53,6 +54,15 @@ __all__ = [
     "view_boxes",
     "view_probabilities",
 ]
+
+
+_MARKDOWN_SPECIALS = set("\\`*_{}[]()#+-.!|<>~$:=")
+
+
+def md_text(text: object) -> str:
+    """``text`` escaped for Streamlit's markdown (headers, captions, markdown): shown literally, never as
+    links, images, HTML, colours or maths. Latent names and notes are untrusted user text."""
+    return "".join("\\" + ch if ch in _MARKDOWN_SPECIALS else ch for ch in str(text)).replace("\n", " ")
 
 
 def default_data_root() -> str:

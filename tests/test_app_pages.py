@@ -120,3 +120,15 @@ def test_a_missing_bundle_says_how_to_build_it(monkeypatch, tmp_path: Path) -> N
     app = start(monkeypatch, tmp_path / "nowhere", "overview")
     assert any("does not exist" in e.value for e in app.error)
     assert any("mammo_sae.analyze" in c.value for c in app.code)
+
+
+def test_untrusted_text_is_escaped_for_markdown() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(HOME).parent))
+    import accessors
+
+    escaped = accessors.md_text("<script>x</script> **b** [l](javascript:1) :red[c] $m$\nline")
+    for raw in ("<script>", "**b**", "[l](", ":red[", "$m$", "\n"):
+        assert raw not in escaped
+    assert escaped.replace("\\", "") == "<script>x</script> **b** [l](javascript:1) :red[c] $m$ line"

@@ -80,7 +80,7 @@ with st.expander("Latent heatmap", expanded=True):
     if latent is not None:
         st.session_state["latent"] = latent
         st.caption(
-            f"Showing {notes.label(latent)}; its map is thresholded at {threshold:.0%} of its maximum."
+            f"Showing {accessors.md_text(notes.label(latent))}; its map is thresholded at {threshold:.0%} of its maximum."
         )
 
 options = accessors.ViewOptions(

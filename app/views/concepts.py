@@ -43,7 +43,7 @@ default = (
 latent = int(st.number_input("Latent", 0, bundle.d_sae - 1, value=default))
 st.session_state["latent"] = latent
 
-st.header(notes.label(latent))
+st.header(accessors.md_text(notes.label(latent)))
 stats = bundle.latents.loc[latent]
 cols = st.columns(4)
 cols[0].metric("Fires on tokens", f"{100 * stats['frequency']:.2f}%")
@@ -108,7 +108,7 @@ with st.form(f"name-{latent}"):
     if st.form_submit_button("Save"):
         try:
             notes.save(latent, name, category, note)
-            st.success(f"Saved {notes.label(latent)}.")
+            st.success(f"Saved {accessors.md_text(notes.label(latent))}.")
         except accessors.MammoSaeError as error:
             st.error(str(error))
 named = notes.table()
