@@ -9,7 +9,6 @@ install`. Skipped when Chromium is absent, unless MAMMO_SAE_REQUIRE_BROWSER=1 (C
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -34,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHOTS = Path(os.environ.get("MAMMO_SAE_SCREENSHOTS") or REPO / "test-artifacts" / "screenshots")
 
 pytestmark = pytest.mark.slow
-if not Path(CHROMIUM).exists() or (DEMO_DIR / "demo.json").exists() is False:
+if not Path(CHROMIUM).exists() or not (DEMO_DIR / "demo.json").exists():
     if os.environ.get("MAMMO_SAE_REQUIRE_BROWSER") == "1":
         raise RuntimeError(
             f"browser tests need {CHROMIUM} (apt-get install chromium) and the shipped demo bundle"
@@ -52,10 +51,16 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the server (and the upload test) regenerate the demo phantoms."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, demo_cache: Path) -> Iterator[str]:
     """`streamlit run app/Home.py` on a free local port; stopped by its own PID."""
     port = free_port()
-    env = {**os.environ, "MAMMO_SAE_CACHE": str(tmp_path_factory.mktemp("cache")), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "MAMMO_SAE_CACHE": str(demo_cache), "PYTHONUNBUFFERED": "1"}
     env.pop("MAMMO_SAE_BUNDLE", None)
     log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w")  # noqa: SIM115
     process = subprocess.Popen(
@@ -154,10 +159,10 @@ def test_an_intervention_changes_the_probability(server: str, browser) -> None:
     page.close()
 
 
-def test_uploads_good_bad_and_identifying(server: str, browser, tmp_path: Path) -> None:
+def test_uploads_good_bad_and_identifying(server: str, browser, demo_cache: Path, tmp_path: Path) -> None:
     from mammo_sae.demo import ensure_demo_dataset
 
-    root = ensure_demo_dataset(cache=Path(os.environ.get("MAMMO_SAE_CACHE_TEST", tmp_path / "cache")))
+    root = ensure_demo_dataset(cache=demo_cache)
     phantom = next((root / "images").rglob("*.dicom"))
     identifying = tmp_path / "identifying.dcm"
     stored = read_mammogram(phantom).stored
@@ -182,4 +187,3 @@ def test_uploads_good_bad_and_identifying(server: str, browser, tmp_path: Path) 
     assert "mass probability" in content
     shoot(page, "upload")
     page.close()
-    shutil.rmtree(tmp_path / "cache", ignore_errors=True)
