@@ -137,13 +137,14 @@ def test_concept_scores_equal_brute_force(setting: Setting, bundle: Bundle) -> N
     train = index.images[index.images["split"] == "training"]
     records = [AnalysisRecord(i, r.image_id, r.path) for i, r in enumerate(train.itertuples())]
     dataset = AnalysisFrames(records, FRAME_HW)
-    zbar = []
+    zbar, zmax = [], []
     with torch.inference_mode():
         for i in range(len(dataset)):
             fmap = classifier.forward_features(dataset[i][1][None])
-            tokens = fmap.permute(0, 2, 3, 1).reshape(-1, fmap.shape[1])
-            zbar.append(sae.encode(tokens).mean(0).double().numpy())
-    zbar = np.stack(zbar)
+            z = sae.encode(fmap.permute(0, 2, 3, 1).reshape(-1, fmap.shape[1]))
+            zbar.append(z.mean(0).double().numpy())
+            zmax.append(z.amax(0).double().numpy())
+    zbar, zmax = np.stack(zbar), np.stack(zmax)
     for concept in bundle.concepts:
         y = train[concept].to_numpy()
         for cls in (0, 1):
@@ -152,6 +153,8 @@ def test_concept_scores_equal_brute_force(setting: Setting, bundle: Bundle) -> N
             expected = zbar[y == cls].mean(0) - zbar.mean(0)
             stored = bundle.scores.query("concept == @concept and cls == @cls").sort_values("latent")
             assert np.allclose(stored["deviation"].to_numpy(), expected, atol=1e-5)
+            peak = zmax[y == cls].mean(0) - zmax.mean(0)
+            assert np.allclose(stored["peak_deviation"].to_numpy(), peak, atol=1e-5)
 
 
 def test_top_patches_equal_brute_force(bundle: Bundle) -> None:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mammo_sae.analysis.codes import CodesError
-from mammo_sae.analysis.scores import RANK_BY, ClassMeans, rank_latents, ranking_table
+from mammo_sae.analysis.scores import RANK_BY, ClassMeans, rank_latents, ranking_table, with_peaks
 
 N_IMAGES, D_SAE = 40, 12
 CONCEPTS = ["mass", "calcification", "dense"]
@@ -141,7 +141,7 @@ def test_rank_latents_by_deviation_or_mean_with_ties_by_latent_id() -> None:
     np.testing.assert_array_equal(rank_latents(table, "mass", 1), [1, 3, 4, 0, 2])
     np.testing.assert_array_equal(rank_latents(table, "mass", 1, rank_by="mean"), [0, 1, 3, 4, 2])
     np.testing.assert_array_equal(rank_latents(table, "mass", 0), [0, 2, 4, 1, 3])
-    assert RANK_BY == ("deviation", "mean")
+    assert RANK_BY == ("deviation", "mean", "peak_deviation", "peak")
     with pytest.raises(CodesError, match="rank_by"):
         rank_latents(table, "mass", 1, rank_by="zbar")
     with pytest.raises(CodesError, match="no rows for concept 'calc'"):
@@ -178,3 +178,19 @@ def test_ranking_table_orders_every_class_and_skips_empty_ones() -> None:
     assert set(only_positive["cls"]) == {1} and len(only_positive) == D_SAE
     with pytest.raises(CodesError, match="no concepts"):
         ranking_table(table, ["calcification"])
+
+
+def test_peak_ranking_prefers_a_latent_that_fires_hard_on_few_tokens() -> None:
+    """Per-image peaks (max over tokens) beside the means: a lesion latent with one strong token per positive
+    image wins on peaks while a broad latent wins on means."""
+    labels = pd.DataFrame({"mass": [1, 1, 0, 0]})
+    means = ClassMeans(2, ["mass"])
+    peaks = ClassMeans(2, ["mass"])
+    # latent 0: broad, a little higher on positives; latent 1: one strong token on positives only
+    means.update(np.array([[0.50, 0.05], [0.50, 0.05], [0.30, 0.0], [0.30, 0.0]]), labels)
+    peaks.update(np.array([[0.60, 5.0], [0.60, 5.0], [0.40, 0.0], [0.40, 0.0]]), labels)
+    table = with_peaks(means.table(), peaks.table())
+    assert rank_latents(table, "mass", 1, rank_by="deviation")[0] == 0
+    assert rank_latents(table, "mass", 1, rank_by="peak_deviation")[0] == 1
+    ranked = ranking_table(table, ["mass"], rank_by="peak")
+    assert {"peak", "peak_all", "peak_deviation"} <= set(ranked.columns)

@@ -15,7 +15,7 @@ HOME = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("app") / "phantoms"
-    generate_dataset(root, PhantomConfig(studies=3, seed=5, height=256, width=208))
+    generate_dataset(root, PhantomConfig(studies=3, seed=5, height=256, width=208), workers=1)
     return root
 
 

@@ -123,16 +123,17 @@ def shoot(page, name: str) -> Path:
 
 
 def choose(page, label: str, option: str) -> None:
-    box = page.locator("[data-testid=stSelectbox]").filter(has_text=label).first
-    box.locator("[data-baseweb=select]").click()
-    page.locator("[role=option]").filter(has_text=option).first.click()
+    """Pick an option of the selectbox labelled ``label`` (a combobox input named by its label)."""
+    page.get_by_role("combobox", name=label).first.click()
+    page.get_by_role("option", name=option, exact=True).first.click()
     settle(page)
 
 
 def test_pages_open_with_the_banner_and_screenshots(server: str, browser) -> None:
     page = browser.new_page(viewport={"width": 1500, "height": 1000})
     open_page(page, server, "Overview")
-    assert "Research use only" in page.content() and "synthetic phantoms" in page.content()
+    page.wait_for_selector("text=Research use only", timeout=60_000)
+    page.wait_for_selector("text=/synthetic phantoms/i", timeout=60_000)
     shoot(page, "overview")
     open_page(page, server, "Case review")
     page.wait_for_selector("[data-testid=stImage]", timeout=60_000)

@@ -27,7 +27,7 @@ def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mammo_sae.data.phantom import PhantomConfig, generate_dataset
 
     root = tmp_path_factory.mktemp("extract") / "phantoms"
-    generate_dataset(root, PhantomConfig(studies=3, seed=2, height=256, width=208))
+    generate_dataset(root, PhantomConfig(studies=3, seed=2, height=256, width=208), workers=1)
     return root
 
 

@@ -46,7 +46,7 @@ def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mammo_sae.data.phantom import PhantomConfig, generate_dataset
 
     root = tmp_path_factory.mktemp("extract-parts") / "phantoms"
-    generate_dataset(root, PhantomConfig(studies=2, seed=3, height=256, width=208))
+    generate_dataset(root, PhantomConfig(studies=2, seed=3, height=256, width=208), workers=1)
     return root
 
 

@@ -208,3 +208,21 @@ def test_project_file_errors(tmp_path: Path, small: Classifier) -> None:
     save_file(tensors, tmp_path / "cut.safetensors", metadata=metadata)
     with pytest.raises(ModelError, match=r"missing keys: 'conv_head.weight'"):
         load_classifier(tmp_path / "cut.safetensors")
+
+
+def test_float16_storage_halves_the_file_and_keeps_the_logits(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    classifier = Classifier.create(create_backbone("timm:resnet10t"), {"mass": 1, "calcification": 1})
+    save_classifier(classifier, tmp_path / "fp32.safetensors")
+    save_classifier(classifier, tmp_path / "fp16.safetensors", storage_dtype=torch.float16)
+    small = load_classifier(tmp_path / "fp16.safetensors")
+    assert next(small.parameters()).dtype == torch.float32
+    size32, size16 = (
+        (tmp_path / "fp32.safetensors").stat().st_size,
+        (tmp_path / "fp16.safetensors").stat().st_size,
+    )
+    assert size16 < 0.55 * size32
+    x = torch.randn(2, 3, 128, 96)
+    with torch.inference_mode():
+        for task in classifier.tasks:
+            assert torch.allclose(small(x)[task], classifier(x)[task], atol=1e-3)

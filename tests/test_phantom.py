@@ -449,3 +449,16 @@ def test_test_fraction_one_makes_a_held_out_set_of_test_studies() -> None:
     assert {plan.split for plan in plans} == {"test"}
     mixed = plan_dataset(PhantomConfig(studies=3, seed=4, test_fraction=0.9))
     assert {plan.split for plan in mixed} == {"test", "training"}, "below 1, one study stays in training"
+
+
+def test_rerunning_the_same_settings_reuses_a_complete_dataset(tmp_path: Path) -> None:
+    config = PhantomConfig(studies=1, seed=8, height=256, width=208)
+    first = generate_dataset(tmp_path / "p", config, workers=1)
+    stamp = (tmp_path / "p" / "phantom.json").stat().st_mtime_ns
+    again = generate_dataset(tmp_path / "p", config, workers=1)
+    assert again["reused"] and again["pixel_checksum"] == first["pixel_checksum"]
+    assert (tmp_path / "p" / "phantom.json").stat().st_mtime_ns == stamp, "nothing was rewritten"
+    other = generate_dataset(
+        tmp_path / "p", PhantomConfig(studies=1, seed=9, height=256, width=208), workers=1
+    )
+    assert "reused" not in other and other["pixel_checksum"] != first["pixel_checksum"]

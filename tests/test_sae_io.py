@@ -232,3 +232,16 @@ def test_non_state_dicts_and_unsafe_pickles_are_refused(tmp_path: Path) -> None:
         import_mammosae(tmp_path / "evil.pt", None)
     with pytest.raises(SAEError, match="does not exist"):
         import_mammosae(tmp_path / "missing.pt", None)
+
+
+def test_float16_storage_keeps_the_reconstruction(tmp_path: Path) -> None:
+    sae = create_sae("relu", 64, 256, seed=3)
+    x = torch.randn(100, 64)
+    save_sae(sae, tmp_path / "fp16", storage_dtype=torch.float16)
+    small = load_sae(tmp_path / "fp16")
+    assert small.dtype == torch.float32
+    with torch.no_grad():
+        reference, _ = sae(x)
+        rounded, _ = small(x)
+    assert torch.allclose(rounded, reference, atol=5e-3)
+    assert (tmp_path / "fp16" / "sae_weights.safetensors").stat().st_size < 0.55 * 64 * 256 * 2 * 4

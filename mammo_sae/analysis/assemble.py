@@ -27,7 +27,7 @@ from mammo_sae.analysis.localisation import localise
 from mammo_sae.analysis.metrics import auprc, auroc
 from mammo_sae.analysis.patches import TopPatches, patch_boxes
 from mammo_sae.analysis.peaks import PointingScreen, truth_boxes
-from mammo_sae.analysis.scores import ClassMeans, rank_latents, ranking_table
+from mammo_sae.analysis.scores import ClassMeans, rank_latents, ranking_table, with_peaks
 from mammo_sae.analysis.stream import ChunkResult
 from mammo_sae.atomic import atomic_open
 from mammo_sae.bundle import format as bf
@@ -48,6 +48,10 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
 def write_npy(array: np.ndarray, path: Path) -> None:
     with atomic_open(path, "wb") as handle:
         np.save(handle, array)
+
+
+def n_tokens_of(chunks: list[ChunkResult]) -> int:
+    return int(sum(c.recon[0] for c in chunks))
 
 
 def image_table(
@@ -74,22 +78,25 @@ def row_table(index: VindrIndex, split: str, images: pd.DataFrame) -> pd.DataFra
     return rows.reset_index(drop=True)
 
 
-def class_means(
+def class_scores(
     paths: list[Path],
     records: list[AnalysisRecord],
     index: VindrIndex,
     concepts: tuple[str, ...],
     d_sae: int,
-) -> ClassMeans:
-    """Class-wise sums of a split's mean latents, one chunk in memory at a time."""
+) -> pd.DataFrame:
+    """The score table of a split: class-wise means of per-image mean and peak latents, one chunk in
+    memory at a time."""
     labels = index.images.set_index("image_id")[list(concepts)]
-    means = ClassMeans(d_sae, concepts)
+    means, peaks = ClassMeans(d_sae, concepts), ClassMeans(d_sae, concepts)
     for path in paths:
         chunk = ChunkResult.load(path, d_sae)
         if len(chunk.positions):
             ids = [records[int(p)].image_id for p in chunk.positions]
-            means.update(chunk.zbar_nl, labels.loc[ids].reset_index(drop=True))
-    return means
+            chunk_labels = labels.loc[ids].reset_index(drop=True)
+            means.update(chunk.zbar_nl, chunk_labels)
+            peaks.update(chunk.zmax_nl, chunk_labels)
+    return with_peaks(means.table(), peaks.table())
 
 
 def evaluation_units(images: pd.DataFrame, rows: pd.DataFrame, tasks: tuple[str, ...]) -> tuple[dict, dict]:
@@ -256,8 +263,7 @@ def assemble_bundle(
         images[f"error_{task}"] = error_term[:, h]
 
     # concept scores on the score split
-    means = class_means(score_chunks, score_records, score_index, concepts, d_sae)
-    scores = means.table()
+    scores = class_scores(score_chunks, score_records, score_index, concepts, d_sae)
     rankings = {}
     for concept in concepts:
         for cls in (0, 1):
@@ -272,6 +278,10 @@ def assemble_bundle(
 
     # per latent
     latents = latent_summary(codes)
+    fired_l = np.sum([c.fired_l for c in light], axis=0)
+    stored_frequency = latents["frequency"].to_numpy()
+    latents["frequency"] = fired_l / n_tokens_of(light)  # every code, before the stored top-n cut
+    latents["stored_frequency"] = stored_frequency
     hist = latent_histograms(codes, latents["max"].to_numpy())
     latents["hist_max"] = latents["max"]
     for h, task in enumerate(tasks):
@@ -280,6 +290,7 @@ def assemble_bundle(
         group = group.sort_values("latent")
         latents[f"zbar_{concept}_{cls}"] = group["zbar"].to_numpy()
         latents[f"score_{concept}_{cls}"] = group["deviation"].to_numpy()
+        latents[f"peak_score_{concept}_{cls}"] = group["peak_deviation"].to_numpy()
     boxes = truth_boxes(index, config.data, images, frame_size)
     screen = PointingScreen(grid, frame_size, d_sae)
     extra = tuple(sorted(set(boxes["kind"]) - set(concepts)))
@@ -347,7 +358,7 @@ def assemble_bundle(
         "tokens": int(n_tokens),
         "fvu": float(sse / sst) if sst > 0 else float("nan"),
         "l0": float(l0 / n_tokens),
-        "dead_fraction": float(np.mean(latents["frequency"].to_numpy() == 0)),
+        "dead_fraction": float(np.mean(fired_l == 0)),
         "dense_fraction": float(np.mean(latents["frequency"].to_numpy() > 0.1)),
     }
     summary = report.headline(baselines, curves, localisation, quality, tasks, concepts)

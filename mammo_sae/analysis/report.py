@@ -118,6 +118,11 @@ def _top_latent_section(
     ranked: pd.DataFrame, localisation: pd.DataFrame, latents: pd.DataFrame, concepts
 ) -> str:
     parts = ["## Top-10 latents per concept and class, with localisation against the concept's boxes\n"]
+    parts.append(
+        '\nScores are class-wise means over the score split of each image\'s mean activation ("class mean", '
+        "the paper's concept score) and of each image's peak activation (\"peak\"), minus their all-image "
+        "values; the manifest's `rank_by` says which one orders the table.\n"
+    )
     for concept in concepts:
         for cls in (1, 0):
             top = _pick(ranked, concept=concept, cls=cls).sort_values("rank").head(10)
@@ -131,6 +136,7 @@ def _top_latent_section(
                         "latent": item.latent,
                         "class mean": float(item.zbar),
                         "minus all-image mean": float(item.deviation),
+                        "peak minus all": float(getattr(item, "peak_deviation", float("nan"))),
                         "frequency": float(latents.loc[item.latent, "frequency"]),
                         "pointing": float(metrics["pointing"]) if metrics is not None else float("nan"),
                         "mean IoU": float(metrics["mean_iou"]) if metrics is not None else float("nan"),

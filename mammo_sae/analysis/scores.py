@@ -15,7 +15,12 @@ import pandas as pd
 
 from mammo_sae.analysis.codes import CodesError
 
-RANK_BY = ("deviation", "mean")
+RANK_BY = ("deviation", "mean", "peak_deviation", "peak")
+# rank_by -> the score table column it sorts on: the class mean of per-image MEAN activations (the paper) or
+# of per-image PEAK activations (a latent that fires hard on a few tokens, as on a small lesion, ranks by
+# that), each as it is or minus its all-image value
+SCORE_COLUMNS = {"deviation": "deviation", "mean": "zbar", "peak_deviation": "peak_deviation", "peak": "peak"}
+PEAK_COLUMNS = ("peak", "peak_all", "peak_deviation")
 CLASSES = (0, 1)
 UNKNOWN_LABEL = -1
 
@@ -152,7 +157,7 @@ class ClassMeans:
 def _score_column(rank_by: str) -> str:
     if rank_by not in RANK_BY:
         raise CodesError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}")
-    return "deviation" if rank_by == "deviation" else "zbar"
+    return SCORE_COLUMNS[rank_by]
 
 
 def _class_rows(table: pd.DataFrame, concept: str, cls: int) -> pd.DataFrame:
@@ -205,6 +210,19 @@ def ranking_table(
             ranked = rows.iloc[_ranked(rows, rank_by)[:top]]
             parts.append(ranked.assign(rank=np.arange(len(ranked), dtype=np.int32)))
     columns = ["concept", "cls", "rank", "latent", "zbar", "zbar_all", "deviation", "n_images"]
+    columns += [c for c in PEAK_COLUMNS if c in table]
     if not parts:
         return pd.DataFrame(columns=columns)
     return pd.concat(parts, ignore_index=True)[columns]
+
+
+def with_peaks(means: pd.DataFrame, peaks: pd.DataFrame) -> pd.DataFrame:
+    """The mean-activation score table with the same statistics of per-image peak activations beside it
+    (``peaks`` is the ``table()`` of a ClassMeans fed per-image maxima instead of means)."""
+    keys = ["latent", "concept", "cls"]
+    renamed = peaks[[*keys, "zbar", "zbar_all", "deviation"]].rename(
+        columns={"zbar": "peak", "zbar_all": "peak_all", "deviation": "peak_deviation"}
+    )
+    merged = means.merge(renamed, on=keys, how="left", validate="one_to_one")
+    assert len(merged) == len(means), "every (latent, concept, class) has its peak statistics"
+    return merged

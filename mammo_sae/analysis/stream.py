@@ -42,11 +42,15 @@ class ChunkResult:
     positions: np.ndarray  # [n_ok] positions (in the split's record list) of the images that loaded
     errors: dict[int, str]  # position -> why the image was skipped
     zbar_nl: np.ndarray  # [n_ok, d_sae] float32 mean latents
+    zmax_nl: np.ndarray  # [n_ok, d_sae] float32 per-image peak latents (max over tokens)
     logit_original_nh: np.ndarray  # [n_ok, heads] float64
     error_term_nh: np.ndarray  # [n_ok, heads] float64: w . (mean x - mean x_hat)
     codes: TokenCodes | None  # None for score-only chunks
     transforms: list[str]
     recon: np.ndarray  # [3 + 2 d]: tokens, sse, l0 sum, sum x [d], sum x^2 [d] (float64)
+    fired_l: np.ndarray | None = (
+        None  # [d_sae] int64 tokens on which each latent fired (before any top-n cut)
+    )
     nnz: int = 0  # entries of the codes (known without loading them)
     grid: tuple[int, int] | None = None
 
@@ -55,11 +59,13 @@ class ChunkResult:
             "positions": self.positions,
             "errors": np.array(json.dumps({str(k): v for k, v in self.errors.items()})),
             "zbar": self.zbar_nl,
+            "zmax": self.zmax_nl,
             "logit_original": self.logit_original_nh,
             "error_term": self.error_term_nh,
             "transforms": np.array(self.transforms, dtype=object).astype(str),
             "recon": self.recon,
             "nnz": np.array(self.codes.nnz if self.codes is not None else 0),
+            "fired": self.fired_l if self.fired_l is not None else np.zeros(0, np.int64),
         }
         if self.codes is not None:
             arrays |= {
@@ -89,20 +95,22 @@ class ChunkResult:
                 positions=positions,
                 errors={int(k): v for k, v in json.loads(str(data["errors"])).items()},
                 zbar_nl=data["zbar"] if heavy else np.zeros((len(positions), 0), np.float32),
+                zmax_nl=data["zmax"] if heavy else np.zeros((len(positions), 0), np.float32),
                 logit_original_nh=data["logit_original"],
                 error_term_nh=data["error_term"],
                 codes=codes,
                 transforms=[str(t) for t in data["transforms"]],
                 recon=data["recon"],
                 nnz=int(data["nnz"]),
+                fired_l=data["fired"],
                 grid=tuple(int(v) for v in data["grid"]) if "grid" in data else None,
             )
 
 
 def _encode_map(
     fmap_bchw: torch.Tensor, models: Models, keep_codes: bool, top_n: int | None
-) -> tuple[torch.Tensor, TokenCodes | None, torch.Tensor]:
-    """Mean latents [B, d_sae], sparse codes and reconstruction sums of a batch's feature maps.
+) -> tuple[torch.Tensor, torch.Tensor, TokenCodes | None, torch.Tensor, torch.Tensor]:
+    """Mean and peak latents [B, d_sae], sparse codes and reconstruction sums of a batch's feature maps.
 
     Tokens are encoded a few whole images at a time, so the dense code block stays bounded."""
     sae = models.sae
@@ -111,22 +119,26 @@ def _encode_map(
     x_btd = fmap_bchw.permute(0, 2, 3, 1).reshape(b, tokens, d).to(sae.dtype)
     step = max(1, ENCODE_TOKENS // tokens)
     zbar_bl = torch.empty(b, sae.d_sae, dtype=torch.float32, device=x_btd.device)
+    zmax_bl = torch.empty_like(zbar_bl)
+    fired_l = torch.zeros(sae.d_sae, dtype=torch.int64, device=x_btd.device)
     parts: list[TokenCodes] = []
     sse = l0 = 0.0
     for start in range(0, b, step):
         x = x_btd[start : start + step].reshape(-1, d)
         z = sae.encode(x)
         zbar_bl[start : start + step] = z.reshape(-1, tokens, sae.d_sae).mean(dim=1)
+        zmax_bl[start : start + step] = z.reshape(-1, tokens, sae.d_sae).amax(dim=1)
         err = sae.decode(z) - x
         sse += float(torch.sum(err.double() ** 2))
         l0 += float((z > 0).sum())
+        fired_l += (z > 0).sum(dim=0)
         if keep_codes:
             parts.append(TokenCodes.from_dense(z.float().cpu(), grid=(h, w), top_n=top_n))
     codes = (TokenCodes.concat(parts) if len(parts) > 1 else parts[0]) if keep_codes else None
     x64 = x_btd.reshape(-1, d).double()
     head = torch.tensor([b * tokens, sse, l0], dtype=torch.float64)
     recon = torch.cat([head, x64.sum(0).cpu(), (x64 * x64).sum(0).cpu()])
-    return zbar_bl, codes, recon
+    return zbar_bl, zmax_bl, codes, recon, fired_l
 
 
 @torch.inference_mode()
@@ -153,17 +165,20 @@ def run_chunk(
     sae = models.sae
     positions: list[int] = []
     errors: dict[int, str] = {}
-    zbars, logits, error_terms, codes, transforms, recons = [], [], [], [], [], []
+    zbars, zmaxs, logits, error_terms, codes, transforms, recons = [], [], [], [], [], [], []
+    fired_total: np.ndarray | None = None
     for batch_positions, pixels, batch_transforms, batch_errors in loader:
         errors |= batch_errors
         if pixels is not None:
             fmap = backbone.forward_features(pixels.to(models.device, memory_format=torch.channels_last))
-            zbar, batch_codes, recon = _encode_map(fmap, models, keep_codes, top_n)
+            zbar, zmax, batch_codes, recon, fired = _encode_map(fmap, models, keep_codes, top_n)
+            fired_total = fired.cpu().numpy() + (fired_total if fired_total is not None else 0)
             pooled = fmap.double().mean(dim=(2, 3))  # [B, d] mean x
             mean_x_hat = zbar.double() @ sae.W_dec.double() + sae.b_dec.double()
             logits.append((pooled @ models.heads_w_hd.T + models.heads_b_h).cpu().numpy())
             error_terms.append(((pooled - mean_x_hat) @ models.heads_w_hd.T).cpu().numpy())
             zbars.append(zbar.cpu().numpy())
+            zmaxs.append(zmax.cpu().numpy())
             positions += batch_positions
             transforms += batch_transforms
             recons.append(recon.numpy())
@@ -177,6 +192,7 @@ def run_chunk(
         positions=np.asarray(positions, dtype=np.int64),
         errors=errors,
         zbar_nl=np.concatenate(zbars) if zbars else np.zeros((0, d_sae), np.float32),
+        zmax_nl=np.concatenate(zmaxs) if zmaxs else np.zeros((0, d_sae), np.float32),
         logit_original_nh=np.concatenate(logits) if logits else empty,
         error_term_nh=np.concatenate(error_terms) if error_terms else empty,
         codes=(TokenCodes.concat(codes) if codes else None) if keep_codes else None,
@@ -184,4 +200,5 @@ def run_chunk(
         grid=codes[0].grid if codes else None,
         transforms=transforms,
         recon=np.sum(recons, axis=0) if recons else np.zeros(3 + 2 * sae.d_in),
+        fired_l=fired_total if fired_total is not None else np.zeros(d_sae, np.int64),
     )

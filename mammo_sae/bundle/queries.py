@@ -109,6 +109,7 @@ def concept_table(
             "latent": ranked["latent"].to_numpy(),
             "class mean": ranked["zbar"].to_numpy(),
             "score": ranked["deviation"].to_numpy(),
+            **({"peak score": ranked["peak_deviation"].to_numpy()} if "peak_deviation" in ranked else {}),
             "frequency": latents["frequency"].to_numpy(),
             "mean active": latents["mean_active"].to_numpy(),
             **{f"effect {t}": latents[f"effect_{t}"].to_numpy() for t in bundle.tasks},

@@ -19,12 +19,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mammo_sae import __version__
 from mammo_sae.atomic import atomic_write_text
 from mammo_sae.bundle import Bundle
 from mammo_sae.data.phantom import GENERATOR_VERSION, load_manifest
 from mammo_sae.demo import quality
 from mammo_sae.demo.dataset import DEMO_MANIFEST, DemoError
+from mammo_sae.models import load_classifier, save_classifier
+from mammo_sae.sae import load_sae, save_sae
 
 # The phantom generator's calcification confounder: burned-in markers on half of the positive images.
 CONFOUNDER_RATE = 0.5
@@ -55,8 +59,9 @@ class DemoPlan:
     mass_rate: float = 0.4
     calcification_rate: float = 0.3
     images_per_shard: int = 32
+    rank_by: str = "peak_deviation"
     sae_resample_every: int = 5
-    sae_dead_window: int = 1_000_000
+    sae_dead_window: int = 400_000
     train_seed: int = 11
     heldout_seed: int = 12  # never used for anything that is trained
     seed: int = 0
@@ -74,7 +79,7 @@ FULL = DemoPlan(
     lr=3e-3,
     backbone_lr=3e-3,
     expansion=8,
-    l1=2e-3,
+    l1=5e-3,
     sae_epochs=20,
     sae_batch_size=4096,
     tokens_per_image=0.25,
@@ -102,7 +107,7 @@ QUICK = DemoPlan(
     codes_top_n=8,
     box_weight=1.0,
     sae_resample_every=1,
-    sae_dead_window=2000,
+    sae_dead_window=500,
     images_per_shard=4,
 )
 
@@ -229,7 +234,7 @@ def stages(plan: DemoPlan, work: Path, out: Path, workers: int) -> list[Stage]:
         ),
         Stage(
             "train-relu",
-            [*sae_common, "--out", str(out / "sae"), "--arch", "relu", "--l1", str(plan.l1)],
+            [*sae_common, "--out", str(work / "sae-relu"), "--arch", "relu", "--l1", str(plan.l1)],
             train.main,
         ),
     ]
@@ -237,7 +242,7 @@ def stages(plan: DemoPlan, work: Path, out: Path, workers: int) -> list[Stage]:
         out_list.append(
             Stage(
                 "train-topk",
-                [*sae_common, "--out", str(out / "sae-topk"), "--arch", "topk", "--k", "32"],
+                [*sae_common, "--out", str(work / "sae-topk"), "--arch", "topk", "--k", "32"],
                 train.main,
             )
         )
@@ -261,6 +266,8 @@ def stages(plan: DemoPlan, work: Path, out: Path, workers: int) -> list[Stage]:
                 str(out / "bundle"),
                 "--codes-top-n",
                 str(plan.codes_top_n),
+                "--rank-by",
+                plan.rank_by,
                 "--workers",
                 str(workers),
                 "--no-progress",
@@ -272,10 +279,16 @@ def stages(plan: DemoPlan, work: Path, out: Path, workers: int) -> list[Stage]:
 
 
 def _store_of(work: Path) -> str:
-    stores = [p for p in (work / "stores").iterdir() if (p / "metadata.json").is_file()]
-    if len(stores) != 1:
-        raise DemoError(f"expected one finished store in {work / 'stores'}, found {len(stores)}")
-    return str(stores[0])
+    """The store the extract stage of this build wrote (named in its JSON summary)."""
+    try:
+        store = json.loads((work / "logs" / "extract.json").read_text())["store"]
+    except (OSError, ValueError, KeyError) as error:
+        raise DemoError(
+            f"the extract stage left no summary in {work / 'logs'} ({error}); rerun the demo"
+        ) from None
+    if not (Path(store) / "metadata.json").is_file():
+        raise DemoError(f"the store {store} named by the extract stage is not finished; rerun the demo")
+    return store
 
 
 def _run(stage: Stage, log_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:
@@ -292,6 +305,32 @@ def _run(stage: Stage, log_dir: Path, say: Callable[[str], None]) -> dict[str, A
     seconds = time.perf_counter() - started
     say(f"[demo] {stage.name}: done in {seconds:.0f} s")
     return {"command": stage.command, "seconds": round(seconds, 1)}
+
+
+SHIPPED_SAE_FILES = ("metrics.jsonl", "eval.json", "train_config.toml")
+
+
+def ship_classifier(run: Path, out: Path) -> None:
+    """The best epoch's classifier, stored in float16 (loads as float32; ``tests/test_demo.py`` bounds the
+    change), and its validation record. Rewritten only when the run's file changed."""
+    target = out / "classifier.safetensors"
+    source = run / "classifier.safetensors"
+    if not target.is_file() or target.stat().st_mtime < source.stat().st_mtime:
+        save_classifier(load_classifier(source), target, storage_dtype=torch.float16)
+    shutil.copyfile(run / "validation.json", out / "classifier_validation.json")
+
+
+def ship_sae(run: Path, out: Path) -> None:
+    """The trained SAE in float16 storage with its training log; the resumable checkpoint stays behind."""
+    if (out / "cfg.json").is_file() and (out / "cfg.json").stat().st_mtime >= (
+        run / "cfg.json"
+    ).stat().st_mtime:
+        return
+    sae = load_sae(run)
+    save_sae(sae, out, sae.metadata, storage_dtype=torch.float16)
+    for name in SHIPPED_SAE_FILES:
+        if (run / name).is_file():
+            shutil.copyfile(run / name, out / name)
 
 
 def _dataset_record(root: Path) -> dict[str, Any]:
@@ -312,14 +351,26 @@ def build(
     out.mkdir(parents=True, exist_ok=True)
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    timings = {}
+    # seconds spent per stage, summed over interrupted and resumed runs of this work folder
+    timings_path = logs / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     for stage in stages(plan, work, out, workers):
         if stage.name.startswith("train"):
             stage.argv[stage.argv.index("STORE")] = _store_of(work)
-        timings[stage.name] = _run(stage, logs, say)
+        result = _run(stage, logs, say)
+        previous = timings.get(stage.name, {})
+        seconds = result["seconds"] + (
+            previous.get("seconds", 0.0) if previous.get("command") == result["command"] else 0.0
+        )
+        timings[stage.name] = {"command": result["command"], "seconds": round(seconds, 1)}
+        atomic_write_text(timings_path, json.dumps(timings, indent=1))
         if stage.name == "finetune":
-            shutil.copyfile(work / "finetune" / "classifier.safetensors", out / "classifier.safetensors")
-            shutil.copyfile(work / "finetune" / "validation.json", out / "classifier_validation.json")
+            ship_classifier(work / "finetune", out)
+        if stage.name.startswith("train-"):
+            ship_sae(
+                work / f"sae-{stage.name.removeprefix('train-')}",
+                out / ("sae" if stage.name == "train-relu" else f"sae-{stage.name.removeprefix('train-')}"),
+            )
     bundle = Bundle.open(out / "bundle")
     figures = quality.measure(bundle)
     manifest = {
@@ -334,7 +385,8 @@ def build(
             "heldout": _dataset_record(work / "phantoms-heldout"),
         },
         "stages": timings,
-        "build_seconds": round(time.perf_counter() - started, 1),
+        "build_seconds": round(sum(t["seconds"] for t in timings.values()), 1),
+        "this_run_seconds": round(time.perf_counter() - started, 1),
         "quality": figures,
         "targets": {name: f"{op} {bound}" for name, (op, bound) in quality.TARGETS.items()},
         "missed_targets": quality.failures(figures),

@@ -163,7 +163,8 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
 
     frame_bytes = config.frame_size[0] * config.frame_size[1] * (len(slices.train) + len(slices.validation))
     cache = None
-    if frame_bytes <= config.cache_gb * 2**30:
+    finished = state is not None and state["epoch"] + 1 >= config.epochs
+    if frame_bytes <= config.cache_gb * 2**30 and not finished:  # a finished run decodes nothing
         cache = FrameCache(slices.train + slices.validation, config.frame_size, config.workers, boxes)
     common = {"cache": cache}
     train_set = LabelledFrames(

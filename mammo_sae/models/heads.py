@@ -255,13 +255,20 @@ def _load_downstream(
     return Classifier(backbone, {task: head})
 
 
-def save_classifier(classifier: Classifier, path: str | os.PathLike[str]) -> None:
-    """Write every weight and the metadata needed to rebuild ``classifier`` to one safetensors file, atomically."""
+def save_classifier(
+    classifier: Classifier, path: str | os.PathLike[str], *, storage_dtype: torch.dtype | None = None
+) -> None:
+    """Write every weight and the metadata needed to rebuild ``classifier`` to one safetensors file, atomically.
+
+    ``storage_dtype`` (e.g. ``torch.float16``) rounds the stored floating-point tensors to halve a shipped
+    file; loading always rebuilds a float32 model from them."""
     backbone = classifier.backbone
     tensors = {f"backbone.{k}": v.detach().cpu().contiguous() for k, v in backbone.model.state_dict().items()}
     for task, head in classifier.heads.items():
         tensors[f"heads.{task}.weight"] = head.weight.detach().cpu().contiguous()
         tensors[f"heads.{task}.bias"] = head.bias.detach().cpu().contiguous()
+    if storage_dtype is not None:
+        tensors = {k: v.to(storage_dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     config = {
         "backbone": {
             "spec": backbone.spec,

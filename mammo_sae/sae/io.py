@@ -91,9 +91,16 @@ def _weights(sae: SparseAutoencoder) -> dict[str, torch.Tensor]:
 
 
 def save_sae(
-    sae: SparseAutoencoder, folder: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None
+    sae: SparseAutoencoder,
+    folder: str | os.PathLike[str],
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    storage_dtype: torch.dtype | None = None,
 ) -> Path:
     """Write ``folder/sae_weights.safetensors`` and ``folder/cfg.json`` (each atomically); returns folder.
+
+    ``storage_dtype`` (e.g. ``torch.float16``) rounds the stored tensors to halve a shipped file; the SAE
+    still loads in its own ``dtype`` (``cfg.json``), with the rounded values.
 
     ``metadata`` (JSON-serialisable: backbone, layer, store hash, training config, ...) goes under
     ``cfg["metadata"]``, beside our keys ``mammo_sae_architecture``, ``mammo_sae_hparams``,
@@ -106,7 +113,10 @@ def save_sae(
     except (TypeError, ValueError) as exc:
         raise SAEError(f"save_sae: metadata must be JSON-serialisable (no NaN): {exc}") from exc
     folder.mkdir(parents=True, exist_ok=True)
-    data = safetensors_bytes(_weights(sae), metadata={"format": "pt"})
+    tensors = _weights(sae)
+    if storage_dtype is not None:
+        tensors = {k: v.to(storage_dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    data = safetensors_bytes(tensors, metadata={"format": "pt"})
     atomic_write_bytes(folder / WEIGHTS_FILE, data)
     cfg["metadata"][META_SHA] = hashlib.sha256(data).hexdigest()
     atomic_write_text(folder / CONFIG_FILE, json.dumps(cfg, indent=2, allow_nan=False) + "\n")

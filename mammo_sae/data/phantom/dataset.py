@@ -457,6 +457,9 @@ def generate_dataset(
     """
     config.validate()
     started = time.perf_counter()
+    existing = _complete_same(Path(out_dir), config)
+    if existing is not None:
+        return existing
     plans = plan_dataset(config)
     root = prepare_output(out_dir, overwrite=overwrite)
     n_workers = default_workers(len(plans)) if workers <= 0 else min(workers, len(plans))
@@ -505,6 +508,32 @@ def generate_dataset(
         "images_per_second": round(len(results) / seconds, 2) if seconds > 0 else None,
         "pixel_checksum": pixel_checksum,
         **counts,
+    }
+
+
+def _complete_same(root: Path, config: PhantomConfig) -> dict[str, object] | None:
+    """The summary of a finished dataset in ``root`` made by this generator version with exactly ``config``
+    (generation is deterministic, so it would be rewritten identically); None otherwise."""
+    if (root / IN_PROGRESS).exists() or not (root / MANIFEST).is_file():
+        return None
+    try:
+        manifest = load_manifest(root)
+    except PhantomError:
+        return None
+    if (
+        manifest.get("generator_version") != GENERATOR_VERSION
+        or manifest.get("parameters") != config.to_dict()
+    ):
+        return None
+    return {
+        "out": str(root),
+        "generator": GENERATOR_NAME,
+        "generator_version": GENERATOR_VERSION,
+        "seed": config.seed,
+        "size": f"{config.height}x{config.width}",
+        "reused": "already complete with these settings",
+        "pixel_checksum": manifest["pixel_checksum"]["value"],
+        **manifest["counts"],
     }
 
 
