@@ -116,6 +116,8 @@ def open_page(page, url: str, title: str) -> None:
 
 
 def shoot(page, name: str) -> Path:
+    """A screenshot, once the page's charts have drawn."""
+    page.wait_for_timeout(1500)
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)

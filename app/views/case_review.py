@@ -17,7 +17,7 @@ bundle = accessors.require_bundle()
 root = accessors.require_data_root(bundle)
 notes = accessors.LatentNotes(bundle.path, bundle.d_sae)
 if bundle.synthetic:
-    st.caption("🧪 Synthetic phantoms: generated images with planted lesions, not patient data.")
+    st.caption("**Synthetic phantoms:** generated images with planted lesions, not patient data.")
 
 # --- pick a study ------------------------------------------------------------------------------------
 studies = accessors.studies(bundle)

@@ -14,7 +14,7 @@ st.title("Concept neurons")
 bundle = accessors.require_bundle()
 notes = accessors.LatentNotes(bundle.path, bundle.d_sae)
 if bundle.synthetic:
-    st.caption("🧪 Synthetic phantoms: generated images with planted lesions, not patient data.")
+    st.caption("**Synthetic phantoms:** generated images with planted lesions, not patient data.")
 
 left, right = st.columns([1, 1])
 concept = left.selectbox("Concept", list(bundle.concepts))

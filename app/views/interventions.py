@@ -15,7 +15,7 @@ st.title("Interventions")
 bundle = accessors.require_bundle()
 notes = accessors.LatentNotes(bundle.path, bundle.d_sae)
 if bundle.synthetic:
-    st.caption("🧪 Synthetic phantoms: generated images with planted lesions, not patient data.")
+    st.caption("**Synthetic phantoms:** generated images with planted lesions, not patient data.")
 
 studies = accessors.studies(bundle)["study_id"].tolist()
 current = st.session_state.get("study")

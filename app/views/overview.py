@@ -12,7 +12,6 @@ if bundle.synthetic:
     st.info(
         "**Synthetic phantoms.** This bundle was built on generated images with planted lesions, not on patients. "
         "It shows how the workbench works; its numbers say nothing about real mammograms.",
-        icon="🧪",
     )
 
 inputs = manifest["inputs"]
