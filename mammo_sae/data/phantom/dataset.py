@@ -497,15 +497,28 @@ def generate_dataset(
     (root / IN_PROGRESS).unlink(missing_ok=True)
 
     seconds = time.perf_counter() - started
+    return _summary(
+        root,
+        config,
+        pixel_checksum,
+        counts,
+        workers=n_workers,
+        seconds=round(seconds, 2),
+        images_per_second=round(len(results) / seconds, 2) if seconds > 0 else None,
+    )
+
+
+def _summary(
+    root: Path, config: PhantomConfig, pixel_checksum: str, counts: dict[str, object], **extra: object
+) -> dict[str, object]:
+    """The JSON summary of a generated (or reused) dataset."""
     return {
         "out": str(root),
         "generator": GENERATOR_NAME,
         "generator_version": GENERATOR_VERSION,
         "seed": config.seed,
         "size": f"{config.height}x{config.width}",
-        "workers": n_workers,
-        "seconds": round(seconds, 2),
-        "images_per_second": round(len(results) / seconds, 2) if seconds > 0 else None,
+        **extra,
         "pixel_checksum": pixel_checksum,
         **counts,
     }
@@ -525,16 +538,13 @@ def _complete_same(root: Path, config: PhantomConfig) -> dict[str, object] | Non
         or manifest.get("parameters") != config.to_dict()
     ):
         return None
-    return {
-        "out": str(root),
-        "generator": GENERATOR_NAME,
-        "generator_version": GENERATOR_VERSION,
-        "seed": config.seed,
-        "size": f"{config.height}x{config.width}",
-        "reused": "already complete with these settings",
-        "pixel_checksum": manifest["pixel_checksum"]["value"],
-        **manifest["counts"],
-    }
+    return _summary(
+        root,
+        config,
+        manifest["pixel_checksum"]["value"],
+        manifest["counts"],
+        reused="already complete with these settings",
+    )
 
 
 def load_manifest(root: str | os.PathLike[str]) -> dict:
