@@ -140,5 +140,14 @@ def run_config_command(
     except MammoSaeError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a path that is a file, a full disk, a read-only folder
+        print(f"{parser.prog}: error: {os_error_message(error)}", file=sys.stderr)
+        return 2
     print(json.dumps(summary, indent=1))
     return 0
+
+
+def os_error_message(error: OSError) -> str:
+    """A file-system error as one line that says what failed and what to check."""
+    where = f" ({error.filename})" if error.filename else ""
+    return f"{error.strerror or error}{where}: check the path, its permissions and the free disk space"

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from mammo_sae.cli_config import REQUIRED, add_config_arguments, comma_floats, config_from_args, knob
+from mammo_sae.cli_config import (
+    REQUIRED,
+    add_config_arguments,
+    comma_floats,
+    config_from_args,
+    knob,
+    run_config_command,
+)
 
 
 @dataclass(frozen=True)
@@ -68,3 +76,23 @@ def test_required_and_optional_knobs() -> None:
     assert config_from_args(WithRequired, parser.parse_args(["--data", "x", "--limit", "3"])).limit == 3
     with pytest.raises(SystemExit):
         parser.parse_args([])
+
+
+def test_a_file_system_error_is_one_clear_line(tmp_path, capsys) -> None:
+    @dataclass(frozen=True)
+    class Config:
+        out: str = knob("x", "where")
+
+    def job(config: Config) -> dict:
+        Path(config.out).mkdir()
+        return {}
+
+    parser = argparse.ArgumentParser(prog="demo-command")
+    add_config_arguments(parser, Config)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert run_config_command(parser, ["--out", str(blocker)], Config, job) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("demo-command: error: File exists") and str(blocker) in err and "Traceback" not in err
+    )

@@ -306,16 +306,14 @@ def assemble_bundle(
     baselines = baseline_table(
         {"original": logit_original, "sae": logit_sae, "sae_error": logit_sae_error}, tasks, units, labels
     )
-    from mammo_sae.analysis.run import _ks
-
     curve_inputs = [CurveInputs(c, rankings[(c, 0)], rankings[(c, 1)]) for c in concepts]
     curves = pd.concat(
         [
-            intervention_curves(zbar_nl, head, curve_inputs, labels, ks=_ks(config.ks), units=units).assign(
-                error_term=False
-            ),
             intervention_curves(
-                zbar_nl, head, curve_inputs, labels, ks=_ks(config.ks), error_nh=error_term, units=units
+                zbar_nl, head, curve_inputs, labels, ks=config.k_values(), units=units
+            ).assign(error_term=False),
+            intervention_curves(
+                zbar_nl, head, curve_inputs, labels, ks=config.k_values(), error_nh=error_term, units=units
             ).assign(error_term=True),
         ],
         ignore_index=True,
@@ -386,7 +384,8 @@ def assemble_bundle(
         "warnings": inputs.warnings,
         "summary": summary,
     }
-    text = report.render(manifest_base, baselines, curves, localisation, ranked, latents, quality)
+    n_markers = int((boxes["kind"] == "marker").sum())
+    text = report.render(manifest_base, baselines, curves, localisation, ranked, latents, quality, n_markers)
     with atomic_open(out / bf.REPORT, "w") as handle:
         handle.write(text)
     outputs = [

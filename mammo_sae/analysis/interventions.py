@@ -42,6 +42,24 @@ class InterventionError(MammoSaeError):
     """An intervention, ranking, head or label set was given with the wrong shape, ids or names."""
 
 
+def parse_ks(text: str) -> tuple[int | None, ...]:
+    """``paper`` (PAPER_KS) or comma-separated k values, ``all`` meaning every latent."""
+    if text == "paper":
+        return PAPER_KS
+    values: list[int | None] = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if part == "all":
+            values.append(None)
+        elif part.isdigit():
+            values.append(int(part))
+        else:
+            raise InterventionError(
+                f"k values are 'paper' or comma-separated integers and 'all', got {text!r}"
+            )
+    return tuple(values)
+
+
 def k_label(k: int | None) -> str:
     """The label of a top-k size: the number itself, or "all" for None."""
     return "all" if k is None else str(k)

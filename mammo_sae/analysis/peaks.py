@@ -8,6 +8,7 @@ all latents in one pass over the codes, where the full localisation (localisatio
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +101,21 @@ class PointingScreen:
         with np.errstate(invalid="ignore", divide="ignore"):
             fraction = np.where(fired > 0, hits / np.maximum(fired, 1), np.nan)
         return pd.DataFrame({f"peak_in_{kind}": fraction, f"fired_{kind}": fired})
+
+
+MARKER_MIN_POINTING = 0.5
+
+
+def marker_latents(latents: pd.DataFrame, n_marker_boxes: int, limit: int = 20) -> pd.DataFrame:
+    """The confounder check: latents whose strongest token lies in a marker box on at least half of the marker
+    images where they fire, and that fire on at least 10% of them (3 at least), with their class scores and
+    logit effects; best first. Empty when the dataset has no markers."""
+    if "peak_in_marker" not in latents:
+        return pd.DataFrame()
+    support = max(3, math.ceil(0.1 * n_marker_boxes))
+    hits = latents[(latents["peak_in_marker"] >= MARKER_MIN_POINTING) & (latents["fired_marker"] >= support)]
+    hits = hits.sort_values(["peak_in_marker", "fired_marker"], ascending=False).head(limit)
+    columns = ["peak_in_marker", "fired_marker", *[c for c in latents if c.startswith(("score_", "effect_"))]]
+    out = hits[columns]
+    out.attrs["support"] = support
+    return out

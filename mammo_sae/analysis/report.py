@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from mammo_sae.analysis import paper
+from mammo_sae.analysis.peaks import marker_latents
 
 HEADLINE_KEEP_K, HEADLINE_SUPPRESS_K = "10", "50"
 
@@ -152,26 +153,16 @@ def _top_latent_section(
     return "".join(parts)
 
 
-def _marker_section(latents: pd.DataFrame, concepts) -> str:
+def _marker_section(latents: pd.DataFrame, n_marker_boxes: int) -> str:
     if "peak_in_marker" not in latents:
         return ""
-    fired = latents["fired_marker"]
-    support = max(3, int(0.1 * fired.max())) if len(fired) else 3
-    hits = latents[(latents["peak_in_marker"] >= 0.5) & (fired >= support)].sort_values(
-        "peak_in_marker", ascending=False
-    )
-    columns = [
-        "peak_in_marker",
-        "fired_marker",
-        *[c for c in latents if c.startswith("score_")],
-        *[c for c in latents if c.startswith("effect_")],
-    ]
-    table = hits[columns].head(20).reset_index(names="latent")
+    hits = marker_latents(latents, n_marker_boxes)
     return (
         "## Latents that fire on the burned-in markers (confounder check)\n\n"
-        f"Latents whose strongest token lies inside a marker box on at least half of the marker images where they fire "
-        f"(and fire on at least {support}); their class scores and their direct effect on each head's logit show "
-        "whether the ranking or the classifier uses them.\n\n" + _markdown(table)
+        "Latents whose strongest token lies inside a marker box on at least half of the marker images where they "
+        f"fire (and fire on at least {hits.attrs['support']}); their class scores and their direct effect on each "
+        "head's logit show whether the ranking or the classifier uses them.\n\n"
+        + _markdown(hits.reset_index(names="latent"))
     )
 
 
@@ -183,6 +174,7 @@ def render(
     ranked: pd.DataFrame,
     latents: pd.DataFrame,
     quality: dict[str, float],
+    n_marker_boxes: int = 0,
 ) -> str:
     concepts = manifest["concepts"]
     banner = (
@@ -212,6 +204,6 @@ def render(
         _baseline_section(baselines),
         _curve_section(curves, concepts),
         _top_latent_section(ranked, localisation, latents, concepts),
-        _marker_section(latents, concepts),
+        _marker_section(latents, n_marker_boxes),
     ]
     return "\n".join(lines) + "\n" + "\n".join(part for part in body if part)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from mammo_sae import __version__
 from mammo_sae.analysis.assemble import assemble_bundle
 from mammo_sae.analysis.frames import AnalysisRecord
+from mammo_sae.analysis.interventions import parse_ks
 from mammo_sae.analysis.localisation import MapThreshold
 from mammo_sae.analysis.scores import RANK_BY
 from mammo_sae.analysis.stream import ChunkResult, Models, run_chunk
@@ -41,7 +42,14 @@ from mammo_sae.data.vindr import VindrIndex
 from mammo_sae.distributed import LOCAL, device_for
 from mammo_sae.errors import MammoSaeError
 from mammo_sae.extraction.images import SPLITS, select_records
-from mammo_sae.models import Backbone, Classifier, create_backbone, file_sha256, load_classifier
+from mammo_sae.models import (
+    Backbone,
+    Classifier,
+    create_backbone,
+    file_sha256,
+    load_classifier,
+    stacked_heads,
+)
 from mammo_sae.sae import SparseAutoencoder, load_sae
 
 TARGET_CONCEPTS = ("mass", "calcification")
@@ -50,24 +58,6 @@ IDENTITY_FILE = "identity.json"
 
 class AnalyzeError(MammoSaeError):
     """The analysis was asked for something it cannot do (bad flags, mismatched inputs, no images)."""
-
-
-def _ks(text: str) -> tuple[int | None, ...]:
-    """``paper`` or comma-separated k values (``all`` = every latent)."""
-    from mammo_sae.analysis.interventions import PAPER_KS
-
-    if text == "paper":
-        return PAPER_KS
-    values: list[int | None] = []
-    for part in text.split(","):
-        part = part.strip().lower()
-        if part == "all":
-            values.append(None)
-        elif part.isdigit():
-            values.append(int(part))
-        else:
-            raise AnalyzeError(f"--ks takes 'paper' or comma-separated integers and 'all', got {text!r}")
-    return tuple(values)
 
 
 @dataclass(frozen=True)
@@ -129,8 +119,14 @@ class AnalyzeConfig:
         if not self.classifier:
             raise AnalyzeError("give at least one --classifier FILE")
         self.map_threshold()
-        _ks(self.ks)
+        self.k_values()
         return self
+
+    def k_values(self) -> tuple[int | None, ...]:
+        try:
+            return parse_ks(self.ks)
+        except MammoSaeError as error:
+            raise AnalyzeError(f"--ks: {error}") from None
 
     def map_threshold(self) -> MapThreshold:
         value = self.threshold_value
@@ -243,16 +239,6 @@ def load_inputs(config: AnalyzeConfig, device: torch.device) -> LoadedInputs:
     return LoadedInputs(
         classifiers, backbone.to(device).eval(), source, sae, tuple(tasks), frame_size, warnings
     )
-
-
-def stacked_heads(inputs: LoadedInputs) -> tuple[torch.Tensor, torch.Tensor]:
-    """[heads, d] weights and [heads] biases (float64) of every binary head, in task order."""
-    weights, biases = [], []
-    for task in inputs.tasks:
-        head = next(c.head(task) for c in inputs.classifiers if task in c.tasks)
-        weights.append(head.weight.detach().double().reshape(-1))
-        biases.append(head.bias.detach().double().reshape(()))
-    return torch.stack(weights), torch.stack(biases)
 
 
 def choose_concepts(config: AnalyzeConfig, index: VindrIndex) -> tuple[str, ...]:
@@ -409,7 +395,7 @@ def analyze(config: AnalyzeConfig) -> dict[str, Any]:
     run_id = run_identity(config, portable(fingerprints))
     if prepare_out(out, run_id, config.overwrite) == "done":
         return read_manifest(out)["summary"] | {"bundle": str(out), "resumed": "already complete"}
-    weights, biases = stacked_heads(inputs)
+    weights, biases = stacked_heads(inputs.classifiers, inputs.tasks)
     models = Models(
         feature_model=inputs.classifiers[0] if inputs.backbone_source == "classifier" else _wrap(inputs),
         heads_w_hd=weights.to(device),

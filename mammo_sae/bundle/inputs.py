@@ -81,7 +81,7 @@ def backbone_fingerprint(backbone: Backbone, source: str, folder: Path) -> dict[
     }
 
 
-def _changed_file(label: str, recorded: str, sha: str, folder: Path, key: str = "sha256") -> str | None:
+def _changed_file(label: str, recorded: str, sha: str, folder: Path) -> str | None:
     path = resolve_from(recorded, folder)
     if not path.is_file():
         return f"{label} {path} is missing"

@@ -18,7 +18,7 @@ from mammo_sae.data.dicom import MammogramDicom
 from mammo_sae.data.frames import AxisMap, FrameTransform
 from mammo_sae.data.preprocess import model_input, preprocess_mammogram
 from mammo_sae.errors import DataError
-from mammo_sae.models import Classifier, create_backbone, load_classifier
+from mammo_sae.models import Classifier, create_backbone, load_classifier, stacked_heads
 from mammo_sae.sae import SparseAutoencoder, load_sae
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -63,12 +63,7 @@ class LiveModels:
 
     @functools.cached_property
     def _head_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        weights, biases = [], []
-        for task in self.bundle.tasks:
-            head = next(c.head(task) for c in self.classifiers if task in c.tasks)
-            weights.append(head.weight.detach().double().reshape(-1))
-            biases.append(head.bias.detach().double().reshape(()))
-        return torch.stack(weights), torch.stack(biases)
+        return stacked_heads(self.classifiers, self.bundle.tasks)
 
     @torch.inference_mode()
     def run_frame(self, frame: np.ndarray, transform: FrameTransform) -> LiveCase:

@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from mammo_sae.cli_config import os_error_message
 from mammo_sae.errors import MammoSaeError
 
 
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     except MammoSaeError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"{parser.prog}: error: {os_error_message(error)}", file=sys.stderr)
         return 2
     print(json.dumps({k: manifest[k] for k in ("build_seconds", "quality", "missed_targets")}, indent=1))
     return 0

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from mammo_sae.analysis import peaks
 from mammo_sae.bundle import Bundle
 
 TARGETS: dict[str, tuple[str, float]] = {
@@ -27,7 +28,6 @@ TARGETS: dict[str, tuple[str, float]] = {
     "keep_top10_recovery.calcification": (">=", 0.95),
     "suppress_top50_auroc.calcification": ("<=", 0.60),
 }
-MARKER_MIN_POINTING = 0.5
 
 
 def _get(table: pd.DataFrame, column: str, **where: Any) -> float:
@@ -40,17 +40,11 @@ def _get(table: pd.DataFrame, column: str, **where: Any) -> float:
 
 
 def marker_latents(bundle: Bundle, limit: int = 20) -> list[dict[str, Any]]:
-    """Latents whose strongest token lies in a marker box on at least half of the marker images where they
-    fire (and that fire on at least 10% of them), with their class scores and logit effects."""
-    latents = bundle.latents
-    if "peak_in_marker" not in latents:
-        return []
-    support = max(3, math.ceil(0.1 * int((bundle.boxes["kind"] == "marker").sum())))
-    hits = latents[(latents["peak_in_marker"] >= MARKER_MIN_POINTING) & (latents["fired_marker"] >= support)]
-    hits = hits.sort_values(["peak_in_marker", "fired_marker"], ascending=False).head(limit)
-    columns = ["peak_in_marker", "fired_marker", *[c for c in latents if c.startswith(("score_", "effect_"))]]
+    """The bundle's marker latents (``analysis.peaks.marker_latents``) as JSON-ready records."""
+    n_markers = int((bundle.boxes["kind"] == "marker").sum())
+    hits = peaks.marker_latents(bundle.latents, n_markers, limit)
     return [
-        {"latent": int(latent), **{c: round(float(row[c]), 5) for c in columns}}
+        {"latent": int(latent), **{c: round(float(row[c]), 5) for c in hits.columns}}
         for latent, row in hits.iterrows()
     ]
 

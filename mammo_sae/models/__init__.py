@@ -27,6 +27,7 @@ from mammo_sae.models.heads import (
     TaskKind,
     load_classifier,
     save_classifier,
+    stacked_heads,
     task_from_path,
 )
 from mammo_sae.models.hooks import capture_layer, feature_layers, layer_names, resolve_layer
@@ -56,5 +57,6 @@ __all__ = [
     "pin_static_padding",
     "resolve_layer",
     "save_classifier",
+    "stacked_heads",
     "task_from_path",
 ]

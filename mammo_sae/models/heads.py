@@ -174,6 +174,19 @@ class Classifier(nn.Module):
         return f"tasks={list(self.tasks)}"
 
 
+def stacked_heads(
+    classifiers: Sequence[Classifier], tasks: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[tasks, d] weights and [tasks] biases (float64) of binary heads, in ``tasks`` order, each taken from the
+    first classifier that has it."""
+    weights, biases = [], []
+    for task in tasks:
+        head = next(c.head(task) for c in classifiers if task in c.tasks)
+        weights.append(head.weight.detach().double().reshape(-1))
+        biases.append(head.bias.detach().double().reshape(()))
+    return torch.stack(weights), torch.stack(biases)
+
+
 def task_from_path(path: str | os.PathLike[str]) -> str | None:
     """The task named by the nearest ``mass``/``calcification``/``density`` folder of a path, or None."""
     for part in reversed(Path(path).parts[:-1]):
