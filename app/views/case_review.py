@@ -116,10 +116,14 @@ with st.expander("Zoom at full resolution"):
     present = [v for v in views if v.position is not None]
     names = [f"{v.laterality} {v.view}" for v in present]
     zoom_view = present[names.index(st.selectbox("View", names, key="zoom-view"))]
-    full = accessors.case_view(
-        str(bundle.path), str(root), zoom_view.position,
-        replace(options, max_height=100_000, hang=False), latent, kinds,
-    )  # fmt: skip
+    try:
+        full = accessors.case_view(
+            str(bundle.path), str(root), zoom_view.position,
+            replace(options, max_height=100_000, hang=False), latent, kinds,
+        )  # fmt: skip
+    except accessors.MammoSaeError as error:
+        st.error(str(error))
+        st.stop()
     centre_choice = st.radio("Centre on", ["heatmap peak", "first box", "image centre"], horizontal=True)
     centre = (full.shape[1] / 2, full.shape[0] / 2)
     if centre_choice == "heatmap peak" and latent is not None:
