@@ -17,7 +17,8 @@ if "bundle_path" not in st.session_state:
 st.sidebar.text_input(
     "Bundle folder",
     key="bundle_path",
-    help="An analysis bundle written by python -m mammo_sae.analyze (default: the shipped demo, or MAMMO_SAE_BUNDLE).",
+    help="An analysis bundle written by python -m mammo_sae.analyze (default: the shipped demo, or "
+    "MAMMO_SAE_BUNDLE). Only folders under weights/, the cache, MAMMO_SAE_BUNDLE_ROOTS or MAMMO_SAE_BUNDLE open.",
 )
 
 pages = [

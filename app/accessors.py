@@ -17,22 +17,27 @@ from mammo_sae.bundle import Bundle, BundleError, BundleStaleError
 from mammo_sae.bundle.cases import filter_studies, hanging_views, study_table, view_boxes, view_probabilities
 from mammo_sae.bundle.live import LiveModels, decode_png
 from mammo_sae.bundle.notes import CATEGORIES, LatentNotes
+from mammo_sae.bundle.notes import EMPTY_ENTRY as EMPTY_NOTE
+from mammo_sae.bundle.roots import BundlePathError, bundle_roots, resolve_bundle_path
 from mammo_sae.bundle.viewer import ViewOptions, render_live, render_view
 from mammo_sae.data.dicom import MammogramDicom, display_image, read_mammogram
 from mammo_sae.data.phantom import is_phantom_dataset
 from mammo_sae.data.vindr import VindrIndex
-from mammo_sae.demo import DEMO_DIR, demo_bundle_dir, ensure_demo_dataset
+from mammo_sae.demo import DEMO_DIR, cache_dir, demo_bundle_dir, ensure_demo_dataset
 from mammo_sae.errors import MammoSaeError
 from mammo_sae.render import DEFAULT_COLOUR, FINDING_COLOURS, draw_boxes, fit_height
 
 __all__ = [
     "CATEGORIES",
+    "EMPTY_NOTE",
     "Bundle",
     "BundleError",
+    "BundlePathError",
     "BundleStaleError",
     "LatentNotes",
     "MammoSaeError",
     "ViewOptions",
+    "allowed_bundle_roots",
     "bundle_data_root",
     "case_view",
     "dataset_index",
@@ -45,6 +50,7 @@ __all__ = [
     "is_phantom_dataset",
     "live_models",
     "mammogram",
+    "md_table",
     "md_text",
     "open_bundle",
     "read_mammogram",
@@ -65,6 +71,12 @@ def md_text(text: object) -> str:
     return "".join("\\" + ch if ch in _MARKDOWN_SPECIALS else ch for ch in str(text)).replace("\n", " ")
 
 
+def md_table(values: dict[str, object]) -> pd.Series:
+    """``values`` (e.g. DICOM metadata) as a one-column table for ``st.table``, each cell escaped: st.table
+    renders Markdown in its cells, and DICOM strings and file names are untrusted."""
+    return pd.Series({key: md_text(value) for key, value in values.items()}, name="value", dtype=object)
+
+
 def default_data_root() -> str:
     """The dataset root the Dataset page opens first: ``MAMMO_SAE_DATA`` or the README's phantom folder."""
     return os.environ.get("MAMMO_SAE_DATA", "data/phantoms")
@@ -73,6 +85,12 @@ def default_data_root() -> str:
 def default_bundle_path() -> str:
     """``MAMMO_SAE_BUNDLE`` or the shipped demo bundle."""
     return os.environ.get("MAMMO_SAE_BUNDLE") or str(demo_bundle_dir())
+
+
+def allowed_bundle_roots() -> tuple[Path, ...]:
+    """The folders bundles may be opened from: the repository's weights/, the user cache, every
+    MAMMO_SAE_BUNDLE_ROOTS entry and MAMMO_SAE_BUNDLE."""
+    return bundle_roots((DEMO_DIR.parent, cache_dir()))
 
 
 def _mtime(path: Path) -> float:
@@ -85,9 +103,10 @@ def _bundle(path: str, _stamp: float) -> Bundle:
 
 
 def open_bundle(path: str) -> Bundle:
-    """The bundle at ``path`` (re-opened when its manifest changes); BundleError / BundleStaleError."""
-    folder = Path(path).expanduser()
-    return _bundle(str(folder.resolve()), _mtime(folder / "manifest.json"))
+    """The bundle at ``path`` (re-opened when its manifest changes); BundlePathError when ``path`` is
+    outside the allowed roots, BundleError / BundleStaleError."""
+    folder = resolve_bundle_path(path, allowed_bundle_roots())
+    return _bundle(str(folder), _mtime(folder / "manifest.json"))
 
 
 def is_demo(bundle: Bundle) -> bool:
@@ -202,6 +221,8 @@ def require_bundle() -> Bundle:
     path = st.session_state.get("bundle_path") or default_bundle_path()
     try:
         return open_bundle(path)
+    except BundlePathError as error:
+        st.error(md_text(error))
     except BundleStaleError as error:
         st.error(
             f"This bundle's inputs changed since it was built, so its numbers may no longer hold.\n\n{error}"

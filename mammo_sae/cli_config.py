@@ -13,6 +13,8 @@ import typing
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from mammo_sae.errors import os_error_message
+
 T = TypeVar("T")
 _SCALARS: dict[Any, Callable[[str], Any]] = {int: int, float: float, str: str}
 REQUIRED = dataclasses.MISSING  # knob(REQUIRED, ...): a field without default, a required flag
@@ -145,9 +147,3 @@ def run_config_command(
         return 2
     print(json.dumps(summary, indent=1))
     return 0
-
-
-def os_error_message(error: OSError) -> str:
-    """A file-system error as one line that says what failed and what to check."""
-    where = f" ({error.filename})" if error.filename else ""
-    return f"{error.strerror or error}{where}: check the path, its permissions and the free disk space"

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from mammo_sae.errors import MammoSaeError
+from mammo_sae.errors import MammoSaeError, os_error_message
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,10 @@ def run_command(prog: str, device: str, job: Callable[[DistContext], dict[str, A
     try:
         context = init_distributed(device)
         summary = job(context)
-    except MammoSaeError as error:
+    except (MammoSaeError, OSError) as error:  # OSError: a full disk, a read-only folder, a missing path
         rank = f" (rank {context.rank})" if context is not None and context.active else ""
-        print(f"{prog}: error{rank}: {error}", file=sys.stderr)
+        message = os_error_message(error) if isinstance(error, OSError) else error
+        print(f"{prog}: error{rank}: {message}", file=sys.stderr)
         return 2
     finally:
         if context is not None:

@@ -15,3 +15,9 @@ class ModelError(MammoSaeError):
 
 class TrainError(MammoSaeError):
     """SAE training was misconfigured, does not fit its store or checkpoint, or diverged."""
+
+
+def os_error_message(error: OSError) -> str:
+    """A file-system error as one line that says what failed and what to check."""
+    where = f" ({error.filename})" if error.filename else ""
+    return f"{error.strerror or error}{where}: check the path, its permissions and the free disk space"

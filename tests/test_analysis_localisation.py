@@ -145,6 +145,28 @@ def test_point_in_boxes_is_inclusive_and_false_without_boxes() -> None:
     assert not point_in_boxes((15, 25), np.zeros((0, 4)))
 
 
+def test_point_in_boxes_with_a_tolerance_grows_every_side() -> None:
+    gt = boxes((10, 20, 20, 30))
+    assert not point_in_boxes((24.0, 25), gt)
+    assert point_in_boxes((24.0, 25), gt, tolerance=4.0) and point_in_boxes((15, 16.0), gt, tolerance=4.0)
+    assert not point_in_boxes((24.5, 25), gt, tolerance=4.0)
+    with pytest.raises(LocalisationError, match="tolerance"):
+        point_in_boxes((15, 25), gt, tolerance=-1.0)
+
+
+def test_localise_counts_a_peak_within_the_tolerance_as_a_hit() -> None:
+    """A one-token-wide miss becomes a hit once the box is grown by the image's tolerance, and only the
+    pointing game changes (IoU and AP use the boxes as they are)."""
+    token_map = hot_tokens((6, 4), (2, 1))
+    gt = [boxes((21, 20, 29, 30))]  # just right of the hot token's centre
+    strict = localise([token_map], gt, FRAME)
+    tolerant = localise([token_map], gt, FRAME, tolerances=[8.0])
+    assert strict.pointing == 0.0 and tolerant.pointing == 1.0
+    assert strict.mean_iou == tolerant.mean_iou and strict.ap == tolerant.ap
+    with pytest.raises(LocalisationError, match="one per image"):
+        localise([token_map], gt, FRAME, tolerances=[1.0, 2.0])
+
+
 def test_pointing_inside_a_box_around_the_token_and_not_in_a_far_box() -> None:
     heatmap = upsample_map(hot_tokens((6, 4), (2, 1)), FRAME)
     assert point_in_boxes(peak_point(heatmap), boxes((10, 20, 20, 30)))

@@ -10,7 +10,15 @@ import pandas as pd
 import pytest
 
 from mammo_sae.analysis.codes import CodesError
-from mammo_sae.analysis.scores import RANK_BY, ClassMeans, rank_latents, ranking_table, with_peaks
+from mammo_sae.analysis.scores import (
+    RANK_BY,
+    ClassMeans,
+    class_aurocs,
+    rank_latents,
+    ranking_table,
+    with_aurocs,
+    with_peaks,
+)
 
 N_IMAGES, D_SAE = 40, 12
 CONCEPTS = ["mass", "calcification", "dense"]
@@ -141,7 +149,7 @@ def test_rank_latents_by_deviation_or_mean_with_ties_by_latent_id() -> None:
     np.testing.assert_array_equal(rank_latents(table, "mass", 1), [1, 3, 4, 0, 2])
     np.testing.assert_array_equal(rank_latents(table, "mass", 1, rank_by="mean"), [0, 1, 3, 4, 2])
     np.testing.assert_array_equal(rank_latents(table, "mass", 0), [0, 2, 4, 1, 3])
-    assert RANK_BY == ("deviation", "mean", "peak_deviation", "peak")
+    assert RANK_BY == ("deviation", "mean", "peak_deviation", "peak", "auroc", "peak_auroc")
     with pytest.raises(CodesError, match="rank_by"):
         rank_latents(table, "mass", 1, rank_by="zbar")
     with pytest.raises(CodesError, match="no rows for concept 'calc'"):
@@ -194,3 +202,58 @@ def test_peak_ranking_prefers_a_latent_that_fires_hard_on_few_tokens() -> None:
     assert rank_latents(table, "mass", 1, rank_by="peak_deviation")[0] == 1
     ranked = ranking_table(table, ["mass"], rank_by="peak")
     assert {"peak", "peak_all", "peak_deviation"} <= set(ranked.columns)
+
+
+def _brute_auroc(values: np.ndarray, positive: np.ndarray) -> float:
+    """P(positive > negative) + P(tie) / 2 over every pair."""
+    pos, neg = values[positive], values[~positive]
+    greater = (pos[:, None] > neg[None, :]).mean()
+    ties = (pos[:, None] == neg[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def test_class_aurocs_equal_pairwise_counting_with_ties_and_unknown_labels() -> None:
+    zbar_nl, labels = make_data(3)
+    zbar_nl[:, 4] = 0.0  # a latent that never fires: every pair ties
+    zbar_nl[::3, 5] = 0.0
+    got = class_aurocs(zbar_nl, labels.reset_index(drop=True), CONCEPTS, block=5)
+    for k, concept in enumerate(CONCEPTS):
+        label = labels[concept].to_numpy(dtype=np.float64, na_value=np.nan)
+        known = ~np.isnan(label) & (label != -1)
+        for latent in range(D_SAE):
+            expected = _brute_auroc(zbar_nl[known, latent].astype(np.float64), label[known] == 1)
+            assert got[k, latent] == pytest.approx(expected, abs=1e-12)
+    assert np.allclose(got[:, 4], 0.5)
+
+
+def test_class_aurocs_are_nan_without_both_classes_and_check_lengths() -> None:
+    labels = pd.DataFrame({"mass": [1, 1, -1]})
+    assert np.isnan(class_aurocs(np.ones((3, 2)), labels, ["mass"])).all()
+    with pytest.raises(CodesError, match="label rows"):
+        class_aurocs(np.ones((4, 2)), labels, ["mass"])
+
+
+def test_peak_auroc_ranking_is_scale_free() -> None:
+    """A broad latent with huge activations that rise a little on positives tops the peak deviation, while
+    the peak AUROC prefers the weak latent that fires on positive images only; class 0 gets 1 - AUROC."""
+    labels = pd.DataFrame({"mass": [1, 1, 1, 0, 0, 0]})
+    peaks_nl = np.array(
+        [[40.0, 1.0], [30.0, 0.8], [22.0, 0.9], [25.0, 0.0], [21.0, 0.0], [20.0, 0.1]], dtype=np.float32
+    )
+    means, peaks = ClassMeans(2, ["mass"]), ClassMeans(2, ["mass"])
+    means.update(peaks_nl / 10, labels)
+    peaks.update(peaks_nl, labels)
+    auroc_kl = class_aurocs(peaks_nl, labels, ["mass"])
+    table = with_aurocs(with_peaks(means.table(), peaks.table()), auroc_kl, auroc_kl, ["mass"])
+    assert rank_latents(table, "mass", 1, rank_by="peak_deviation")[0] == 0
+    assert rank_latents(table, "mass", 1, rank_by="peak_auroc")[0] == 1
+    row = table[(table["latent"] == 1) & (table["cls"] == 0)]
+    assert float(row["peak_auroc"].iloc[0]) == pytest.approx(1.0 - auroc_kl[0, 1])
+    assert {"auroc", "peak_auroc"} <= set(ranking_table(table, ["mass"], rank_by="peak_auroc").columns)
+
+
+def test_ranking_by_a_score_the_table_lacks_says_to_rerun() -> None:
+    means = ClassMeans(2, ["mass"])
+    means.update(np.ones((2, 2)), pd.DataFrame({"mass": [0, 1]}))
+    with pytest.raises(CodesError, match="rerun analyze"):
+        rank_latents(means.table(), "mass", 1, rank_by="peak_auroc")

@@ -5,19 +5,39 @@ its error and the session goes on."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
+from untrusted_fixtures import (
+    HTML_NAME,
+    MARKDOWN_NAME,
+    MODEL_NAME,
+    NOTE,
+    UPLOAD_NAME,
+    WINDOW_NAME,
+    hostile_dicom,
+)
 
 from mammo_sae.bundle import Bundle
 from mammo_sae.bundle.queries import case_intervention, intervention_scale
+from mammo_sae.bundle.roots import ROOTS_ENV
 from mammo_sae.data.vindr import VindrIndex
 
 HOME = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
 PAGES = ("case_review", "concepts", "interventions", "upload", "training", "overview")
+
+
+def md_text(text: str) -> str:
+    """The app's own Markdown escaping (app/accessors.py, imported as the app imports it)."""
+    sys.path.insert(0, str(Path(HOME).parent))
+    import accessors
+
+    return accessors.md_text(text)
 
 
 @pytest.fixture(scope="module")
@@ -123,12 +143,92 @@ def test_a_missing_bundle_says_how_to_build_it(monkeypatch, tmp_path: Path) -> N
 
 
 def test_untrusted_text_is_escaped_for_markdown() -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(HOME).parent))
-    import accessors
-
-    escaped = accessors.md_text("<script>x</script> **b** [l](javascript:1) :red[c] $m$\nline")
+    escaped = md_text("<script>x</script> **b** [l](javascript:1) :red[c] $m$\nline")
     for raw in ("<script>", "**b**", "[l](", ":red[", "$m$", "\n"):
         assert raw not in escaped
     assert escaped.replace("\\", "") == "<script>x</script> **b** [l](javascript:1) :red[c] $m$ line"
+
+
+def name_latent(app: AppTest, latent: int, **fields: str) -> None:
+    """On the Concept neurons page: go to ``latent`` (no save yet) and fill the given form fields."""
+    next(n for n in app.number_input if n.label == "Latent").set_value(latent).run()
+    widgets = {"name": app.text_input, "category": app.selectbox, "note": app.text_area}
+    labels = {"name": "Name", "category": "Category", "note": "Note"}
+    for field, value in fields.items():
+        next(w for w in widgets[field] if w.label == labels[field]).set_value(value)
+
+
+def save(app: AppTest) -> None:
+    next(b for b in app.button if b.label == "Save").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+
+
+def test_two_sessions_naming_at_once_keep_both_edits(monkeypatch, bundle_copy: Path) -> None:
+    first, second = start(monkeypatch, bundle_copy, "concepts"), start(monkeypatch, bundle_copy, "concepts")
+    name_latent(first, 11, name="ducts")
+    name_latent(second, 12, name="skin line", category="anatomy")
+    save(first)
+    save(second)
+    name_latent(first, 13, name="specks")  # both forms open latent 13 before either saves
+    name_latent(second, 13, category="calcification", note="fine, clustered")
+    save(first)
+    save(second)
+    saved = json.loads((bundle_copy / "latent_notes.json").read_text())
+    assert saved["11"]["name"] == "ducts" and saved["12"]["name"] == "skin line"
+    assert (saved["13"]["name"], saved["13"]["category"], saved["13"]["note"]) == (
+        "specks",
+        "calcification",
+        "fine, clustered",
+    ), "the second save keeps the name the first session gave the same latent"
+    assert next(t for t in second.text_input if t.label == "Name").value == "specks", (
+        "the form shows the merge"
+    )
+
+
+def test_a_bundle_path_outside_the_roots_is_refused(monkeypatch, bundle_copy: Path, tmp_path: Path) -> None:
+    monkeypatch.delenv(ROOTS_ENV, raising=False)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    app = start(monkeypatch, bundle_copy, "overview")
+    for typed in (str(outside), f"{bundle_copy}/..", f"{bundle_copy}/../../../../../../etc"):
+        next(t for t in app.text_input if t.label == "Bundle folder").set_value(typed).run()
+        assert not app.exception
+        assert any("outside the folders bundles may be opened from" in e.value for e in app.error), typed
+        assert not app.metric, "nothing of the refused folder is shown"
+    next(t for t in app.text_input if t.label == "Bundle folder").set_value(str(bundle_copy)).run()
+    assert not app.error and app.metric
+
+
+def shown_text(app: AppTest) -> list[str]:
+    """The Markdown source of every text element of the page."""
+    kinds = ("markdown", "caption", "header", "subheader", "title", "success", "error", "warning", "info")
+    return [e.value for kind in kinds for e in app.get(kind)]
+
+
+def test_untrusted_names_reach_the_page_escaped(monkeypatch, bundle_copy: Path) -> None:
+    app = start(monkeypatch, bundle_copy, "concepts")
+    for latent, name in ((21, HTML_NAME), (22, MARKDOWN_NAME)):
+        name_latent(app, latent, name=name, note=NOTE)
+        save(app)
+        carrying = [t for t in shown_text(app) if "alert" in t or "bold" in t]
+        assert len(carrying) >= 2, "the header and the saved message show the name"
+        unescaped = [t for t in carrying if re.search(r"(?<!\\)[<>\[\]()*!:=]", t)]
+        assert not unescaped, "a payload reached Markdown unescaped"
+        header = next(h.value for h in app.header if h.value.startswith("\\#"))
+        assert header.replace("\\", "") == f"#{latent} {name}" and header == md_text(f"#{latent} {name}")
+
+
+def test_dicom_strings_and_file_names_reach_the_page_escaped(
+    monkeypatch, bundle_copy: Path, tmp_path: Path
+) -> None:
+    root = Bundle.open(bundle_copy).data_root
+    hostile = hostile_dicom(Path(VindrIndex.load(root).images["path"].iloc[0]), tmp_path / "hostile.dcm")
+    app = start(monkeypatch, bundle_copy, "upload")
+    app.file_uploader[0].set_value((UPLOAD_NAME, b"not a dicom" * 20, "application/dicom")).run()
+    assert any(md_text(UPLOAD_NAME) in e.value for e in app.error), "the error quotes the name escaped"
+    app.file_uploader[0].set_value((UPLOAD_NAME, hostile.read_bytes(), "application/dicom")).run()
+    assert not app.exception and not app.error
+    cells = app.table[0].value["value"]
+    assert cells["manufacturer_model_name"] == md_text(MODEL_NAME)
+    assert md_text(WINDOW_NAME) in cells["window_presets"]
+    assert md_text(UPLOAD_NAME) in [c for image in app.image for c in image.captions]

@@ -8,7 +8,11 @@ install`. Skipped when Chromium is absent, unless MAMMO_SAE_REQUIRE_BROWSER=1 (C
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,13 +20,18 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import untrusted_fixtures as untrusted
 from dicom_fixtures import identifying_tags, leaked
 
+from mammo_sae.bundle import Bundle
+from mammo_sae.bundle.cases import hanging_views, study_table, view_probabilities
+from mammo_sae.bundle.queries import case_intervention, intervention_scale
 from mammo_sae.data.dicom import read_mammogram, write_mammogram
-from mammo_sae.demo import DEMO_DIR
+from mammo_sae.demo import DEMO_DIR, demo_bundle_dir, ensure_demo_dataset
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -56,13 +65,16 @@ def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, demo_cache: Path) -> Iterator[str]:
-    """`streamlit run app/Home.py` on a free local port; stopped by its own PID."""
+@contextlib.contextmanager
+def streamlit_server(cache: Path, log_dir: Path, bundle: Path | None = None) -> Iterator[str]:
+    """`streamlit run app/Home.py` on a free local port, on ``bundle`` (default: the shipped demo); stopped
+    by its own PID."""
     port = free_port()
-    env = {**os.environ, "MAMMO_SAE_CACHE": str(demo_cache), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "MAMMO_SAE_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
     env.pop("MAMMO_SAE_BUNDLE", None)
-    log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w")  # noqa: SIM115
+    if bundle is not None:
+        env["MAMMO_SAE_BUNDLE"] = str(bundle)
+    log = open(log_dir / "streamlit.log", "w")  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "Home.py"), "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
@@ -89,6 +101,32 @@ def server(tmp_path_factory: pytest.TempPathFactory, demo_cache: Path) -> Iterat
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, demo_cache: Path) -> Iterator[str]:
+    """The app on the shipped demo bundle (read only: tests here never write into weights/demo)."""
+    with streamlit_server(demo_cache, tmp_path_factory.mktemp("server")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def writable_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the demo bundle with its classifier and SAE, for tests that save latent notes."""
+    root = tmp_path_factory.mktemp("writable") / "demo"
+    shutil.copytree(DEMO_DIR / "bundle", root / "bundle", ignore=shutil.ignore_patterns("latent_notes.*"))
+    shutil.copytree(DEMO_DIR / "sae", root / "sae")
+    shutil.copy(DEMO_DIR / "classifier.safetensors", root)
+    return root / "bundle"
+
+
+@pytest.fixture(scope="module")
+def notes_server(
+    tmp_path_factory: pytest.TempPathFactory, demo_cache: Path, writable_bundle: Path
+) -> Iterator[str]:
+    """The app on the writable copy (MAMMO_SAE_BUNDLE)."""
+    with streamlit_server(demo_cache, tmp_path_factory.mktemp("notes-server"), writable_bundle) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +228,237 @@ def test_uploads_good_bad_and_identifying(server: str, browser, demo_cache: Path
     assert "mass probability" in content
     shoot(page, "upload")
     page.close()
+
+
+# --- several users at once -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Session:
+    """One user's choices on the Interventions page."""
+
+    study: str
+    mode: str
+    concept: str
+
+
+def pick(page, label: str, option: str) -> None:
+    """Type ``option`` into the selectbox labelled ``label`` and choose it (no wait for the rerun)."""
+    box = page.get_by_role("combobox", name=label).first
+    box.click()
+    box.fill(option)
+    page.get_by_role("option", name=option, exact=True).first.click()
+
+
+def settle_all(pages: list) -> None:
+    for page in pages:
+        settle(page)
+
+
+def go_to(page, title: str) -> None:
+    """Switch page inside the same session (a new URL would start a new session)."""
+    page.locator("[data-testid=stSidebarNavLink]").filter(has_text=title).first.click()
+
+
+def shown_metrics(page) -> dict[str, tuple[float, float]]:
+    """``{head: (value, delta)}`` of the page's probability metrics."""
+    out = {}
+    metrics = page.locator("[data-testid=stMetric]")
+    for i in range(metrics.count()):
+        metric = metrics.nth(i)
+        label = metric.locator("[data-testid=stMetricLabel]").inner_text().strip()
+        value = float(metric.locator("[data-testid=stMetricValue]").inner_text())
+        delta = float(re.sub(r"[^0-9+.\-]", "", metric.locator("[data-testid=stMetricDelta]").inner_text()))
+        out[label.removesuffix(" probability")] = (value, delta)
+    return out
+
+
+def wait_for_metrics(page, expected: dict[str, tuple[float, float]], timeout: float = 60) -> None:
+    """Poll until the metrics show ``expected`` (3 decimals), then assert (a fragment may still be drawing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = shown_metrics(page)
+        close = shown.keys() == expected.keys() and all(
+            abs(shown[h][0] - v) <= 1.5e-3 and abs(shown[h][1] - d) <= 1.5e-3
+            for h, (v, d) in expected.items()
+        )
+        if close or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(500)
+    assert close, f"shown {shown}, the library computes {expected}"
+
+
+def assert_no_errors(page, page_errors: list[str]) -> None:
+    assert page.locator("[data-testid=stException]").count() == 0, "a traceback is on the page"
+    errors = page.locator("[data-testid=stAlertContentError]")
+    assert errors.count() == 0, [errors.nth(i).inner_text() for i in range(errors.count())]
+    assert page_errors == [], page_errors
+
+
+def intervention_numbers(bundle, session: Session) -> dict[str, tuple[float, float]]:
+    """What the library computes for the first hanging view of the session's study."""
+    position = next(v.position for v in hanging_views(bundle, session.study) if v.position is not None)
+    scale = intervention_scale(bundle, concept=session.concept, k=10, mode=session.mode)
+    table = case_intervention(bundle, position, scale)
+    return {r.head: (r.after, r.change) for r in table.itertuples()}
+
+
+def case_review_lines(bundle, study: str) -> list[str]:
+    """The probability line under each view of the study, as Case review prints it."""
+    lines = []
+    for view in hanging_views(bundle, study):
+        if view.position is not None:
+            probabilities = view_probabilities(bundle, view.position).itertuples()
+            lines.append(" · ".join(f"{r.head} {r.original:.2f} (SAE {r.sae:.2f})" for r in probabilities))
+    return lines
+
+
+def test_four_sessions_at_once_see_only_their_own_case_and_numbers(
+    server: str, browser, demo_cache: Path
+) -> None:
+    ensure_demo_dataset(cache=demo_cache)  # the phantoms Case review shows, made before the clock starts
+    bundle = Bundle.open(demo_bundle_dir())
+    studies = study_table(bundle)["study_id"].tolist()
+    sessions = [
+        Session(studies[3], "suppress", "calcification"),
+        Session(studies[11], "keep", "calcification"),
+        Session(studies[19], "suppress", "mass"),
+        Session(studies[27], "keep", "mass"),
+    ]
+    expected = [intervention_numbers(bundle, s) for s in sessions]
+    afters = {tuple(round(v, 3) for v, _ in e.values()) for e in expected}
+    assert len(afters) == len(sessions), "each session's numbers differ, so cross-talk would show"
+    contexts = [browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in sessions]
+    pages = [context.new_page() for context in contexts]
+    page_errors: list[list[str]] = [[] for _ in pages]
+    for page, errors in zip(pages, page_errors, strict=True):
+        page.on("pageerror", lambda error, errors=errors: errors.append(str(error)))
+    try:
+        for page in pages:  # every step is sent to all four sessions before waiting for any
+            page.goto(f"{server}/interventions")
+        settle_all(pages)
+        for page, session in zip(pages, sessions, strict=True):
+            pick(page, "Case", session.study)
+        settle_all(pages)
+        for page, session in zip(pages, sessions, strict=True):
+            pick(page, "Top-k of concept", session.concept)
+        settle_all(pages)
+        for page, session in zip(pages, sessions, strict=True):
+            if session.mode == "keep":
+                page.locator("[data-testid=stRadio]").filter(has_text="Intervention").get_by_text(
+                    "keep", exact=True
+                ).click()
+        settle_all(pages)
+        for page, session, numbers, errors in zip(pages, sessions, expected, page_errors, strict=True):
+            assert page.get_by_role("combobox", name="Case").first.input_value() == session.study
+            wait_for_metrics(page, numbers)
+            assert_no_errors(page, errors)
+        for page in pages:
+            go_to(page, "Case review")
+        settle_all(pages)
+        for page, session, errors in zip(pages, sessions, page_errors, strict=True):
+            page.wait_for_selector("text=(SAE", timeout=120_000)
+            assert page.get_by_role("combobox", name="Study").first.input_value() == session.study
+            lines = page.locator("[data-testid=stMarkdownContainer]").filter(has_text="(SAE")
+            shown = [lines.nth(i).inner_text().strip() for i in range(lines.count())]
+            assert shown == case_review_lines(bundle, session.study)
+            assert_no_errors(page, errors)
+    finally:
+        for context in contexts:
+            context.close()
+
+
+def name_latent(page, latent: int, name: str | None = None, note: str | None = None) -> None:
+    """On Concept neurons: show ``latent`` and fill its form (no save, no wait for the rerun)."""
+    number = page.get_by_role("spinbutton", name="Latent").first
+    number.fill(str(latent))
+    number.press("Enter")
+    settle(page)
+    page.wait_for_selector(f"h2:has-text('#{latent}')", timeout=60_000)
+    if name is not None:
+        page.get_by_role("textbox", name="Name").first.fill(name)
+    if note is not None:
+        page.get_by_role("textbox", name="Note").first.fill(note)
+
+
+def save_form(page) -> None:
+    page.get_by_role("button", name="Save").first.click()
+
+
+def test_two_sessions_naming_at_once_keep_both_edits(
+    notes_server: str, browser, writable_bundle: Path
+) -> None:
+    contexts = [browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(2)]
+    first, second = pages = [context.new_page() for context in contexts]
+    try:
+        for page in pages:
+            page.goto(f"{notes_server}/concepts")
+        settle_all(pages)
+        name_latent(first, 101, name="ducts")
+        name_latent(second, 202, name="skin line")
+        for page in pages:
+            save_form(page)
+        settle_all(pages)
+        name_latent(first, 303, name="specks")  # both forms open latent 303 before either saves
+        name_latent(second, 303, note="fine, clustered")
+        for page in pages:
+            save_form(page)
+        settle_all(pages)
+        for page in pages:
+            page.wait_for_selector("text=Saved #303", timeout=60_000)
+            assert_no_errors(page, [])
+    finally:
+        for context in contexts:
+            context.close()
+    saved = json.loads((writable_bundle / "latent_notes.json").read_text())
+    assert saved["101"]["name"] == "ducts" and saved["202"]["name"] == "skin line"
+    assert (saved["303"]["name"], saved["303"]["note"]) == ("specks", "fine, clustered")
+
+
+# --- untrusted text --------------------------------------------------------------------------------------
+
+
+def assert_shown_as_text(page, *texts: str) -> None:
+    """Nothing a payload could create is in the DOM, and each of ``texts`` is shown literally."""
+    report = untrusted.payload_dom_report(page)
+    assert report == {k: [] for k in report}, report
+    body = page.inner_text("body")
+    missing = [t for t in texts if t not in body]
+    assert not missing, f"not shown literally: {missing}"
+
+
+def test_untrusted_names_notes_and_dicom_strings_are_shown_as_text(
+    notes_server: str, browser, demo_cache: Path, tmp_path: Path
+) -> None:
+    phantom = next((ensure_demo_dataset(cache=demo_cache) / "images").rglob("*.dicom"))
+    hostile = untrusted.hostile_dicom(phantom, tmp_path / untrusted.UPLOAD_NAME)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    try:
+        page.goto(f"{notes_server}/concepts")
+        settle(page)
+        for latent, name in ((404, untrusted.HTML_NAME), (405, untrusted.MARKDOWN_NAME)):
+            name_latent(page, latent, name=name, note=untrusted.NOTE)
+            save_form(page)
+            settle(page)
+            page.wait_for_selector("text=Saved #", timeout=60_000)
+            assert_shown_as_text(page, f"#{latent} {name}", f"Saved #{latent} {name}.")
+        go_to(page, "Interventions")
+        settle(page)
+        pick(page, "Also these latents", f"#404 {untrusted.HTML_NAME}")
+        settle(page)
+        assert_shown_as_text(page, f"#404 {untrusted.HTML_NAME}")
+        go_to(page, "Upload")
+        settle(page)
+        upload = page.locator("[data-testid=stFileUploaderDropzoneInput]")
+        upload.set_input_files(str(hostile))
+        settle(page)
+        page.wait_for_selector("[data-testid=stMetricValue]", timeout=120_000)
+        page.get_by_text("Metadata (allow-listed)").click()
+        page.wait_for_timeout(500)
+        assert_shown_as_text(page, untrusted.MODEL_NAME, untrusted.WINDOW_NAME, untrusted.UPLOAD_NAME)
+        assert dialogs == [], f"a payload ran: {dialogs}"
+    finally:
+        context.close()

@@ -53,3 +53,17 @@ def test_concurrent_writers_keep_every_edit(tmp_path: Path) -> None:
         assert worker.exitcode == 0
     data = json.loads((tmp_path / "latent_notes.json").read_text())
     assert len(data) == 120
+
+
+def test_a_save_from_a_stale_form_keeps_the_fields_others_changed(tmp_path: Path) -> None:
+    notes = LatentNotes(tmp_path, d_sae=10)
+    base_a, base_b = {}, {}  # both editors opened latent 4 before either saved
+    notes.save(4, "specks", "unclear", "", base=base_a)
+    notes.save(4, "", "calcification", "clustered, fine", base=base_b)
+    entry = notes.get(4)
+    assert (entry["name"], entry["category"], entry["note"]) == ("specks", "calcification", "clustered, fine")
+    stale = {"name": "specks", "category": "unclear", "note": ""}
+    notes.save(4, "fine specks", "unclear", "", base=stale)
+    assert notes.get(4)["note"] == "clustered, fine" and notes.get(4)["category"] == "calcification"
+    notes.save(4, "", "unclear", "")
+    assert notes.get(4) is None, "without a base the form's values are written as they are"

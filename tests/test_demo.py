@@ -15,6 +15,7 @@ import torch
 from mammo_sae.analysis.frames import AnalysisFrames, AnalysisRecord
 from mammo_sae.analysis.localisation import MapThreshold, localise
 from mammo_sae.analysis.metrics import auroc
+from mammo_sae.analysis.peaks import pointing_tolerances
 from mammo_sae.bundle import Bundle
 from mammo_sae.data.vindr import VindrIndex
 from mammo_sae.demo import (
@@ -123,8 +124,10 @@ def test_shipped_quality_figures_are_remeasured_from_the_shipped_files(heldout: 
             boxes[boxes["position"] == p][["frame_x0", "frame_y0", "frame_x1", "frame_y1"]].to_numpy()
             for p in positions
         ]
+        tolerance = pointing_tolerances(boxes, bundle.manifest["config"]["pointing_tolerance"])
+        tolerances = [float(tolerance[boxes["position"] == p].iloc[0]) for p in positions]
         maps = [bundle.latent_map(int(p), latent) for p in positions]
-        result = localise(maps, gt, bundle.frame_size, MapThreshold())
+        result = localise(maps, gt, bundle.frame_size, MapThreshold(), tolerances=tolerances)
         assert result.pointing == pytest.approx(manifest["quality"]["pointing_top_latent"][task])
     assert quality.measure(bundle) == manifest["quality"]
 

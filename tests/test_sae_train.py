@@ -20,6 +20,7 @@ from mammo_sae.sae import create_sae, load_sae
 from mammo_sae.sae.config import TrainConfig, config_toml, read_config_file
 from mammo_sae.sae.metrics import LatentActivity, evaluate_sae
 from mammo_sae.sae.trainer import CHECKPOINT_FILE, Trainer, l1_at, lr_at, train
+from mammo_sae.store.format import sha256_file
 from mammo_sae.store.synthetic import write_synthetic_store
 
 SMALL = {"batch_size": 256, "progress": False, "dead_window": 20_000}
@@ -299,6 +300,11 @@ def test_nan_in_the_store_stops_with_a_clear_message(tmp_path: Path, capsys) -> 
         features = np.load(reader.path / f"shard-{k:05d}.npy", mmap_mode="r+")
         features[5, 3] = np.nan
         features.flush()
+    # re-sign the shards: a store whose writer let NaN through, not a damaged one (that would be refused)
+    metadata = json.loads((reader.path / "metadata.json").read_text())
+    for record in metadata["shards"]:
+        record["features"]["sha256"] = sha256_file(reader.path / record["features"]["file"])
+    (reader.path / "metadata.json").write_text(json.dumps(metadata))
     out = tmp_path / "run"
     code, _, err = run_cli(
         ["--store", str(reader.path), "--out", str(out), "--batch-size", "64", "--no-progress"], capsys

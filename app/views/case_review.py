@@ -102,7 +102,7 @@ for row_views in (views[:2], views[2:]):
                     str(bundle.path), str(root), view.position, options, latent, kinds
                 )
             except accessors.MammoSaeError as error:
-                st.error(str(error))
+                st.error(accessors.md_text(error))  # may quote DICOM values
                 continue
             st.image(pixels, caption=f"{view.laterality} {view.view}", width="stretch")
             probabilities = accessors.view_probabilities(bundle, view.position)
@@ -122,7 +122,7 @@ with st.expander("Zoom at full resolution"):
             replace(options, max_height=100_000, hang=False), latent, kinds,
         )  # fmt: skip
     except accessors.MammoSaeError as error:
-        st.error(str(error))
+        st.error(accessors.md_text(error))
         st.stop()
     centre_choice = st.radio("Centre on", ["heatmap peak", "first box", "image centre"], horizontal=True)
     centre = (full.shape[1] / 2, full.shape[0] / 2)

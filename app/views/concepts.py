@@ -68,7 +68,7 @@ else:
                 box = (patch.orig_x0, patch.orig_y0, patch.orig_x1, patch.orig_y1)
                 crop = patch_crop(accessors.display_image(image), box)
             except accessors.MammoSaeError as error:
-                grid[i % 6].error(str(error))
+                grid[i % 6].error(accessors.md_text(error))
                 continue
             grid[i % 6].image(crop, caption=f"{patch.value:.2f} · {patch.image_id[:8]}", width="stretch")
 
@@ -97,20 +97,46 @@ chart_cols[2].altair_chart(
     width="stretch",
 )
 
+
+def save_latent_notes(notes: accessors.LatentNotes, latent: int) -> None:
+    """Form callback: save this latent's fields over what the form started from (``base``), so edits other
+    sessions made since to the fields left alone are kept; then show the merged entry in the form."""
+    state = st.session_state
+    fields = {field: state[f"note-{field}-{latent}"] for field in ("name", "category", "note")}
+    try:
+        saved = notes.save(latent, **fields, base=state[f"note-base-{latent}"])
+    except accessors.MammoSaeError as error:
+        state["note-message"] = ("error", str(error))
+        return
+    state[f"note-base-{latent}"] = saved
+    for field in fields:
+        state[f"note-{field}-{latent}"] = saved[field]
+    state["note-message"] = ("success", f"Saved {accessors.md_text(notes.label(latent))}.")
+
+
+def start_form(notes: accessors.LatentNotes, latent: int) -> None:
+    """Fill a fresh form from the saved entry and remember that entry as the base of its edits."""
+    entry = {**accessors.EMPTY_NOTE, **(notes.get(latent) or {})}
+    if entry["category"] not in accessors.CATEGORIES:
+        entry["category"] = "unclear"
+    st.session_state[f"note-base-{latent}"] = entry
+    for field in ("name", "category", "note"):
+        st.session_state[f"note-{field}-{latent}"] = entry[field]
+
+
 st.subheader("Name this latent")
-entry = notes.get(latent) or {}
+if f"note-name-{latent}" not in st.session_state:
+    start_form(notes, latent)
 with st.form(f"name-{latent}"):
-    name = st.text_input("Name", value=entry.get("name", ""), max_chars=80)
-    category = st.selectbox(
-        "Category", accessors.CATEGORIES, index=accessors.CATEGORIES.index(entry.get("category", "unclear"))
-    )
-    note = st.text_area("Note", value=entry.get("note", ""), max_chars=2000)
-    if st.form_submit_button("Save"):
-        try:
-            notes.save(latent, name, category, note)
-            st.success(f"Saved {accessors.md_text(notes.label(latent))}.")
-        except accessors.MammoSaeError as error:
-            st.error(str(error))
+    st.text_input("Name", max_chars=80, key=f"note-name-{latent}")
+    st.selectbox("Category", accessors.CATEGORIES, key=f"note-category-{latent}")
+    st.text_area("Note", max_chars=2000, key=f"note-note-{latent}")
+    st.form_submit_button("Save", on_click=save_latent_notes, args=(notes, latent))
+kind, message = st.session_state.pop("note-message", (None, ""))
+if kind == "success":
+    st.success(message)
+elif kind == "error":
+    st.error(message)
 named = notes.table()
 if not named.empty:
     st.dataframe(named, hide_index=True, width="stretch")

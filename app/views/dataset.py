@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import accessors
-import pandas as pd
 import streamlit as st
 
 HANGING = (("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO"))
@@ -23,7 +22,7 @@ if not Path(root).is_dir():
 try:
     index = accessors.dataset_index(root)
 except accessors.MammoSaeError as error:
-    st.error(str(error))
+    st.error(accessors.md_text(error))
     st.stop()
 
 if accessors.is_phantom_dataset(root):
@@ -96,8 +95,8 @@ for slot, (laterality, view) in enumerate(HANGING):
                 max_height,
             )
         except accessors.MammoSaeError as error:
-            st.error(str(error))
+            st.error(accessors.md_text(error))
             continue
         st.image(pixels, width="stretch")
         with st.expander("Metadata (allow-listed)"):
-            st.table(pd.Series(image.metadata.as_dict(), name="value").astype(str))
+            st.table(accessors.md_table(image.metadata.as_dict()))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import accessors
 import altair as alt
-import pandas as pd
 import streamlit as st
 
 from mammo_sae.bundle.cases import sigmoid
@@ -31,7 +30,7 @@ try:
         case = live.run_dicom(image)
         metadata = image.metadata.as_dict()
 except accessors.MammoSaeError as error:
-    st.error(str(error))
+    st.error(accessors.md_text(error))  # the message quotes the file name and DICOM values: untrusted
     st.stop()
 
 cols = st.columns(len(bundle.tasks))
@@ -51,7 +50,7 @@ with left:
     )
     colour_map = st.selectbox("Colour map", list(COLOUR_MAPS))
     overlay = accessors.render_live_case(case, latent, colour_map)
-    st.image(overlay, caption=upload.name, width="stretch")
+    st.image(overlay, caption=accessors.md_text(upload.name), width="stretch")
 with right:
     st.altair_chart(
         alt.Chart(table)
@@ -64,4 +63,4 @@ with right:
     )
 if metadata:
     with st.expander("Metadata (allow-listed)"):
-        st.table(pd.Series(metadata, name="value").astype(str))
+        st.table(accessors.md_table(metadata))

@@ -26,12 +26,20 @@ from mammo_sae.analysis.latent_stats import latent_histograms, latent_summary
 from mammo_sae.analysis.localisation import localise
 from mammo_sae.analysis.metrics import auprc, auroc
 from mammo_sae.analysis.patches import TopPatches, patch_boxes
-from mammo_sae.analysis.peaks import PointingScreen, truth_boxes
-from mammo_sae.analysis.scores import ClassMeans, rank_latents, ranking_table, with_peaks
+from mammo_sae.analysis.peaks import PointingScreen, pointing_tolerances, truth_boxes
+from mammo_sae.analysis.scores import (
+    ClassMeans,
+    class_aurocs,
+    rank_latents,
+    ranking_table,
+    with_aurocs,
+    with_peaks,
+)
 from mammo_sae.analysis.stream import ChunkResult
 from mammo_sae.atomic import atomic_open
 from mammo_sae.bundle import format as bf
 from mammo_sae.data.vindr import VindrIndex
+from mammo_sae.pages import release_pages
 
 if TYPE_CHECKING:
     from mammo_sae.analysis.frames import AnalysisRecord
@@ -84,19 +92,40 @@ def class_scores(
     index: VindrIndex,
     concepts: tuple[str, ...],
     d_sae: int,
+    scratch: Path,
 ) -> pd.DataFrame:
-    """The score table of a split: class-wise means of per-image mean and peak latents, one chunk in
-    memory at a time."""
+    """The score table of a split: class-wise means of per-image mean and peak latents (one chunk in memory
+    at a time) and their class AUROCs (per-image values kept in memory maps under ``scratch``)."""
     labels = index.images.set_index("image_id")[list(concepts)]
     means, peaks = ClassMeans(d_sae, concepts), ClassMeans(d_sae, concepts)
+    n_images = sum(len(ChunkResult.load(path, d_sae, heavy=False).positions) for path in paths)
+    scratch.mkdir(parents=True, exist_ok=True)
+    zbar_file = np.lib.format.open_memmap(scratch / "score_zbar.npy", "w+", np.float32, (n_images, d_sae))
+    zmax_file = np.lib.format.open_memmap(scratch / "score_zmax.npy", "w+", np.float32, (n_images, d_sae))
+    ids: list[str] = []
     for path in paths:
         chunk = ChunkResult.load(path, d_sae)
         if len(chunk.positions):
-            ids = [records[int(p)].image_id for p in chunk.positions]
-            chunk_labels = labels.loc[ids].reset_index(drop=True)
+            chunk_ids = [records[int(p)].image_id for p in chunk.positions]
+            chunk_labels = labels.loc[chunk_ids].reset_index(drop=True)
             means.update(chunk.zbar_nl, chunk_labels)
             peaks.update(chunk.zmax_nl, chunk_labels)
-    return with_peaks(means.table(), peaks.table())
+            zbar_file[len(ids) : len(ids) + len(chunk_ids)] = chunk.zbar_nl
+            zmax_file[len(ids) : len(ids) + len(chunk_ids)] = chunk.zmax_nl
+            ids += chunk_ids
+    assert len(ids) == n_images, "every loaded image has its row in the memory maps"
+    all_labels = labels.loc[ids].reset_index(drop=True)
+    table = with_peaks(means.table(), peaks.table())
+    table = with_aurocs(
+        table,
+        class_aurocs(zbar_file, all_labels, concepts),
+        class_aurocs(zmax_file, all_labels, concepts),
+        concepts,
+    )
+    del zbar_file, zmax_file
+    for name in ("score_zbar.npy", "score_zmax.npy"):
+        (scratch / name).unlink()
+    return table
 
 
 def evaluation_units(images: pd.DataFrame, rows: pd.DataFrame, tasks: tuple[str, ...]) -> tuple[dict, dict]:
@@ -162,7 +191,8 @@ def localisation_table(
     extra_targets: tuple[str, ...],
 ) -> pd.DataFrame:
     """Pointing game, IoU and AP of the top latents of each concept and class, on the images holding boxes
-    of that concept (and of each extra target kind, e.g. the phantoms' burned-in markers)."""
+    of that concept (and of each extra target kind, e.g. the phantoms' burned-in markers). ``boxes`` carries
+    each box's pointing ``tolerance`` in frame px."""
     threshold = config.map_threshold()
     records = []
     for (concept, cls), ranked in rankings.items():
@@ -173,9 +203,13 @@ def localisation_table(
                 for k, g in target_boxes.groupby("position")
             }
             positions = sorted(groups)
+            tolerance = target_boxes.groupby("position")["tolerance"].first()
+            tolerances = [float(tolerance.loc[p]) for p in positions]
             for rank, latent in enumerate(ranked[: config.localise_top]):
                 maps = [codes.latent_map(p, int(latent)) for p in positions]
-                result = localise(maps, [groups[p] for p in positions], frame_size, threshold)
+                result = localise(
+                    maps, [groups[p] for p in positions], frame_size, threshold, tolerances=tolerances
+                )
                 records.append(
                     {"concept": concept, "cls": cls, "rank": rank, "latent": int(latent), "target": target}
                     | result.as_dict()
@@ -230,6 +264,7 @@ def assemble_bundle(
             if chunk.codes is None:
                 continue
             zbar_file[offset : offset + chunk.codes.n_images] = chunk.zbar_nl
+            release_pages(zbar_file)  # written rows stay in the file, not in this process's memory
             patches.update(chunk.codes, offset)
             offset += chunk.codes.n_images
             yield chunk.codes
@@ -263,7 +298,9 @@ def assemble_bundle(
         images[f"error_{task}"] = error_term[:, h]
 
     # concept scores on the score split
-    scores = class_scores(score_chunks, score_records, score_index, concepts, d_sae)
+    scores = class_scores(
+        score_chunks, score_records, score_index, concepts, d_sae, out / bf.WORK_DIR / "scores"
+    )
     rankings = {}
     for concept in concepts:
         for cls in (0, 1):
@@ -291,16 +328,20 @@ def assemble_bundle(
         latents[f"zbar_{concept}_{cls}"] = group["zbar"].to_numpy()
         latents[f"score_{concept}_{cls}"] = group["deviation"].to_numpy()
         latents[f"peak_score_{concept}_{cls}"] = group["peak_deviation"].to_numpy()
+        latents[f"peak_auroc_{concept}_{cls}"] = group["peak_auroc"].to_numpy()
     boxes = truth_boxes(index, config.data, images, frame_size)
     screen = PointingScreen(grid, frame_size, d_sae)
     extra = tuple(sorted(set(boxes["kind"]) - set(concepts)))
+    tolerant = boxes.assign(tolerance=pointing_tolerances(boxes, config.pointing_tolerance))
     for kind in (*concepts, *extra):
-        latents = latents.join(screen.run(codes, boxes[boxes["kind"] == kind], kind))
+        latents = latents.join(screen.run(codes, tolerant[tolerant["kind"] == kind], kind))
+        codes.release()  # the screen read the codes of every image holding this kind of box
 
     patch_frame = patch_table(patches.result(), images, grid, frame_size)
     localisation = localisation_table(
-        codes, boxes, rankings, frame_size, config, tuple(k for k in extra if k == "marker")
+        codes, tolerant, rankings, frame_size, config, tuple(k for k in extra if k == "marker")
     )
+    codes.release()
 
     units, labels = evaluation_units(images, rows, tasks)
     baselines = baseline_table(

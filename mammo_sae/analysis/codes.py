@@ -20,6 +20,7 @@ import torch
 
 from mammo_sae.atomic import atomic_open, atomic_write_text
 from mammo_sae.errors import MammoSaeError
+from mammo_sae.pages import release_pages
 
 FORMAT_VERSION = 1
 META_FILE = "codes.json"
@@ -175,6 +176,10 @@ class TokenCodes:
         """[nnz] int64 token row (0 .. n_images*T-1) of every entry."""
         return np.repeat(np.arange(len(self.indptr) - 1, dtype=np.int64), np.diff(self.indptr))
 
+    def release(self) -> None:
+        """Give back the resident pages of memory-mapped codes after a pass (no-op for in-memory codes)."""
+        release_pages(self.indptr, self.latent, self.value)
+
     def _check_image(self, i: int) -> None:
         if not 0 <= i < self.n_images:
             raise CodesError(f"image {i} is outside 0..{self.n_images - 1}")
@@ -259,7 +264,9 @@ class TokenCodes:
         arrays = {name: _read_npy(folder / ARRAY_FILES[name], *expect[name], mmap) for name in ARRAY_FILES}
         _check_indptr(folder / ARRAY_FILES["indptr"], arrays["indptr"], meta["nnz"])
         _check_entries(folder, arrays["latent"], arrays["value"], meta["d_sae"])
-        return cls(grid=grid, d_sae=meta["d_sae"], **arrays)
+        codes = cls(grid=grid, d_sae=meta["d_sae"], **arrays)
+        codes.release()  # the checks touched every page; they need not stay resident
+        return codes
 
 
 def save_concatenation(

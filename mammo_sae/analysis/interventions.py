@@ -31,6 +31,7 @@ import torch
 
 from mammo_sae.analysis.metrics import auprc_columns, auroc_columns
 from mammo_sae.errors import MammoSaeError
+from mammo_sae.pages import release_pages
 
 PAPER_KS: tuple[int | None, ...] = (0, 1, 5, 10, 50, 100, 250, 500, 1000, 5000, 10000, None)
 MODES = ("keep", "suppress")
@@ -251,7 +252,8 @@ def _matmul64(zbar_nl: np.ndarray, weight_lc: np.ndarray) -> np.ndarray:
     """[n, c] float64 zbar_nl @ weight_lc, converting a few rows of zbar to float64 at a time.
 
     Exact float64 sums (float32 accumulation over 16k latents drifts by ~1e-7 relative) without a float64 copy
-    of the whole matrix; chunks of ~1M elements (8 MiB) stay in cache and run faster than one big conversion."""
+    of the whole matrix; chunks of ~1M elements (8 MiB) stay in cache and run faster than one big conversion.
+    A memory-mapped zbar gives its pages back after each chunk, so the pass does not hold the whole file."""
     n, d = zbar_nl.shape
     if zbar_nl.dtype == np.float64:
         return zbar_nl @ weight_lc
@@ -259,6 +261,7 @@ def _matmul64(zbar_nl: np.ndarray, weight_lc: np.ndarray) -> np.ndarray:
     rows = max(1, CHUNK_ELEMENTS // max(d, 1))
     for start in range(0, n, rows):
         out_nc[start : start + rows] = zbar_nl[start : start + rows].astype(np.float64) @ weight_lc
+        release_pages(zbar_nl)
     return out_nc
 
 

@@ -184,11 +184,15 @@ def peak_point(heatmap: np.ndarray) -> tuple[float, float]:
     return col + 0.5, row + 0.5
 
 
-def point_in_boxes(point: tuple[float, float], boxes: np.ndarray) -> bool:
-    """Whether (x, y) lies in any box, bounds inclusive; False when there are no boxes."""
+def point_in_boxes(point: tuple[float, float], boxes: np.ndarray, tolerance: float = 0.0) -> bool:
+    """Whether (x, y) lies in any box grown by ``tolerance`` px on every side, bounds inclusive; False when
+    there are no boxes."""
     boxes = _as_boxes(boxes)
+    if not (_is_number(tolerance) and math.isfinite(tolerance) and tolerance >= 0):
+        raise LocalisationError(f"the pointing tolerance must be a finite number >= 0 px, got {tolerance!r}")
     x, y = point
-    inside = (boxes[:, 0] <= x) & (x <= boxes[:, 2]) & (boxes[:, 1] <= y) & (y <= boxes[:, 3])
+    t = float(tolerance)
+    inside = (boxes[:, 0] - t <= x) & (x <= boxes[:, 2] + t) & (boxes[:, 1] - t <= y) & (y <= boxes[:, 3] + t)
     return bool(inside.any())
 
 
@@ -319,16 +323,25 @@ def localise(
     frame_size: tuple[int, int],
     threshold: MapThreshold = MapThreshold(),  # frozen, so sharing the default is safe
     iou_thresholds: Sequence[float] = (0.3, 0.5),
+    tolerances: Sequence[float] | None = None,
 ) -> LocalisationResult:
     """Pointing game, mean best IoU and AP of one latent over images (gt boxes in frame coordinates).
-    Images without gt boxes are skipped; a map with no positive value is a miss (no peak, IoU 0, no boxes)."""
+    Images without gt boxes are skipped; a map with no positive value is a miss (no peak, IoU 0, no boxes).
+    ``tolerances`` (frame px, one per image; default 0) grow the boxes for the pointing game only: the
+    standard game counts a peak within 15 original pixels of a box as a hit."""
     if len(token_maps) != len(gt_boxes):
         raise LocalisationError(
             f"got {len(token_maps)} token maps but {len(gt_boxes)} gt box arrays; pass one of each per image"
         )
+    if tolerances is None:
+        tolerances = [0.0] * len(token_maps)
+    if len(tolerances) != len(token_maps):
+        raise LocalisationError(
+            f"got {len(tolerances)} pointing tolerances for {len(token_maps)} maps; pass one per image"
+        )
     thresholds = [_check_iou_threshold(t) for t in iou_thresholds]
     hits, ious, predictions, truths = [], [], [], []
-    for token_map, boxes in zip(token_maps, gt_boxes, strict=True):
+    for token_map, boxes, tolerance in zip(token_maps, gt_boxes, tolerances, strict=True):
         gt = _as_boxes(boxes, "gt_boxes")
         if len(gt) == 0:
             continue
@@ -336,7 +349,7 @@ def localise(
         x, y = peak_point(heatmap)
         if heatmap[int(y), int(x)] > 0:
             pred, scores = predicted_boxes(heatmap, threshold)
-            hits.append(point_in_boxes((x, y), gt))
+            hits.append(point_in_boxes((x, y), gt, tolerance))
         else:
             pred, scores = np.zeros((0, 4)), np.zeros(0)
             hits.append(False)

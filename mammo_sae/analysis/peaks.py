@@ -84,12 +84,17 @@ class PointingScreen:
         return np.stack([(cols + 0.5) * width / gw, (rows + 0.5) * height / gh], axis=1)
 
     def run(self, codes: TokenCodes, boxes: pd.DataFrame, kind: str) -> pd.DataFrame:
+        """``boxes``: the kind's rows of ``truth_boxes``; an optional ``tolerance`` column (frame px) grows
+        each box for the hit test, as in the pointing game."""
         hits = np.zeros(self.d_sae, dtype=np.int64)
         fired = np.zeros(self.d_sae, dtype=np.int64)
         for p, group in boxes.groupby("position"):
             latent, token, _ = image_peaks(codes, int(p))
             xy = self.token_centres(token)
-            b = group[FRAME_BOX].to_numpy()
+            b = group[FRAME_BOX].to_numpy().copy()
+            if "tolerance" in group:
+                grow = group["tolerance"].to_numpy()
+                b += np.stack([-grow, -grow, grow, grow], axis=1)
             inside = (
                 (xy[:, None, 0] >= b[None, :, 0])
                 & (xy[:, None, 0] <= b[None, :, 2])
@@ -104,6 +109,22 @@ class PointingScreen:
 
 
 MARKER_MIN_POINTING = 0.5
+
+
+def pointing_tolerances(boxes: pd.DataFrame, original_px: float) -> pd.Series:
+    """Per box row: ``original_px`` original-image pixels expressed in frame pixels (the box's own frame /
+    original width ratio, which is the image's resize scale)."""
+    width = (boxes["xmax"] - boxes["xmin"]).to_numpy(dtype=np.float64)
+    frame_width = (boxes["frame_x1"] - boxes["frame_x0"]).to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.where(width > 0, frame_width / width, np.nan)
+    # a degenerate box borrows the scale of its image's other boxes (or 1 when it has none)
+    scale = (
+        pd.Series(scale, index=boxes.index)
+        .groupby(boxes["position"])
+        .transform(lambda s: s.fillna(s.median()))
+    )
+    return (scale.fillna(1.0) * float(original_px)).rename("tolerance")
 
 
 def marker_latents(latents: pd.DataFrame, n_marker_boxes: int, limit: int = 20) -> pd.DataFrame:

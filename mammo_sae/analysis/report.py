@@ -122,7 +122,9 @@ def _top_latent_section(
     parts.append(
         '\nScores are class-wise means over the score split of each image\'s mean activation ("class mean", '
         "the paper's concept score) and of each image's peak activation (\"peak\"), minus their all-image "
-        "values; the manifest's `rank_by` says which one orders the table.\n"
+        'values, and the AUROC with which the per-image peak separates the class ("peak AUROC"); the '
+        "manifest's `rank_by` says which score orders the table. A peak within the pointing tolerance "
+        "(`pointing_tolerance` original pixels, in the manifest) of a box is a hit.\n"
     )
     for concept in concepts:
         for cls in (1, 0):
@@ -138,6 +140,7 @@ def _top_latent_section(
                         "class mean": float(item.zbar),
                         "minus all-image mean": float(item.deviation),
                         "peak minus all": float(getattr(item, "peak_deviation", float("nan"))),
+                        "peak AUROC": float(getattr(item, "peak_auroc", float("nan"))),
                         "frequency": float(latents.loc[item.latent, "frequency"]),
                         "pointing": float(metrics["pointing"]) if metrics is not None else float("nan"),
                         "mean IoU": float(metrics["mean_iou"]) if metrics is not None else float("nan"),

@@ -13,8 +13,10 @@ as a warning in the manifest and the report.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from mammo_sae.analysis.interventions import parse_ks
 from mammo_sae.analysis.localisation import MapThreshold
 from mammo_sae.analysis.scores import RANK_BY
 from mammo_sae.analysis.stream import ChunkResult, Models, run_chunk
+from mammo_sae.atomic import atomic_write_text
 from mammo_sae.bundle.format import MANIFEST, WORK_DIR, BundleError, read_manifest, sha256_json
 from mammo_sae.bundle.inputs import (
     backbone_fingerprint,
@@ -85,7 +88,13 @@ class AnalyzeConfig:
     limit: int | None = knob(None, "only the first N images of each split")
     concepts: str | None = knob(None, "comma-separated label columns to score (default: mass,calcification)")
     rank_by: str = knob(
-        "deviation", "rank latents by class mean minus all-image mean, or the class mean", choices=RANK_BY
+        "deviation",
+        "concept score that ranks latents: class mean (minus the all-image mean) of per-image mean or peak "
+        "activations, or the class AUROC of either",
+        choices=RANK_BY,
+    )
+    pointing_tolerance: float = knob(
+        15.0, "pointing game: a peak within this many original-image pixels of a box is a hit (0 = inside)"
     )
     ks: str = knob("paper", "k values of the keep/suppress curves: 'paper' or e.g. 0,1,5,10,all")
     top_patches: int = knob(32, "top-activating patches kept per latent (one per image)")
@@ -116,6 +125,10 @@ class AnalyzeConfig:
             raise AnalyzeError(f"--workers must be >= 0, got {self.workers}")
         if self.codes_top_n is not None and self.codes_top_n < 1:
             raise AnalyzeError(f"--codes-top-n must be >= 1, got {self.codes_top_n}")
+        if not (math.isfinite(self.pointing_tolerance) and self.pointing_tolerance >= 0):
+            raise AnalyzeError(
+                f"--pointing-tolerance must be a number >= 0 (pixels), got {self.pointing_tolerance}"
+            )
         if not self.classifier:
             raise AnalyzeError("give at least one --classifier FILE")
         self.map_threshold()
@@ -290,7 +303,10 @@ def portable(fingerprints: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare_out(out: Path, run_id: str, overwrite: bool) -> str:
-    """'done' when the same bundle is already complete, else 'run' with ``out/work`` ready."""
+    """'done' when the same bundle is already complete, else 'run' with ``out/work`` ready.
+
+    A complete bundle being replaced (``overwrite``) stays whole until the new one is assembled, so a run
+    that fails on the way (a full disk, a kill) leaves it usable."""
     work = out / WORK_DIR
     if (out / MANIFEST).is_file():
         try:
@@ -298,16 +314,18 @@ def prepare_out(out: Path, run_id: str, overwrite: bool) -> str:
         except BundleError:
             manifest = {}
         if manifest.get("run_id") == run_id and not overwrite:
+            shutil.rmtree(work, ignore_errors=True)  # left behind when a kill cut the final clean-up
             return "done"
         if not overwrite:
             raise AnalyzeError(
                 f"{out} already holds a complete bundle of other inputs or settings; pass --overwrite to replace "
                 "it or choose another --out"
             )
-        (out / MANIFEST).unlink()
     if work.is_dir():
         recorded = _read_identity(work)
-        if recorded != run_id:
+        if recorded is None:  # killed before its identity was written: nothing in it can be trusted
+            shutil.rmtree(work)
+        elif recorded != run_id:
             if not overwrite:
                 raise AnalyzeError(
                     f"{work} holds an unfinished analysis of other inputs or settings; pass --overwrite to discard "
@@ -315,7 +333,7 @@ def prepare_out(out: Path, run_id: str, overwrite: bool) -> str:
                 )
             shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    (work / IDENTITY_FILE).write_text(json.dumps({"run_id": run_id}))
+    atomic_write_text(work / IDENTITY_FILE, json.dumps({"run_id": run_id}))
     return "run"
 
 
@@ -350,7 +368,7 @@ def stream_split(
                 ChunkResult.load(path, models.sae.d_sae)
                 bar.update(len(chunk))
                 continue
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
                 path.unlink()  # a damaged chunk is recomputed
         result = run_chunk(
             chunk,
@@ -412,6 +430,7 @@ def analyze(config: AnalyzeConfig) -> dict[str, Any]:
             if same_split
             else stream_split(score_records, "score", work, models, config, inputs.frame_size, bar)
         )
+    (out / MANIFEST).unlink(missing_ok=True)  # the bundle being replaced is incomplete from here on
     summary = assemble_bundle(
         out=out,
         config=config,

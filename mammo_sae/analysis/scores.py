@@ -15,12 +15,25 @@ import pandas as pd
 
 from mammo_sae.analysis.codes import CodesError
 
-RANK_BY = ("deviation", "mean", "peak_deviation", "peak")
+RANK_BY = ("deviation", "mean", "peak_deviation", "peak", "auroc", "peak_auroc")
 # rank_by -> the score table column it sorts on: the class mean of per-image MEAN activations (the paper) or
 # of per-image PEAK activations (a latent that fires hard on a few tokens, as on a small lesion, ranks by
-# that), each as it is or minus its all-image value
-SCORE_COLUMNS = {"deviation": "deviation", "mean": "zbar", "peak_deviation": "peak_deviation", "peak": "peak"}
+# that), each as it is or minus its all-image value; or the AUROC with which the per-image mean or peak
+# separates the class from the other one (scale-free: a latent with large activations everywhere does not
+# outrank a weaker one that fires only where the class is)
+SCORE_COLUMNS = {
+    "deviation": "deviation",
+    "mean": "zbar",
+    "peak_deviation": "peak_deviation",
+    "peak": "peak",
+    "auroc": "auroc",
+    "peak_auroc": "peak_auroc",
+}
+# AUROC scores have many near-ties; they are broken by the matching deviation, then by latent id
+TIE_BREAKS = {"auroc": "deviation", "peak_auroc": "peak_deviation"}
 PEAK_COLUMNS = ("peak", "peak_all", "peak_deviation")
+AUROC_COLUMNS = ("auroc", "peak_auroc")
+AUROC_BLOCK = 256  # latents ranked at once (bounds memory at images x 256)
 CLASSES = (0, 1)
 UNKNOWN_LABEL = -1
 
@@ -174,8 +187,18 @@ def _class_rows(table: pd.DataFrame, concept: str, cls: int) -> pd.DataFrame:
 
 
 def _ranked(rows: pd.DataFrame, rank_by: str) -> np.ndarray:
-    """Row positions best-first: score desc, ties by latent id asc."""
-    return np.lexsort((rows["latent"].to_numpy(), -rows[_score_column(rank_by)].to_numpy()))
+    """Row positions best-first: score desc, ties by the tie-break score desc (AUROC modes), then latent id
+    asc."""
+    column = _score_column(rank_by)
+    if column not in rows:
+        raise CodesError(
+            f"the score table has no {column!r} column, so it can not rank by {rank_by!r}; "
+            "rerun analyze (bundles from older versions only rank by the class means)"
+        )
+    keys = [rows["latent"].to_numpy()]
+    if rank_by in TIE_BREAKS:
+        keys.append(-rows[TIE_BREAKS[rank_by]].to_numpy())
+    return np.lexsort((*keys, -rows[column].to_numpy()))
 
 
 def rank_latents(table: pd.DataFrame, concept: str, cls: int, rank_by: str = "deviation") -> np.ndarray:
@@ -210,7 +233,7 @@ def ranking_table(
             ranked = rows.iloc[_ranked(rows, rank_by)[:top]]
             parts.append(ranked.assign(rank=np.arange(len(ranked), dtype=np.int32)))
     columns = ["concept", "cls", "rank", "latent", "zbar", "zbar_all", "deviation", "n_images"]
-    columns += [c for c in PEAK_COLUMNS if c in table]
+    columns += [c for c in (*PEAK_COLUMNS, *AUROC_COLUMNS) if c in table]
     if not parts:
         return pd.DataFrame(columns=columns)
     return pd.concat(parts, ignore_index=True)[columns]
@@ -226,3 +249,54 @@ def with_peaks(means: pd.DataFrame, peaks: pd.DataFrame) -> pd.DataFrame:
     merged = means.merge(renamed, on=keys, how="left", validate="one_to_one")
     assert len(merged) == len(means), "every (latent, concept, class) has its peak statistics"
     return merged
+
+
+def _column_aurocs(values_nl: np.ndarray, positive_n: np.ndarray) -> np.ndarray:
+    """AUROC of every column of ``values_nl`` for ``positive_n`` against the rest (ties count one half),
+    from average ranks: (sum of the positives' ranks - n1 (n1 + 1) / 2) / (n1 n0)."""
+    n1 = int(positive_n.sum())
+    n0 = len(positive_n) - n1
+    ranks_nl = pd.DataFrame(values_nl).rank(axis=0, method="average").to_numpy()
+    return (ranks_nl[positive_n].sum(axis=0) - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+
+def class_aurocs(
+    values_nl: np.ndarray, labels: pd.DataFrame, concepts: Sequence[str], block: int = AUROC_BLOCK
+) -> np.ndarray:
+    """[concepts, d_sae] float64: per concept and latent, the AUROC with which the per-image values
+    (``values_nl``, e.g. a memory map of every image's peak latents) separate class 1 from class 0; images
+    with an unknown label are left out, and a concept lacking either class gets NaN. Class 0's AUROC is one
+    minus class 1's. Latents are ranked ``block`` at a time."""
+    n, d = values_nl.shape
+    if len(labels) != n:
+        raise CodesError(f"class_aurocs got {n} images of values but {len(labels)} label rows")
+    label_kn = _label_matrix(labels, concepts)
+    out = np.full((len(concepts), d), np.nan)
+    for k in range(len(concepts)):
+        known = ~np.isnan(label_kn[k])
+        positive = label_kn[k][known] == 1
+        if positive.all() or not positive.any():
+            continue
+        rows = np.flatnonzero(known)
+        for start in range(0, d, block):
+            chunk = np.asarray(values_nl[:, start : start + block], dtype=np.float64)[rows]
+            out[k, start : start + block] = _column_aurocs(chunk, positive)
+    return out
+
+
+def with_aurocs(
+    table: pd.DataFrame, auroc_kl: np.ndarray, peak_auroc_kl: np.ndarray, concepts: Sequence[str]
+) -> pd.DataFrame:
+    """The score table with ``auroc`` and ``peak_auroc`` columns: class 1 rows get the AUROC of the
+    per-image mean and peak activations, class 0 rows one minus it."""
+    out = table.copy()
+    position = {c: k for k, c in enumerate(concepts)}
+    k = out["concept"].map(position).to_numpy()
+    if np.isnan(k.astype(float)).any():
+        raise CodesError(f"the score table holds concepts outside {list(concepts)}")
+    latent = out["latent"].to_numpy()
+    cls1 = out["cls"].to_numpy() == 1
+    for column, values in (("auroc", auroc_kl), ("peak_auroc", peak_auroc_kl)):
+        a = values[k.astype(int), latent]
+        out[column] = np.where(cls1, a, 1.0 - a)
+    return out

@@ -135,5 +135,15 @@ def check_files(folder: Path, records: dict[str, dict[str, Any]], *, hashes: boo
         elif path.stat().st_size != record["bytes"]:
             problems.append(f"{name} has {path.stat().st_size} bytes, the manifest says {record['bytes']}")
         elif hashes and sha256_file(path) != record["sha256"]:
-            problems.append(f"{name} was modified after the bundle was written")
+            problems.append(
+                f"{name} does not match its sha256 in the manifest (corrupt, or changed after the bundle was written)"
+            )
     return problems
+
+
+def damaged_error(folder: Path, manifest: dict[str, Any], problems: list[str]) -> BundleError:
+    """The error for a bundle whose output files fail their checks: what is wrong and the rebuild command."""
+    return BundleError(
+        f"the bundle {folder} is damaged: {'; '.join(problems[:5])}; rebuild it with:\n  "
+        f"{manifest['command']} --overwrite"
+    )

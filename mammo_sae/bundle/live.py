@@ -118,9 +118,13 @@ def decode_png(data: bytes, name: str = "uploaded file") -> np.ndarray:
         )
     if len(data) < 24:
         raise DataError(f"{name}: the PNG ends inside its header; it is truncated")
+    if data[12:16] != b"IHDR":
+        raise DataError(f"{name}: the PNG's first chunk is not its IHDR header; the file is corrupt")
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     if width * height == 0 or width * height > MAX_PNG_PIXELS:
         raise DataError(f"{name}: a {width} x {height} PNG is empty or larger than {MAX_PNG_PIXELS:,} pixels")
+    if b"IEND" not in data:
+        raise DataError(f"{name}: the PNG has no IEND chunk; it is truncated or corrupt: upload it again")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise DataError(f"{name}: the PNG data is corrupt and cannot be decoded")

@@ -2,7 +2,9 @@
 
 Several app sessions may write at once: every save takes an exclusive lock on ``latent_notes.lock``,
 re-reads the file, changes one latent and replaces the file atomically, so concurrent edits of different
-latents are all kept and a reader never sees a half-written file. The text is untrusted: show it as text.
+latents are all kept and a reader never sees a half-written file. A save given the entry its editor
+started from (``base``) writes only the fields changed since, so two sessions editing different fields of
+one latent keep both edits. The text is untrusted: show it as text.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,21 +22,28 @@ import pandas as pd
 
 from mammo_sae.atomic import atomic_write_text
 from mammo_sae.bundle.format import BundleError
+from mammo_sae.errors import os_error_message
 
 NOTES_FILE, LOCK_FILE = "latent_notes.json", "latent_notes.lock"
 CATEGORIES = ("calcification", "mass", "artifact / marker", "anatomy", "unclear")
 MAX_NAME, MAX_NOTE = 80, 2000
 COLUMNS = ["latent", "name", "category", "note", "updated"]
+EMPTY_ENTRY = {"name": "", "category": "unclear", "note": ""}
 
 
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
-    with open(folder / LOCK_FILE, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """Hold the folder's notes lock; a file-system error inside (a full disk, a read-only folder) becomes
+    a BundleError that says so, and the notes file keeps its previous content."""
+    try:
+        with open(folder / LOCK_FILE, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    except OSError as error:
+        raise BundleError(f"the notes in {folder} were not saved: {os_error_message(error)}") from None
 
 
 def _read(path: Path) -> dict[str, dict[str, Any]]:
@@ -51,6 +60,16 @@ def _read(path: Path) -> dict[str, dict[str, Any]]:
             f"{path} is not a mapping of latent -> note; restore it or delete it to start afresh"
         )
     return data
+
+
+def _merge(edited: dict[str, str], base: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, str]:
+    """Three-way merge of one entry: a field the editor left as in ``base`` keeps its ``current`` value."""
+    return {
+        field: value
+        if value != base.get(field, EMPTY_ENTRY[field])
+        else current.get(field, EMPTY_ENTRY[field])
+        for field, value in edited.items()
+    }
 
 
 class LatentNotes:
@@ -74,8 +93,13 @@ class LatentNotes:
         entry = self.get(latent)
         return f"#{latent} {entry['name']}" if entry and entry.get("name") else f"#{latent}"
 
-    def save(self, latent: int, name: str, category: str, note: str = "") -> dict[str, Any]:
-        """Set one latent's entry (an empty name, category "unclear" and empty note remove it)."""
+    def save(
+        self, latent: int, name: str, category: str, note: str = "", *, base: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Set one latent's entry (an empty name, category "unclear" and empty note remove it).
+
+        ``base``: the entry as the editor loaded it; fields equal to it are not written, so edits made by
+        others since are kept (the same field edited by both: the last save wins)."""
         latent = int(latent)
         if not 0 <= latent < self.d_sae:
             raise BundleError(f"latent {latent} is outside 0..{self.d_sae - 1}")
@@ -84,15 +108,13 @@ class LatentNotes:
         name, note = str(name).strip(), str(note).strip()
         if len(name) > MAX_NAME or len(note) > MAX_NOTE:
             raise BundleError(f"a name holds at most {MAX_NAME} characters and a note {MAX_NOTE}")
-        entry = {
-            "name": name,
-            "category": category,
-            "note": note,
-            "updated": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
+        edited = {"name": name, "category": category, "note": note}
         with _locked(self.folder):
             data = _read(self.path)
-            if not name and not note and category == "unclear":
+            if base is not None:
+                edited = _merge(edited, base, data.get(str(latent), {}))
+            entry = {**edited, "updated": datetime.now(UTC).isoformat(timespec="seconds")}
+            if edited == EMPTY_ENTRY:
                 data.pop(str(latent), None)
             else:
                 data[str(latent)] = entry

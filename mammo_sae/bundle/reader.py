@@ -1,5 +1,8 @@
 """Open a bundle: its tables and arrays (loaded lazily, arrays memory-mapped) and the per-case questions
-the app asks ("which latents drive this case's logit?", "what if these latents were suppressed?")."""
+the app asks ("which latents drive this case's logit?", "what if these latents were suppressed?").
+
+Every file is checked against the sha256 in the manifest the first time it is loaded, so a damaged or
+edited table is refused with the command that rebuilds the bundle, never shown."""
 
 from __future__ import annotations
 
@@ -20,9 +23,10 @@ from mammo_sae.bundle.inputs import stale_reasons
 class Bundle:
     """A complete analysis bundle, read-only."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, path: Path, manifest: dict[str, Any], *, verified: bool = False) -> None:
         self.path = path
         self.manifest = manifest
+        self._verified: set[str] = set(manifest["files"]) if verified else set()
 
     @classmethod
     def open(
@@ -35,17 +39,14 @@ class Bundle:
     ) -> Bundle:
         """Open ``path``; BundleError when incomplete or damaged, BundleStaleError when its inputs changed.
 
-        ``check_inputs`` re-hashes the classifier, SAE and dataset files; ``verify`` also re-hashes every
-        output file (sizes are always checked)."""
+        ``check_inputs`` re-hashes the classifier, SAE and dataset files; ``verify`` re-hashes every output
+        file now (sizes are always checked; without it each file is hashed when it is first loaded)."""
         folder = Path(path)
         manifest = bf.read_manifest(folder)
         problems = bf.check_files(folder, manifest["files"], hashes=verify)
         if problems:
-            raise bf.BundleError(
-                f"the bundle {folder} is damaged: {'; '.join(problems[:5])}; rebuild it with:\n  {manifest['command']} "
-                "--overwrite"
-            )
-        bundle = cls(folder, manifest)
+            raise bf.damaged_error(folder, manifest, problems)
+        bundle = cls(folder, manifest, verified=verify)
         if check_inputs:
             reasons = bundle.stale_reasons(data_root)
             if reasons:
@@ -87,8 +88,18 @@ class Bundle:
 
     # --- tables and arrays -----------------------------------------------------------------------------
 
+    def _file(self, name: str) -> Path:
+        """``name`` (a file, or a folder of files) after checking it against the manifest's sha256 once."""
+        records = self.manifest["files"]
+        pending = [n for n in records if (n == name or n.startswith(f"{name}/")) and n not in self._verified]
+        problems = bf.check_files(self.path, {n: records[n] for n in pending}, hashes=True)
+        if problems:
+            raise bf.damaged_error(self.path, self.manifest, problems)
+        self._verified.update(pending)
+        return self.path / name
+
     def _table(self, name: str) -> pd.DataFrame:
-        return pd.read_parquet(self.path / name)
+        return pd.read_parquet(self._file(name))
 
     images = functools.cached_property(lambda self: self._table(bf.IMAGES))
     rows = functools.cached_property(lambda self: self._table(bf.ROWS))
@@ -103,20 +114,20 @@ class Bundle:
 
     @functools.cached_property
     def histograms(self) -> np.ndarray:
-        return np.load(self.path / bf.HISTOGRAMS)
+        return np.load(self._file(bf.HISTOGRAMS))
 
     @functools.cached_property
     def mean_latents(self) -> np.ndarray:
         """[images, d_sae] float32, memory-mapped."""
-        return np.load(self.path / bf.MEAN_LATENTS, mmap_mode="r")
+        return np.load(self._file(bf.MEAN_LATENTS), mmap_mode="r")
 
     @functools.cached_property
     def codes(self) -> TokenCodes:
-        return TokenCodes.load(self.path / bf.CODES_DIR)
+        return TokenCodes.load(self._file(bf.CODES_DIR))
 
     @functools.cached_property
     def heads(self) -> HeadLinear:
-        with np.load(self.path / bf.HEADS) as data:
+        with np.load(self._file(bf.HEADS)) as data:
             return HeadLinear(tuple(str(t) for t in data["tasks"]), data["effect_lh"], data["const_h"])
 
     @functools.cached_property
@@ -124,7 +135,7 @@ class Bundle:
         return {image_id: i for i, image_id in enumerate(self.images["image_id"])}
 
     def report_text(self) -> str:
-        return (self.path / bf.REPORT).read_text()
+        return self._file(bf.REPORT).read_text()
 
     # --- per case ----------------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """`python -m mammo_sae.data <command>`: inspect a VinDr-Mammo root. Research use only.
 
 Commands: ``summary ROOT`` prints the index summary as JSON (counts per split, labels per image and per
-row, BI-RADS, density, missing files). Bad input exits with code 2 and a one-line message on stderr.
+row, BI-RADS, density, missing files). ``check FILE...`` reads each DICOM (or PNG) as the pipeline does and
+prints one line per file. Bad input exits with code 2 and a one-line message on stderr.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from mammo_sae.data.vindr import VindrIndex
-from mammo_sae.errors import MammoSaeError
+from mammo_sae.errors import DataError, MammoSaeError
 
 
 def _optional_location(text: str) -> str | None:
@@ -31,6 +33,34 @@ def _summary(args: argparse.Namespace) -> int:
     )
     print(json.dumps(index.summary(max_listed=args.list_missing), indent=2))
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """One line per file: what it holds, or why it is refused (stderr); 2 when any file is refused."""
+    refused = 0
+    for name in args.files:
+        try:
+            print(f"{name}: ok, {_describe_image(Path(name))}")
+        except MammoSaeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            refused += 1
+    return 2 if refused else 0
+
+
+def _describe_image(path: Path) -> str:
+    """Read one image the way extraction and the app do; a short description of what was read."""
+    from mammo_sae.data.dicom import read_mammogram
+
+    if path.suffix.lower() != ".png":
+        image = read_mammogram(path)
+        meta = image.metadata
+        return f"{meta.rows} x {meta.columns} {image.photometric} {meta.modality}, {meta.transfer_syntax}"
+    from mammo_sae.bundle.live import decode_png  # torch-heavy: imported only for PNG files
+
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    height, width = decode_png(path.read_bytes(), str(path)).shape
+    return f"{height} x {width} PNG"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="list the first N missing files (default: 10)",
     )
     summary.set_defaults(run=_summary)
+    check = commands.add_parser(
+        "check",
+        help="read DICOM or PNG files as the pipeline does; one line per file",
+        description="Read each FILE as extraction and the app's upload page do (a DICOM mammogram, or a .png "
+        "frame) and print one line per file: its size and encoding, or why it is refused (on stderr). "
+        "Exit code 2 when any file is refused.",
+    )
+    check.add_argument("files", metavar="FILE", nargs="+", help="DICOM (.dcm, .dicom) or PNG files")
+    check.set_defaults(run=_check)
     return parser
 
 

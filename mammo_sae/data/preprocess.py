@@ -81,12 +81,22 @@ def _band(length: int) -> slice:
 def breast_extent(img8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows and columns of the breast in a uint8 image (Mammo-CLIP's extraction rule)."""
     thresholded = np.where(img8 <= BACKGROUND_LEVEL, 0, img8)
-    band = thresholded[_band(img8.shape[0])]
+    band = _nonempty(thresholded[_band(img8.shape[0])])
     cols = _longest_runs(band.max(axis=0) != band.min(axis=0))
     restricted = thresholded[:, cols]
-    band = restricted[:, _band(restricted.shape[1])]
+    band = _nonempty(restricted[:, _band(restricted.shape[1])])
     rows = _longest_runs(band.max(axis=1) != band.min(axis=1))
     return rows, cols
+
+
+def _nonempty(band: np.ndarray) -> np.ndarray:
+    """The central band measured by the extraction; empty when the region is under 3 pixels across."""
+    if band.size == 0:
+        raise DataError(
+            "the breast region is too narrow for Mammo-CLIP's breast extraction (central band "
+            f"{band.shape}); the image holds no usable breast: check that it is a mammogram"
+        )
+    return band
 
 
 def preprocess(

@@ -59,7 +59,7 @@ class DemoPlan:
     mass_rate: float = 0.4
     calcification_rate: float = 0.3
     images_per_shard: int = 32
-    rank_by: str = "peak_deviation"
+    rank_by: str = "peak_auroc"
     sae_resample_every: int = 5
     sae_dead_window: int = 400_000
     train_seed: int = 11

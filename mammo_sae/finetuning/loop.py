@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from mammo_sae import __version__
 from mammo_sae.analysis.metrics import auprc, auroc
-from mammo_sae.atomic import atomic_open, atomic_write_text
+from mammo_sae.atomic import atomic_write_text
 from mammo_sae.bundle.format import sha256_json
 from mammo_sae.data.vindr import VindrIndex
 from mammo_sae.distributed import LOCAL, device_for
@@ -32,6 +32,7 @@ from mammo_sae.finetuning.data import (
     positive_weights,
 )
 from mammo_sae.models import Classifier, create_backbone, load_classifier, save_classifier
+from mammo_sae.weightfiles import load_checked, save_checked
 
 CHECKPOINT, CLASSIFIER, METRICS, VALIDATION = (
     "checkpoint.pt",
@@ -158,6 +159,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         if token_head is not None:
             token_head.load_state_dict(state["token_head"])
+        _drop_metrics_after(out / METRICS, state["epoch"])
     elif (out / METRICS).exists():
         (out / METRICS).unlink()  # a fresh run starts a fresh log
 
@@ -246,18 +248,17 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
             atomic_write_text(
                 out / VALIDATION, json.dumps(best | {"config": asdict(config)}, indent=1) + "\n"
             )
-        with atomic_open(out / CHECKPOINT, "wb") as handle:
-            torch.save(
-                {
-                    "identity": identity,
-                    "epoch": epoch,
-                    "best": best,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "token_head": token_head.state_dict() if token_head is not None else None,
-                },
-                handle,
-            )
+        save_checked(
+            {
+                "identity": identity,
+                "epoch": epoch,
+                "best": best,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "token_head": token_head.state_dict() if token_head is not None else None,
+            },
+            out / CHECKPOINT,
+        )
     assert best["epoch"] is not None, "every epoch is evaluated"
     return {
         "classifier": str(out / CLASSIFIER),
@@ -270,15 +271,25 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     }
 
 
+def _drop_metrics_after(path: Path, epoch: int) -> None:
+    """Keep the metrics lines up to ``epoch``: a kill after an epoch's line but before its checkpoint makes
+    the resumed run redo (and log) that epoch again."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["epoch"] <= epoch:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):  # a line cut by the kill
+            continue
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+
+
 def _resume_state(path: Path, identity: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a damaged checkpoint: say so and start over
-        raise FinetuneError(
-            f"{path} is unreadable ({type(error).__name__}); delete it to start over"
-        ) from None
+    state = load_checked(path, repair=f"delete it (rm -f {path}) to start over", error=FinetuneError)
     if state.get("identity") != identity:
         raise FinetuneError(
             f"{path} belongs to a run with other settings; delete it, choose another --out, or pass --no-resume"

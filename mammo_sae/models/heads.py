@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from mammo_sae.atomic import atomic_write_bytes
@@ -38,6 +37,7 @@ from mammo_sae.models.checkpoints import (
     read_torch_file,
 )
 from mammo_sae.models.hooks import unknown_layer
+from mammo_sae.weightfiles import safetensors_bytes
 
 TaskKind = Literal["binary", "multiclass"]
 FORMAT = "mammo-sae-classifier"

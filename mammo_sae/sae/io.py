@@ -13,16 +13,17 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as safetensors_bytes
 
 from mammo_sae import __version__
 from mammo_sae.atomic import atomic_write_bytes, atomic_write_text
 from mammo_sae.sae.base import ARCHITECTURES, SAEError, SparseAutoencoder, architecture_class
 from mammo_sae.sae.relu import ReLUSAE
 from mammo_sae.sae.topk import BatchTopKSAE
+from mammo_sae.weightfiles import safetensors_bytes
 
 WEIGHTS_FILE = "sae_weights.safetensors"
 CONFIG_FILE = "cfg.json"
+TRAIN_CONFIG_FILE, CHECKPOINT_FILE = "train_config.toml", "checkpoint.pt"  # a training run's other files
 DTYPES = {
     "float32": torch.float32,
     "float64": torch.float64,
@@ -47,6 +48,16 @@ MAMMOSAE_KEYS = {
     "decoder._weight": ("1", "d", "h"),
 }
 MAMMOSAE_BIAS_COPIES = ("pre_encoder_bias._bias_reference", "post_decoder_bias._bias_reference")
+
+
+def repair_hint(folder: Path) -> str:
+    """How to rewrite a damaged SAE folder: from its training run's checkpoint when the folder holds one."""
+    if (folder / TRAIN_CONFIG_FILE).is_file() and (folder / CHECKPOINT_FILE).is_file():
+        return (
+            "rewrite it from the training checkpoint: "
+            f"python -m mammo_sae.train --config {folder / TRAIN_CONFIG_FILE} --resume"
+        )
+    return "save or import the SAE again (or rerun the command that made it)"
 
 
 def _sha256(path: Path) -> str:
@@ -137,7 +148,7 @@ def _read_config(folder: Path) -> dict[str, Any]:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SAEError(
-            f"{path} is not valid JSON ({exc}): the folder is damaged; save or import it again"
+            f"{path} is not valid JSON ({exc}): the folder is damaged; {repair_hint(folder)}"
         ) from exc
     if not isinstance(cfg, dict):
         raise SAEError(f"{path} must hold a JSON object; save or import the SAE again")
@@ -210,11 +221,11 @@ def load_sae(
     if arch == "batchtopk" and "k" not in hparams:  # a JumpReLU file from elsewhere: k only matters for
         hparams["k"] = min(FOREIGN_JUMPRELU_K, d_sae)  # further BatchTopK training
     if not weights_path.is_file():
-        raise SAEError(f"{weights_path} is missing: the SAE folder is incomplete; save or import it again")
+        raise SAEError(f"{weights_path} is missing: the SAE folder is incomplete; {repair_hint(folder)}")
     if META_SHA in meta and _sha256(weights_path) != meta[META_SHA]:
         raise SAEError(
             f"{weights_path} does not match the weights hash in {cfg_path}: the two files come from "
-            "different saves (or one is damaged); save the SAE again"
+            f"different saves (or one is damaged); {repair_hint(folder)}"
         )
     cls = architecture_class(arch)
     expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
@@ -252,7 +263,7 @@ def _read_weights(path: Path, expected: Mapping[str, tuple[int, ...]]) -> dict[s
             tensors = {key: handle.get_tensor(key) for key in expected}
     except SafetensorError as exc:
         raise SAEError(
-            f"{path} is not a readable safetensors file ({exc}); save or import the SAE again"
+            f"{path} is not a readable safetensors file ({exc}); {repair_hint(path.parent)}"
         ) from exc
     for key, shape in expected.items():
         if tuple(tensors[key].shape) != shape:

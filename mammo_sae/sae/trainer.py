@@ -24,11 +24,12 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from mammo_sae import __version__
-from mammo_sae.atomic import atomic_open, atomic_write_text
+from mammo_sae.atomic import atomic_write_text
 from mammo_sae.distributed import DistContext, barrier, device_for
 from mammo_sae.errors import TrainError
 from mammo_sae.sae import create_sae, save_sae
 from mammo_sae.sae.config import RESUMABLE_CHANGES, TrainConfig, config_toml, flag
+from mammo_sae.sae.io import CHECKPOINT_FILE, TRAIN_CONFIG_FILE
 from mammo_sae.sae.metrics import (
     LatentActivity,
     batch_sums,
@@ -39,11 +40,11 @@ from mammo_sae.sae.metrics import (
 )
 from mammo_sae.sae.resample import make_generator, resample_dead_latents, sample_tokens
 from mammo_sae.store import StoreError, StoreReader, open_store, streaming_stats
+from mammo_sae.weightfiles import load_checked, save_checked
 
-CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval.json"
-CONFIG_FILE = "train_config.toml"
+CONFIG_FILE = TRAIN_CONFIG_FILE
 CHECKPOINT_FORMAT = "mammo-sae-train-checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -274,12 +275,7 @@ class Trainer:
             if self.is_main and (self.out / METRICS_FILE).exists():
                 truncate_metrics(self.out / METRICS_FILE, 0)
             return None
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises many types for damaged pickles
-            raise TrainError(
-                f"{path} is not a readable checkpoint ({type(error).__name__}: {error})"
-            ) from None
+        state = load_checked(path, repair=self._checkpoint_repair(path), error=TrainError)
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise TrainError(f"{path} is not a mammo-sae training checkpoint")
         if state.get("version") != CHECKPOINT_VERSION:
@@ -306,6 +302,12 @@ class Trainer:
                 f"{path} used another train/validation split of the store; resume with the original settings"
             )
         return state
+
+    def _checkpoint_repair(self, path: Path) -> str:
+        return (
+            f"delete it (rm -f {path}) and run python -m mammo_sae.train --config {self.out / CONFIG_FILE} "
+            "--resume (training restarts from step 0)"
+        )
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.sae.load_state_dict(state["sae"])
@@ -352,8 +354,7 @@ class Trainer:
                 },
                 "world_size": self.context.world_size,
             }
-            with atomic_open(self.out / CHECKPOINT_FILE, "wb") as handle:
-                torch.save(state, handle)
+            save_checked(state, self.out / CHECKPOINT_FILE)
         self.last_checkpoint_step = self.step
 
     # --- one step -------------------------------------------------------------------------------------

@@ -1,11 +1,15 @@
 """StoreReader: opens a finished activation store and hands out shards, the index and batch streams.
 
 Opening checks the metadata and every shard file's size (cheap); ``verify=True`` also re-hashes every
-file. Features are memory-mapped, never loaded whole; see stream.py for the bounded-memory batches.
+file. Otherwise each shard file is checked against its sha256 the first time it is read, so a damaged
+shard is never used. Features are memory-mapped, never loaded whole; see stream.py for the
+bounded-memory batches.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -49,6 +53,7 @@ class StoreReader:
                 "extraction command again to rewrite it"
             ) from None
         self._index_cache: pd.DataFrame | None = None
+        self._verified: set[tuple[int, str]] = set()  # (shard, "features" | "index") matching their sha256
         self.check_files(verify=verify)
 
     def _load(self, metadata: dict[str, Any]) -> None:
@@ -109,6 +114,8 @@ class StoreReader:
                 elif verify and sha256_file(file) != record[part]["sha256"]:
                     problem = f"{file} does not match its sha256 in metadata.json (corrupt)"
                 else:
+                    if verify:
+                        self._verified.add((record["shard"], part))
                     continue
                 broken.setdefault(record["shard"], problem)
         if broken:
@@ -122,12 +129,34 @@ class StoreReader:
         """Re-hash every shard file against metadata.json (reads the whole store)."""
         self.check_files(verify=True)
 
+    def _check_digest(self, k: int, part: str, digest: str) -> None:
+        """Refuse shard k's ``part`` file when ``digest`` (its sha256) is not the one metadata.json holds."""
+        file = self.path / self._shards[k][part]["file"]
+        if digest != self._shards[k][part]["sha256"]:
+            raise StoreError(
+                f"{file} does not match its sha256 in metadata.json (corrupt or changed after the store was "
+                f"written); {repair_hint(self.path, [k])}"
+            )
+        self._verified.add((k, part))
+
+    def _verified_file(self, k: int, part: str) -> Path:
+        """Shard k's ``part`` file, hashed against metadata.json the first time it is asked for."""
+        file = self.path / self._shards[k][part]["file"]
+        if (k, part) not in self._verified:
+            try:
+                digest = sha256_file(file)
+            except OSError as error:
+                raise StoreError(f"{file} can not be read ({error}); {repair_hint(self.path, [k])}") from None
+            self._check_digest(k, part, digest)
+        return file
+
     # --- shards -----------------------------------------------------------------------------------------
 
     def shard_features(self, k: int) -> np.ndarray:
         """Shard k's features as a read-only memory map of shape (tokens, d)."""
-        record = self._shards[self._check_shard(k)]
-        file = self.path / record["features"]["file"]
+        k = self._check_shard(k)
+        record = self._shards[k]
+        file = self._verified_file(k, "features")
         try:
             array = np.load(file, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as error:
@@ -143,8 +172,10 @@ class StoreReader:
 
     def read_shard_into(self, k: int, out: np.ndarray) -> None:
         """Read all of shard k's features into ``out`` ((tokens, d), store dtype, C-contiguous) with plain
-        sequential reads; faster than copying from a memory map for whole shards."""
-        record = self._shards[self._check_shard(k)]
+        sequential reads; faster than copying from a memory map for whole shards. The bytes read are
+        checked against the shard's sha256 the first time."""
+        k = self._check_shard(k)
+        record = self._shards[k]
         file = self.path / record["features"]["file"]
         shape = (record["n_tokens"], self.d)
         if out.shape != shape or out.dtype != self.dtype or not out.flags.c_contiguous:
@@ -169,6 +200,7 @@ class StoreReader:
                     f"{file} holds {header[0]} {header[2]}, metadata.json says {shape} {self.dtype}; "
                     f"{repair_hint(self.path, [k])}"
                 )
+            header_bytes = handle.tell()
             view = memoryview(out).cast("B") if out.size else memoryview(b"")
             filled = 0
             while filled < len(view):
@@ -176,13 +208,25 @@ class StoreReader:
                 if not got:
                     raise StoreError(f"{file} ended early (truncated); {repair_hint(self.path, [k])}")
                 filled += got
+            if (k, "features") not in self._verified:
+                handle.seek(0)
+                digest = hashlib.sha256(handle.read(header_bytes))
+                digest.update(view)
+                self._check_digest(k, "features", digest.hexdigest())
 
     def shard_index(self, k: int) -> pd.DataFrame:
         """Shard k's index table; its pandas index holds the global token numbers of its rows."""
-        record = self._shards[self._check_shard(k)]
+        k = self._check_shard(k)
+        record = self._shards[k]
         file = self.path / record["index"]["file"]
         try:
-            table = pd.read_parquet(file, engine="pyarrow")
+            data = file.read_bytes()
+        except OSError as error:
+            raise StoreError(f"{file} can not be read ({error}); {repair_hint(self.path, [k])}") from None
+        if (k, "index") not in self._verified:
+            self._check_digest(k, "index", hashlib.sha256(data).hexdigest())
+        try:
+            table = pd.read_parquet(io.BytesIO(data), engine="pyarrow")
         except Exception as error:  # pyarrow raises its own error types for damaged files
             raise StoreError(
                 f"{file} is not a readable parquet file ({error}); {repair_hint(self.path, [k])}"

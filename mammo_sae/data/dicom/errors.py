@@ -49,5 +49,14 @@ class UnsupportedImageError(DicomReadError):
     """Multi-frame or colour image where a single grey mammogram is expected."""
 
 
+class MalformedDicomError(DicomReadError):
+    """The file is complete but breaks the DICOM structure (e.g. its file meta has no transfer syntax)."""
+
+
+class SuspiciousFileError(DicomReadError):
+    """The file carries what no mammogram needs and attacks use (an executable preamble, a decompression
+    bomb, megabytes of header text); refused before the costly step."""
+
+
 class ForProcessingWarning(UserWarning):
     """The image is 'FOR PROCESSING' raw detector data: fine for models, not meant for display."""

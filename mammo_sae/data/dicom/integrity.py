@@ -8,7 +8,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from mammo_sae.data.dicom.errors import TruncatedDicomError
+from mammo_sae.data.dicom.errors import MalformedDicomError, TruncatedDicomError
 from mammo_sae.data.dicom.values import int_or_none
 
 PIXEL_DATA = 0x7FE00010
@@ -24,8 +24,15 @@ def check_complete(ds: Dataset, path: Path, file_size: int, read_warnings: list[
     )
     group_length = int_or_none(ds.file_meta.get("FileMetaInformationGroupLength")) if ds.file_meta else None
     meta_end = 132 + 12 + group_length if ds.preamble is not None and group_length is not None else 0
-    if file_size < meta_end or (ds.preamble is not None and "TransferSyntaxUID" not in ds.file_meta):
+    if file_size < meta_end:
         raise truncated_header
+    if ds.preamble is not None and "TransferSyntaxUID" not in ds.file_meta:
+        if len(ds) == 0:
+            raise truncated_header  # cut inside a file meta without a group length
+        raise MalformedDicomError(
+            f"{path}: the file meta information has no TransferSyntaxUID (0002,0010), so how the pixels are "
+            "encoded is unknown; the writer broke the DICOM standard: re-export the image from its source"
+        )
     if any("End of file reached before delimiter" in w for w in read_warnings):
         raise TruncatedDicomError(
             f"{path}: the file ends inside an undefined-length element (encapsulated pixel data or a "

@@ -8,12 +8,16 @@ from collections.abc import Iterable
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 # Value representations that carry names, dates, times, identifiers or free text.
 _IDENTIFYING_VRS = frozenset(
     {"PN", "DA", "DT", "TM", "UI", "LO", "LT", "SH", "ST", "UT", "UC", "UR", "AE", "AS"}
 )
+_BLOB_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+#: A private binary value longer than this is data no message ever quotes: it is not scanned for text.
+MAX_SCANNED_BLOB = 64 * 1024
 _MIN_LENGTH = 2  # single characters (sex "F", flags) cannot be scrubbed without mangling every message
 _REDACTED = "<redacted>"
 
@@ -40,9 +44,21 @@ def identifying_strings(ds: Dataset) -> frozenset[str]:
                 continue
             if elem.VR == "SQ":
                 datasets.extend(elem.value or [])
-            elif elem.tag.is_private or elem.VR in _IDENTIFYING_VRS:
+            elif is_identifying(elem.tag, elem.VR, _value_length(elem.value)):
                 found.update(_strings_of(elem.value, elem.VR))
     return frozenset(s for s in found if len(s) >= _MIN_LENGTH)
+
+
+def is_identifying(tag: BaseTag, vr: str | None, length: int) -> bool:
+    """Whether an element's value is harvested as possibly identifying: text VRs, and private values
+    unless they are long binary data (those are never quoted by pydicom or a decoder)."""
+    if tag.is_private:
+        return vr not in _BLOB_VRS or length <= MAX_SCANNED_BLOB
+    return vr in _IDENTIFYING_VRS
+
+
+def _value_length(value: object) -> int:
+    return len(value) if isinstance(value, bytes | bytearray | str) else 0
 
 
 def _strings_of(value: object, vr: str) -> Iterable[str]:
@@ -66,8 +82,12 @@ def _strings_of(value: object, vr: str) -> Iterable[str]:
 
 
 def scrub(text: str, secrets: frozenset[str]) -> str:
-    """`text` with every occurrence of a secret replaced; short secrets only as whole words."""
-    for secret in sorted(secrets, key=len, reverse=True):
+    """`text` with every occurrence of a secret replaced; short secrets only as whole words.
+
+    Only the secrets found in `text` are replaced, so the cost does not grow with their number (a header
+    full of private text yields hundreds of thousands)."""
+    present = sorted((secret for secret in secrets if secret in text), key=len, reverse=True)
+    for secret in present:
         if len(secret) >= 4:
             text = text.replace(secret, _REDACTED)
         else:

@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from mammo_sae.data.dicom.codestream import check_codestream
 from mammo_sae.data.dicom.decode import check_decoder, decode_pixels
 from mammo_sae.data.dicom.display import LookupTable, WindowPreset
 from mammo_sae.data.dicom.errors import (
@@ -33,6 +34,7 @@ from mammo_sae.data.dicom.errors import (
     UnsupportedImageError,
 )
 from mammo_sae.data.dicom.integrity import PIXEL_DATA, check_complete, check_pixel_bytes
+from mammo_sae.data.dicom.limits import check_header_text, screen_file
 from mammo_sae.data.dicom.metadata import SafeMetadata, safe_metadata, window_presets_of
 from mammo_sae.data.dicom.privacy import identifying_strings, scrub
 from mammo_sae.data.dicom.values import float_or_none, int_or_none
@@ -87,21 +89,21 @@ def read_mammogram(
     ``path`` may also be the file's bytes (an upload kept in memory); ``name`` then labels the messages.
     """
     if isinstance(path, bytes | bytearray | memoryview):
-        source: Path | bytes = bytes(path)
+        source = bytes(path)
         file_size = len(source)
         path = Path(name or "uploaded file")
     else:
         path = Path(path)
-        if not path.is_file():
-            raise DicomReadError(f"{path}: no such file; check the dataset root and the image path")
-        file_size = path.stat().st_size
-        source = path
+        source = _file_bytes(path)
+        file_size = len(source)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        screen_file(source, path, max_pixels)
         ds = _parse(source, path)
         try:
             check_complete(ds, path, file_size, [str(w.message) for w in caught])  # before elements convert
+            check_header_text(ds, path)  # before any value is harvested or converted
             secrets = identifying_strings(ds)
             image = _read_image(
                 ds,
@@ -147,9 +149,12 @@ def _read_image(
         )
     _check_modality(ds, path, allow_non_mg)
     _check_geometry(ds, path, max_pixels, expect_mammogram)
+    if expect_mammogram:
+        _check_pixel_format(ds, path)
     syntax = _transfer_syntax(ds)
     check_decoder(syntax, path)
     check_pixel_bytes(ds, path, syntax)
+    check_codestream(ds, path, syntax)
     stored = decode_pixels(ds, path, syntax, secrets)
     return MammogramDicom(
         stored=stored,
@@ -171,11 +176,22 @@ def _read_image(
 # --- parsing and header checks ------------------------------------------------------------------------
 
 
-def _open(source: Path | bytes) -> Path | io.BytesIO:
-    return io.BytesIO(source) if isinstance(source, bytes) else source
+def _file_bytes(path: Path) -> bytes:
+    """The whole file: parsed from memory, a length field claiming 4 GB reads what is there, while a file
+    object would first allocate the 4 GB it claims."""
+    if not path.is_file():
+        raise DicomReadError(f"{path}: no such file; check the dataset root and the image path")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DicomReadError(f"{path}: cannot be read ({exc.strerror}); check its permissions") from None
 
 
-def _parse(source: Path | bytes, path: Path) -> Dataset:
+def _open(source: bytes) -> io.BytesIO:
+    return io.BytesIO(source)
+
+
+def _parse(source: bytes, path: Path) -> Dataset:
     """dcmread, with a forced second try for files without the Part-10 header (raw data sets);
     ``path`` names the source in messages."""
     try:
@@ -232,11 +248,17 @@ def _check_modality(ds: Dataset, path: Path, allow_non_mg: bool) -> None:
     modality = str(ds.get("Modality", "")).strip().upper()
     if modality == "MG" or allow_non_mg:
         return
-    shown = modality if modality.replace("_", "").isalnum() and len(modality) <= 16 else "malformed"
     raise NotMammogramError(
-        f"{path}: Modality is {shown or 'missing'!r}, not 'MG' (mammography); check the file list, "
+        f"{path}: Modality is {_shown_code(modality)!r}, not 'MG' (mammography); check the file list, "
         "or pass allow_non_mg=True to read it anyway"
     )
+
+
+def _shown_code(value: str) -> str:
+    """A code string as a message may quote it: itself if well formed, else 'malformed' or 'missing'."""
+    if not value:
+        return "missing"
+    return value if value.replace("_", "").replace(" ", "").isalnum() and len(value) <= 16 else "malformed"
 
 
 def _check_geometry(ds: Dataset, path: Path, max_pixels: int, expect_mammogram: bool) -> None:
@@ -264,6 +286,29 @@ def _check_geometry(ds: Dataset, path: Path, max_pixels: int, expect_mammogram: 
         raise UnsupportedImageError(
             f"{path}: colour image ({samples} samples per pixel, {photometric!r}); a mammogram is greyscale "
             "(MONOCHROME1/2). It is probably a screenshot or secondary capture: use the original image"
+        )
+
+
+def _check_pixel_format(ds: Dataset, path: Path) -> None:
+    """A mammogram is MONOCHROME1/2 with 8 or 16 bits allocated (PS3.3 C.8.11.7); checked before decoding."""
+    allocated, stored = int_or_none(ds.get("BitsAllocated")), int_or_none(ds.get("BitsStored"))
+    representation = int_or_none(ds.get("PixelRepresentation"))
+    if (
+        allocated not in (8, 16)
+        or stored is None
+        or not 1 <= stored <= allocated
+        or representation not in (0, 1)
+    ):
+        raise UnsupportedImageError(
+            f"{path}: pixel format BitsAllocated={allocated} BitsStored={stored} PixelRepresentation="
+            f"{representation} is not a mammogram's (8 or 16 bits allocated, 1 to BitsAllocated stored, "
+            "representation 0 or 1); the header is corrupt: re-export the image"
+        )
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise UnsupportedImageError(
+            f"{path}: PhotometricInterpretation is {_shown_code(photometric)!r}; a mammogram is greyscale "
+            "(MONOCHROME1 or MONOCHROME2). It is probably a screenshot or secondary capture: use the original"
         )
 
 
@@ -298,8 +343,11 @@ def _voi_function(ds: Dataset, path: Path) -> str:
     function = str(ds.get("VOILUTFunction", "") or "LINEAR").strip().upper()
     if function in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
         return function
-    shown = function if function.replace("_", "").isalnum() and len(function) <= 16 else "malformed"
-    warnings.warn(f"{path}: unknown VOILUTFunction {shown!r}; windows use LINEAR", UserWarning, stacklevel=2)
+    warnings.warn(
+        f"{path}: unknown VOILUTFunction {_shown_code(function)!r}; windows use LINEAR",
+        UserWarning,
+        stacklevel=2,
+    )
     return "LINEAR"
 
 
