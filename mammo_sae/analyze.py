@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mammo_sae.analysis.run import AnalyzeConfig
 
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m mammo_sae.analyze",
         description="Analyse an SAE over a dataset split (concept scores, top-activating patches, latent maps and "
         "localisation, keep/suppress curves) into a resumable bundle folder with a report. Research use only.",

@@ -20,6 +20,7 @@ from mammo_sae.extraction.run import ExtractConfig, run_extraction
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m mammo_sae.extract",
         description="Extract a layer's feature-map tokens over a dataset split into a resumable, sharded "
         "activation store (fp16, memory-mapped). Research use only.",

@@ -18,6 +18,7 @@ from mammo_sae.finetuning.config import FinetuneConfig
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m mammo_sae.finetune",
         description="Fine-tune binary classification heads (and optionally the backbone) with class-weighted BCE, "
         "AdamW, warm-up + cosine and augmentation; keeps the best validation epoch. Research use only.",

@@ -32,6 +32,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m mammo_sae.phantom",
         description=(
             "Generate synthetic mammography phantoms (NOT patient data, no diagnostic validity) in the "

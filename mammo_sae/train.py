@@ -28,6 +28,7 @@ IMPORT_COMMAND = "import-mammosae"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog=PROG,
         description="Train a sparse autoencoder on the tokens of an activation store. Defaults are the "
         "Mammo-SAE paper's recipe (relu SAE, L1 3e-5, Adam lr 3e-4, batch 4096, 200 epochs, expansion 8, "
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_import_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog=f"{PROG} {IMPORT_COMMAND}",
         description="Convert the published Mammo-SAE state dict (sparse_autoencoder_final.pt) into an SAE "
         "folder (sae_weights.safetensors + cfg.json) that load_sae reads. Research use only.",
@@ -65,7 +67,7 @@ def build_import_parser() -> argparse.ArgumentParser:
 def parse_config(argv: list[str]) -> TrainConfig:
     """The effective config: defaults < --config file < command-line flags (raises TrainError)."""
     parser = build_parser()
-    early = argparse.ArgumentParser(add_help=False)
+    early = argparse.ArgumentParser(allow_abbrev=False, add_help=False)
     early.add_argument("--config")
     known, _ = early.parse_known_args(argv)
     if known.config is not None:

@@ -86,6 +86,8 @@ EXTRACT_CASES: Cases = [
     ([*RESNET, "--tokens-per-image", "half"], ["--tokens-per-image", "'half'"]),
     ([*RESNET, "--frame-size", "12"], ["--frame-size", "HxW", "'12'"]),
     ([*RESNET, "--split", "validation"], ["--split", "invalid choice: 'validation'"]),
+    # a shortened flag is a typo, not an abbreviation: it is refused rather than guessed
+    ([*RESNET, "--tokens-per-imag", "0.5"], ["unrecognized arguments: --tokens-per-imag 0.5"]),
     (["--classifier", "notes.txt"], ["notes.txt is not a readable torch.save file"]),
     (["--classifier", "sae-d16/sae_weights.safetensors"], ["not a mammo-sae classifier"]),
 ]
@@ -108,6 +110,7 @@ TRAIN_CASES: Cases = [
     (["--config", "wrong-type.toml"], ["'lr' must be float, got str 'fast'"]),
     (["--config", "none.toml"], ["none.toml does not exist"]),
     (["--epochz", "3"], ["unrecognized arguments: --epochz 3"]),
+    (["--epoch", "3"], ["unrecognized arguments: --epoch 3"]),
     (["--k", "many"], ["argument --k: invalid int value: 'many'"]),
 ]
 

@@ -115,6 +115,21 @@ def test_images_that_fail_to_decode_are_skipped_and_listed(phantoms: Path, tmp_p
     assert summary["images_in_store"] == 11
 
 
+def test_a_run_where_no_image_can_be_read_fails_with_a_clear_message(
+    phantoms: Path, tmp_path: Path, capsys
+) -> None:
+    from mammo_sae.data import VindrIndex
+
+    broken = tmp_path / "phantoms"
+    subprocess.run(["cp", "-r", str(phantoms), str(broken)], check=True)
+    for path in VindrIndex.load(broken).images["path"]:
+        Path(path).write_bytes(b"not a DICOM at all")
+    code, _, err = run(base_args(broken, tmp_path / "s", "--backbone", TIMM, "--split", "all"), capsys)
+    assert code == 2
+    assert "no image could be read (12 skipped" in err and "check --data" in err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

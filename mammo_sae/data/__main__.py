@@ -66,6 +66,7 @@ def _describe_image(path: Path) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser: one subcommand per job (only ``summary`` for now)."""
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m mammo_sae.data",
         description="Inspect a VinDr-Mammo dataset root (research use only).",
     )

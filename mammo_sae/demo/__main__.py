@@ -19,6 +19,7 @@ from mammo_sae.errors import MammoSaeError
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m mammo_sae.demo",
         description="Build the demo bundle on synthetic phantoms with the project's own commands "
         "(phantom, finetune, extract, train, analyze) and measure its quality on held-out phantoms.",

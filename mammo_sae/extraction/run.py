@@ -205,6 +205,13 @@ def run_extraction(config: ExtractConfig, context: DistContext) -> dict[str, Any
     summary: dict[str, Any] = {"rank": context.rank, "shards_written": written["shards"]}
     if context.is_main:
         reader = writer.finalize()
+        skipped = {**missing, **{k: v for c in counts for k, v in c["skipped"].items()}}
+        if reader.n_images == 0:
+            example = next(iter(skipped.items()), ("-", "no image selected"))
+            raise ExtractError(
+                f"no image could be read ({len(skipped)} skipped, e.g. {example[0]}: {example[1]}); "
+                f"the store {writer.path} holds nothing: check --data and the images it lists"
+            )
         images = sum(c["images"] for c in counts)
         seconds = time.perf_counter() - started
         summary = {
@@ -219,7 +226,7 @@ def run_extraction(config: ExtractConfig, context: DistContext) -> dict[str, Any
             "images_this_run": images,
             "shards_this_run": sum(c["shards"] for c in counts),
             "shards_resumed": len(writer.shard_ids()) - sum(c["shards"] for c in counts),
-            "skipped": {**missing, **{k: v for c in counts for k, v in c["skipped"].items()}},
+            "skipped": skipped,
             "processes": context.world_size,
             "seconds": round(seconds, 2),
             "images_per_second": round(images / seconds, 3) if seconds > 0 else None,

@@ -84,7 +84,7 @@ def render_examples(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs/phantom_examples", help="folder for the PNGs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--height", type=int, default=512, help="panel height in pixels")
