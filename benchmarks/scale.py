@@ -1,19 +1,24 @@
 """Bounded memory and linear time at scale: extract, train and analyze at two data sizes, 4x apart.
 
 One run builds two phantom datasets (N and 4N studies at a small image size) and a random resnet18
-classifier, then runs each command as a fresh subprocess on each size: ``extract`` (images -> store),
-``train`` (store -> SAE) and ``analyze`` (images + SAE -> bundle). Every buffer is set several times
-smaller than the data (shards of 16 images, a 2,048-token shuffle buffer, chunks of 32 images), so a
-command that held its data in memory would show it at 4x.
+classifier, then runs each command as a fresh subprocess at each size, the two sizes of a command back to
+back: ``extract`` (images -> store), ``train`` (store -> SAE) and ``analyze`` (images + one SAE -> bundle).
+Every buffer is several times smaller than the 1x data (shards of 16 images, a 2,048-token shuffle buffer,
+chunks of 32 images), so a command that held its data in memory would show it at 4x. The SAE trains
+without the L1 penalty, so its codes are dense (L0 ~330 of 2,048 latents): the analysis then handles more
+code entries per token than a sparse SAE would, the hard case for its memory.
 
 Each child reports on itself: its peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``, the kernel's VmHWM),
-the peak of its anonymous memory (RssAnon, sampled every 20 ms; file-backed pages such as shared libraries
-and memory-mapped files excluded) and the wall and CPU time of the command itself (the interpreter start
-and imports excluded). The table gives both sizes, the 4x/1x ratios (peak RSS should stay within 15 %,
-time should be ~4x) and the marginal cost per token, (t_4x - t_1x) / (tokens_4x - tokens_1x), which
-leaves out fixed costs such as loading the models. The machine may be shared: compare ratios of one run.
+"run MiB" (that peak minus the RSS after the command's imports), the peak of its anonymous memory (RssAnon,
+sampled every 20 ms: without shared libraries and memory-mapped files) and the wall and CPU time of the
+command itself (interpreter start and imports excluded). The table gives both sizes and the 4x/1x ratios
+(peak RSS should stay within 15 %, time should grow ~4x), then the marginal cost per token,
+(t_4x - t_1x) / (tokens_4x - tokens_1x), in which fixed costs such as loading the models cancel out.
+Commands run on one torch thread by default, which keeps CPU-time ratios steady on a shared machine;
+compare ratios within one run.
 
-    python benchmarks/scale.py [--studies 50] [--factor 4] [--device cpu|cuda] [--keep DIR] [--quick]
+    python benchmarks/scale.py [--studies 75] [--factor 4] [--threads 1] [--device cpu|cuda] [--keep DIR]
+    python benchmarks/scale.py --quick          # a smoke run at tiny sizes (tests/test_scale_benchmark.py)
 
 docs/sizing.md projects disk, memory and time for the full VinDr-Mammo release from these figures.
 """
@@ -21,6 +26,7 @@ docs/sizing.md projects disk, memory and time for the full VinDr-Mammo release f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
@@ -65,7 +71,7 @@ class Settings:
 
 
 DEFAULT = Settings(
-    studies=50,
+    studies=75,
     factor=4,
     image_size="256x208",
     frame_size="256x160",
@@ -74,7 +80,7 @@ DEFAULT = Settings(
     chunk_images=32,
     expansion=4,
     batch_size=256,
-    epochs=3,
+    epochs=5,
     device="cpu",
     threads=1,
 )
@@ -217,7 +223,7 @@ class Measured:
     size: str
     images: int
     tokens: int
-    disk_mib: float  # what the command wrote (store, SAE folder, bundle)
+    data_mib: float  # the data that grows: the store written (extract) or read (train), the bundle (analyze)
     figures: dict[str, Any]
 
 
@@ -246,11 +252,11 @@ def run_extract(data: Path, out: Path, classifier: Path, s: Settings, size: str)
 
 def run_train(store: Path, out: Path, s: Settings, size: str, images: int) -> tuple[Measured, Path]:
     argv = ["--store", str(store), "--out", str(out), "--expansion", str(s.expansion)]
-    argv += ["--batch-size", str(s.batch_size), "--epochs", str(s.epochs), "--lr", "1e-3"]
+    argv += ["--batch-size", str(s.batch_size), "--epochs", str(s.epochs), "--lr", "1e-3", "--l1", "0"]
     argv += ["--buffer-tokens", str(s.buffer_tokens), "--resample-every", "0", "--log-every", "10"]
     argv += ["--device", s.device, "--no-progress"]
     figures, summary = measure("mammo_sae.train", argv, out.with_suffix(".json"), s)
-    return Measured("train", size, images, summary["tokens"], folder_mib(out), figures), out
+    return Measured("train", size, images, summary["tokens"], folder_mib(store), figures), out
 
 
 def run_analyze(data: Path, classifier: Path, sae: Path, out: Path, s: Settings, size: str) -> Measured:
@@ -276,9 +282,9 @@ def run_all(root: Path, classifier: Path, s: Settings) -> dict[str, dict[str, Me
     for size in sizes:
         images = runs[size]["extract"].images
         runs[size]["train"], saes[size] = run_train(stores[size], root / f"sae-{size}", s, size, images)
-    for size in sizes:
+    for size in sizes:  # one SAE for both sizes: the same codes per token
         runs[size]["analyze"] = run_analyze(
-            data[size], classifier, saes[size], root / f"bundle-{size}", s, size
+            data[size], classifier, saes["1x"], root / f"bundle-{size}", s, size
         )
     return runs
 
@@ -301,7 +307,7 @@ def run_mib(m: Measured) -> float:
 COLUMNS = (
     Column("images", lambda m: m.images, 0),
     Column("tokens", lambda m: m.tokens, 0),
-    Column("disk MiB", lambda m: m.disk_mib, 1),
+    Column("data MiB", lambda m: m.data_mib, 1),
     Column("peak RSS MiB", lambda m: m.figures["peak_rss_mib"], 0),
     Column("run MiB", run_mib, 0),
     Column("anon MiB", lambda m: m.figures["peak_anon_mib"], 0),
@@ -340,7 +346,7 @@ def verdict(small: Measured, large: Measured) -> str:
     return (
         f"{small.command:<8} peak RSS x{rss:.3f} ({flat}, limit +-{RSS_TOLERANCE:.0%}); run memory "
         f"{run_mib(large) - run_mib(small):+.1f} MiB while the data grew x{large.tokens / small.tokens:.2f} "
-        f"({large.disk_mib - small.disk_mib:+.1f} MiB on disk); time wall x{f4['wall_s'] / f1['wall_s']:.2f}, "
+        f"({large.data_mib - small.data_mib:+.1f} MiB); time wall x{f4['wall_s'] / f1['wall_s']:.2f}, "
         f"CPU x{f4['cpu_s'] / f1['cpu_s']:.2f}; marginal {marginal_wall:.1f} us/token wall, "
         f"{marginal_cpu:.1f} us/token CPU"
     )
@@ -400,7 +406,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
         for name in ("studies", "factor", "epochs", "device", "threads")
         if (value := getattr(args, name)) is not None
     }
-    settings = Settings(**{**base.__dict__, **overrides})
+    settings = dataclasses.replace(base, **overrides)
     if settings.studies < 1 or settings.factor < 2:
         parser.error("--studies must be >= 1 and --factor >= 2")
     return settings, args

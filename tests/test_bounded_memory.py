@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mammo_sae.analysis.codes import TokenCodes
@@ -65,9 +66,7 @@ def test_entry_budget_chunks_give_the_one_pass_statistics() -> None:
     whole = latent_summary(codes)
     budget = codes.nnz // 7  # several images per chunk, never all of them
     chunked = latent_summary(codes, max_entries=budget)
-    for column in ("frequency", "images", "max"):
-        np.testing.assert_array_equal(chunked[column], whole[column])
-    np.testing.assert_allclose(chunked[["mean", "mean_active"]], whole[["mean", "mean_active"]], rtol=1e-12)
+    pd.testing.assert_frame_equal(chunked, whole)  # fp16 values: their float64 sums are exact in any order
     maxima = whole["max"].to_numpy()
     np.testing.assert_array_equal(
         latent_histograms(codes, maxima, max_entries=budget), latent_histograms(codes, maxima)

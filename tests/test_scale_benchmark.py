@@ -71,5 +71,5 @@ def test_quick_run_prints_every_command_at_both_sizes(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     for command in ("extract", "train", "analyze"):
         for label in ("1x", "4x", "ratio"):
-            assert f"{command:<8} {label}" in done.stdout
-        assert f"{command:<8} peak RSS x" in done.stdout
+            assert f"\n{command} {label} " in done.stdout
+        assert f"\n{command:<8} peak RSS x" in done.stdout

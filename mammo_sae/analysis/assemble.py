@@ -112,6 +112,7 @@ def class_scores(
             peaks.update(chunk.zmax_nl, chunk_labels)
             zbar_file[len(ids) : len(ids) + len(chunk_ids)] = chunk.zbar_nl
             zmax_file[len(ids) : len(ids) + len(chunk_ids)] = chunk.zmax_nl
+            release_pages(zbar_file, zmax_file)  # written rows stay in the files, not in memory
             ids += chunk_ids
     assert len(ids) == n_images, "every loaded image has its row in the memory maps"
     all_labels = labels.loc[ids].reset_index(drop=True)
@@ -182,6 +183,20 @@ def patch_table(patches: pd.DataFrame, images: pd.DataFrame, grid, frame_size) -
     return out
 
 
+def latent_maps(
+    codes: TokenCodes, positions: list[int], latent: int, release_every: int = 256
+) -> list[np.ndarray]:
+    """One latent's token maps on the images at ``positions``; memory-mapped codes give their pages back
+    every ``release_every`` images, so the pass does not keep the codes of every image with a box."""
+    maps = []
+    for i, position in enumerate(positions, start=1):
+        maps.append(codes.latent_map(position, latent))
+        if i % release_every == 0:
+            codes.release()
+    codes.release()
+    return maps
+
+
 def localisation_table(
     codes: TokenCodes,
     boxes: pd.DataFrame,
@@ -206,7 +221,7 @@ def localisation_table(
             tolerance = target_boxes.groupby("position")["tolerance"].first()
             tolerances = [float(tolerance.loc[p]) for p in positions]
             for rank, latent in enumerate(ranked[: config.localise_top]):
-                maps = [codes.latent_map(p, int(latent)) for p in positions]
+                maps = latent_maps(codes, positions, int(latent))
                 result = localise(
                     maps, [groups[p] for p in positions], frame_size, threshold, tolerances=tolerances
                 )
@@ -341,7 +356,6 @@ def assemble_bundle(
     localisation = localisation_table(
         codes, tolerant, rankings, frame_size, config, tuple(k for k in extra if k == "marker")
     )
-    codes.release()
 
     units, labels = evaluation_units(images, rows, tasks)
     baselines = baseline_table(

@@ -15,7 +15,7 @@ import pandas as pd
 
 from mammo_sae.analysis.codes import CodesError, TokenCodes
 
-MAX_ENTRIES = 1 << 22  # code entries per chunk: ~35 bytes of temporaries each, ~150 MB in all
+MAX_ENTRIES = 1 << 20  # code entries per chunk: ~35 bytes of temporaries each, ~40 MB in all
 
 
 def _chunks(codes: TokenCodes, chunk_images: int, max_entries: int) -> Iterator[TokenCodes]:

@@ -21,6 +21,7 @@ from mammo_sae.data.vindr import VindrIndex
 
 BOX = ["xmin", "ymin", "xmax", "ymax"]
 FRAME_BOX = ["frame_x0", "frame_y0", "frame_x1", "frame_y1"]
+RELEASE_EVERY = 256  # images between releases of the codes' resident pages
 
 
 def truth_boxes(
@@ -88,7 +89,9 @@ class PointingScreen:
         each box for the hit test, as in the pointing game."""
         hits = np.zeros(self.d_sae, dtype=np.int64)
         fired = np.zeros(self.d_sae, dtype=np.int64)
-        for p, group in boxes.groupby("position"):
+        for n, (p, group) in enumerate(boxes.groupby("position")):
+            if n % RELEASE_EVERY == RELEASE_EVERY - 1:
+                codes.release()  # bounded resident memory over a long pass
             latent, token, _ = image_peaks(codes, int(p))
             xy = self.token_centres(token)
             b = group[FRAME_BOX].to_numpy().copy()

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from mammo_sae.analysis.codes import CodesError
+from mammo_sae.pages import release_pages
 
 RANK_BY = ("deviation", "mean", "peak_deviation", "peak", "auroc", "peak_auroc")
 # rank_by -> the score table column it sorts on: the class mean of per-image MEAN activations (the paper) or
@@ -281,6 +282,7 @@ def class_aurocs(
         for start in range(0, d, block):
             chunk = np.asarray(values_nl[:, start : start + block], dtype=np.float64)[rows]
             out[k, start : start + block] = _column_aurocs(chunk, positive)
+            release_pages(values_nl)
     return out
 
 
