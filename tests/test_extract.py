@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -149,27 +146,6 @@ def test_bad_requests_fail_before_work_with_a_clear_message(
 
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "mammo_sae.extract", *args, "--no-progress"]
-
-
-@pytest.mark.slow
-def test_kill_9_mid_run_then_rerun_equals_an_uninterrupted_run(phantoms: Path, tmp_path: Path) -> None:
-    args = base_args(
-        phantoms, tmp_path / "killed", "--backbone", TIMM, "--split", "all", "--images-per-shard", "1"
-    )
-    process = subprocess.Popen(cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list((tmp_path / "killed").glob("*/shard-00002.done.json")):
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    store = next((tmp_path / "killed").iterdir())
-    assert not (store / "metadata.json").exists(), "the run must have been killed before it finished"
-    assert subprocess.run(cli(*args), capture_output=True).returncode == 0
-    clean = base_args(
-        phantoms, tmp_path / "clean", "--backbone", TIMM, "--split", "all", "--images-per-shard", "1"
-    )
-    assert subprocess.run(cli(*clean), capture_output=True).returncode == 0
-    assert store_files(store) == store_files(next((tmp_path / "clean").iterdir()))
 
 
 @pytest.mark.slow

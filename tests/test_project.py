@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mammo_sae import cli
@@ -48,13 +49,16 @@ def test_console_script_lists_commands_and_rejects_unknown(capsys) -> None:
 
 
 def test_every_registered_command_answers_help() -> None:
-    for name, (module, _) in cli.COMMANDS.items():
-        done = subprocess.run(
-            [sys.executable, "-m", module.removesuffix(".__main__"), "--help"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+    """Each ``python -m`` entry point starts and prints its usage (two at a time: each imports torch)."""
+
+    def answer(module: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", module.removesuffix(".__main__"), "--help"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    names = list(cli.COMMANDS)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(answer, [cli.COMMANDS[name][0] for name in names]))
+    for name, done in zip(names, answers, strict=True):
         assert done.returncode == 0, f"{name}: {done.stderr}"
         assert "usage" in done.stdout.lower()
 

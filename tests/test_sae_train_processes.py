@@ -1,14 +1,12 @@
-"""`python -m mammo_sae.train` as real processes: SIGKILL then --resume, and torchrun with two ranks, each
-ending with the weights of one uninterrupted single-process run."""
+"""`python -m mammo_sae.train` under torchrun with two ranks ends with the weights of one single-process run
+(SIGKILL then --resume is in test_kill_resume.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -45,40 +43,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(store, tmp_path: Path) -> None:
-    recipe = [
-        "--batch-size", "64", "--epochs", "20", "--lr", "3e-3", "--l1", "1e-2",
-        "--resample-every", "3", "--dead-window", "5000", "--checkpoint-every", "100", "--log-every", "50",
-    ]  # fmt: skip
-    killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        train_command() + args(store, killed, *recipe),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=ENV,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (killed / "checkpoint.pt").exists() and process.poll() is None:
-        time.sleep(0.01)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert (killed / "checkpoint.pt").exists(), process.stderr.read().decode()
-    assert not (killed / "eval.json").exists(), "the run must have been killed before it finished"
-    resumed = subprocess.run(
-        train_command() + args(store, killed, *recipe, "--resume"), capture_output=True, text=True, env=ENV
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    assert json.loads(resumed.stdout)["steps_this_run"] < json.loads(resumed.stdout)["steps"]
-    clean = subprocess.run(
-        train_command() + args(store, tmp_path / "clean", *recipe), capture_output=True, text=True, env=ENV
-    )
-    assert clean.returncode == 0, clean.stderr
-    assert json.loads(clean.stdout)["resamples"] == json.loads(resumed.stdout)["resamples"] == 6
-    assert_same_weights(killed, tmp_path / "clean", atol=1e-6)
-    assert metric_steps(killed) == metric_steps(tmp_path / "clean")
-    assert not list(killed.glob(".*.tmp"))
 
 
 def test_torchrun_two_ranks_match_one_process(store, tmp_path: Path) -> None:

@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "scale.py"
 
 
@@ -24,9 +22,10 @@ def load_scale():
 
 def test_child_reports_its_own_peak_memory_and_times(tmp_path: Path) -> None:
     (tmp_path / "fake_command.py").write_text(
-        "import json\n"
+        "import json, time\n"
         "def main(argv):\n"
         "    block = b'x' * (64 << 20)  # 64 MiB the command writes to\n"
+        "    time.sleep(0.5)  # held long enough for the RSS sampler to see it\n"
         "    print(json.dumps({'argv': argv, 'size': len(block)}))\n"
         "    return 0\n"
     )
@@ -58,18 +57,3 @@ def test_verdict_flags_memory_that_grows_with_the_data() -> None:
     assert "(flat" in flat and "wall x4.00" in flat and "marginal 1000.0 us/token" in flat
     growing = scale.verdict(run("1x", 1000, 1000.0, 1.0), run("4x", 4000, 1200.0, 4.0))
     assert "NOT FLAT" in growing
-
-
-@pytest.mark.slow
-def test_quick_run_prints_every_command_at_both_sizes(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--keep", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    for command in ("extract", "train", "analyze"):
-        for label in ("1x", "4x", "ratio"):
-            assert f"\n{command} {label} " in done.stdout
-        assert f"\n{command:<8} peak RSS x" in done.stdout
