@@ -19,7 +19,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from mammo_sae.data.dicom.errors import SuspiciousFileError
 from mammo_sae.data.dicom.integrity import PIXEL_DATA
-from mammo_sae.data.dicom.privacy import is_identifying
+from mammo_sae.data.dicom.privacy import is_identifying, top_datasets
 
 #: Names, dates, free text and small private values of a real header take a few kilobytes.
 MAX_HEADER_TEXT_BYTES = 1 << 20
@@ -100,9 +100,7 @@ def check_header_text(ds: Dataset, path: Path) -> None:
 
 def _text_elements(ds: Dataset) -> Iterator[tuple[BaseTag, int]]:
     """(tag, value length) of each element the privacy scrubber would harvest, nested ones included."""
-    datasets: list[Dataset] = [ds]
-    if getattr(ds, "file_meta", None) is not None:
-        datasets.append(ds.file_meta)
+    datasets = top_datasets(ds)
     while datasets:
         dataset = datasets.pop()
         for tag in list(dataset.keys()):

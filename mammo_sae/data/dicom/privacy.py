@@ -30,9 +30,7 @@ def identifying_strings(ds: Dataset) -> frozenset[str]:
     out because they identify nobody.
     """
     found: set[str] = set()
-    datasets: list[Dataset] = [ds]
-    if getattr(ds, "file_meta", None) is not None:
-        datasets.append(ds.file_meta)
+    datasets = top_datasets(ds)
     while datasets:
         dataset = datasets.pop()
         for tag in list(dataset.keys()):
@@ -47,6 +45,12 @@ def identifying_strings(ds: Dataset) -> frozenset[str]:
             elif is_identifying(elem.tag, elem.VR, _value_length(elem.value)):
                 found.update(_strings_of(elem.value, elem.VR))
     return frozenset(s for s in found if len(s) >= _MIN_LENGTH)
+
+
+def top_datasets(ds: Dataset) -> list[Dataset]:
+    """Where a walk over every element starts: the data set and its file meta (nested ones are pushed as
+    their sequences are met)."""
+    return [ds] if getattr(ds, "file_meta", None) is None else [ds, ds.file_meta]
 
 
 def is_identifying(tag: BaseTag, vr: str | None, length: int) -> bool:
