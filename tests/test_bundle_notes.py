@@ -67,3 +67,12 @@ def test_a_save_from_a_stale_form_keeps_the_fields_others_changed(tmp_path: Path
     assert notes.get(4)["note"] == "clustered, fine" and notes.get(4)["category"] == "calcification"
     notes.save(4, "", "unclear", "")
     assert notes.get(4) is None, "without a base the form's values are written as they are"
+
+
+def test_a_labeller_reads_the_notes_once_and_labels_like_label(tmp_path: Path) -> None:
+    notes = LatentNotes(tmp_path, d_sae=8)
+    notes.save(3, "spiculated edge", "mass")
+    label = notes.labeller()
+    assert [label(t) for t in (3, 4)] == [notes.label(3), notes.label(4)] == ["#3 spiculated edge", "#4"]
+    notes.save(4, "marker", "artifact / marker")
+    assert label(4) == "#4" and notes.labeller()(4) == "#4 marker"  # a snapshot of one read

@@ -67,7 +67,7 @@ with st.expander("Latent heatmap", expanded=True):
     elif source == "concept table":
         concept = pick[1].selectbox("Concept", list(bundle.concepts))
         ranked = concept_table(bundle, concept, 1, top=20, notes=notes)
-        labels = [notes.label(int(t)) for t in ranked["latent"]]
+        labels = list(map(notes.labeller(), ranked["latent"].astype(int)))
         latent = int(ranked["latent"].iloc[labels.index(pick[1].selectbox("Class-1 latent", labels))])
     elif source == "number":
         latent = int(

@@ -37,7 +37,7 @@ def intervention_panel() -> None:
     extra = st.multiselect(
         "Also these latents",
         list(range(bundle.d_sae)),
-        format_func=notes.label,
+        format_func=notes.labeller(),
         max_selections=50,
         key="extra-latents",
     )

@@ -42,7 +42,8 @@ for column, task in zip(cols, bundle.tasks, strict=True):
 head = st.selectbox("Explain head", list(bundle.tasks))
 notes = accessors.LatentNotes(bundle.path, bundle.d_sae)
 table = live.contributions(case, head).head(15)
-table["label"] = [notes.label(int(t)) for t in table["latent"]]
+label = notes.labeller()
+table["label"] = [label(int(t)) for t in table["latent"]]
 left, right = st.columns([1, 1])
 with left:
     latent = int(

@@ -13,7 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,10 @@ def _merge(edited: dict[str, str], base: Mapping[str, Any], current: Mapping[str
     }
 
 
+def _label(latent: int, entry: Mapping[str, Any] | None) -> str:
+    return f"#{latent} {entry['name']}" if entry and entry.get("name") else f"#{latent}"
+
+
 class LatentNotes:
     """Names, categories and notes of a bundle's latents."""
 
@@ -90,8 +94,12 @@ class LatentNotes:
 
     def label(self, latent: int) -> str:
         """``#123`` or ``#123 name`` for charts and tables."""
-        entry = self.get(latent)
-        return f"#{latent} {entry['name']}" if entry and entry.get("name") else f"#{latent}"
+        return _label(latent, self.get(latent))
+
+    def labeller(self) -> Callable[[int], str]:
+        """``label`` over one read of the notes file, for lists of thousands of latents."""
+        entries = self.all()
+        return lambda latent: _label(latent, entries.get(int(latent)))
 
     def save(
         self, latent: int, name: str, category: str, note: str = "", *, base: Mapping[str, Any] | None = None

@@ -91,7 +91,8 @@ def contributions_table(
 ) -> pd.DataFrame:
     """A case's largest latent contributions to one head's logit, labelled with latent names."""
     table = bundle.contributions(position, task).head(top).copy()
-    labels = {int(t): (notes.label(int(t)) if notes else f"#{int(t)}") for t in table["latent"]}
+    label = notes.labeller() if notes else (lambda t: f"#{t}")
+    labels = {int(t): label(int(t)) for t in table["latent"]}
     table["label"] = [labels[int(t)] for t in table["latent"]]
     return table
 
