@@ -26,7 +26,7 @@ from mammo_sae.analysis.latent_stats import latent_histograms, latent_summary
 from mammo_sae.analysis.localisation import localise
 from mammo_sae.analysis.metrics import auprc, auroc
 from mammo_sae.analysis.patches import TopPatches, patch_boxes
-from mammo_sae.analysis.peaks import PointingScreen, pointing_tolerances, truth_boxes
+from mammo_sae.analysis.peaks import RELEASE_EVERY, PointingScreen, pointing_tolerances, truth_boxes
 from mammo_sae.analysis.scores import (
     ClassMeans,
     class_aurocs,
@@ -184,7 +184,7 @@ def patch_table(patches: pd.DataFrame, images: pd.DataFrame, grid, frame_size) -
 
 
 def latent_maps(
-    codes: TokenCodes, positions: list[int], latent: int, release_every: int = 256
+    codes: TokenCodes, positions: list[int], latent: int, release_every: int = RELEASE_EVERY
 ) -> list[np.ndarray]:
     """One latent's token maps on the images at ``positions``; memory-mapped codes give their pages back
     every ``release_every`` images, so the pass does not keep the codes of every image with a box."""
