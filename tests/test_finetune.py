@@ -111,3 +111,40 @@ def test_bad_flags_exit_2_with_a_message(phantoms: Path, tmp_path: Path, capsys)
     assert "--epochs must be >= 1" in capsys.readouterr().err
     assert finetune_cli.main(args(phantoms, tmp_path, "--tasks", "mass,density")) == 2
     assert "not label columns" in capsys.readouterr().err
+
+
+def test_tied_token_head_scores_every_token_with_the_classification_head() -> None:
+    from mammo_sae.finetuning.token_heads import TiedTokenHead
+    from mammo_sae.models import Classifier
+
+    torch.manual_seed(0)
+    model = Classifier.create(create_backbone("timm:resnet10t"), {"mass": 1, "calcification": 1}).eval()
+    head = TiedTokenHead(model, ("mass", "calcification"))
+    with torch.no_grad():
+        head.bias.copy_(torch.tensor([0.5, -2.0]))
+    fmap = torch.randn(2, model.backbone.num_features, 5, 3)
+    tokens = head(fmap)
+    assert tokens.shape == (2, 2, 5, 3)
+    for k, task in enumerate(("mass", "calcification")):
+        linear = model.head(task)
+        per_token = fmap.permute(0, 2, 3, 1) @ linear.weight[0] + head.bias[k]
+        torch.testing.assert_close(tokens[:, k], per_token)
+        # the image logit is the token scores' mean, with the head's bias instead of the token bias
+        image = tokens[:, k].mean(dim=(1, 2)) - head.bias[k] + linear.bias[0]
+        torch.testing.assert_close(model.forward_head(fmap)[task][:, 0], image)
+    # the token loss trains the classification head itself; only the token bias is the head's own
+    tokens.sum().backward()
+    assert model.head("mass").weight.grad is not None and model.head("mass").weight.grad.abs().sum() > 0
+    assert list(head.state_dict()) == ["bias"]
+
+
+@pytest.mark.parametrize("box_head", ["separate", "tied"])
+def test_box_supervised_runs_checkpoint_their_token_head(
+    phantoms: Path, tmp_path: Path, box_head: str
+) -> None:
+    extra = ("--epochs", "1", "--box-weight", "1", "--box-head", box_head)
+    assert finetune_cli.main(args(phantoms, tmp_path, *extra)) == 0
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["token_head"]
+    assert (list(state) == ["bias"]) == (box_head == "tied")
+    assert "weight" in state or box_head == "tied"
+    load_classifier(tmp_path / "classifier.safetensors")  # still mean pool + linear, nothing extra saved

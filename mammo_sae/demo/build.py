@@ -56,6 +56,7 @@ class DemoPlan:
     topk: bool
     codes_top_n: int
     box_weight: float
+    box_head: str = "tied"
     mass_rate: float = 0.4
     calcification_rate: float = 0.3
     images_per_shard: int = 32
@@ -200,6 +201,8 @@ def stages(plan: DemoPlan, work: Path, out: Path, workers: int) -> list[Stage]:
                 str(plan.backbone_lr),
                 "--box-weight",
                 str(plan.box_weight),
+                "--box-head",
+                plan.box_head,
                 "--seed",
                 str(plan.seed),
                 "--workers",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from mammo_sae.cli_config import REQUIRED, hw_size, knob
 from mammo_sae.data.preprocess import FRAME_HEIGHT, FRAME_WIDTH
 from mammo_sae.finetuning.data import FinetuneError
+from mammo_sae.finetuning.token_heads import BOX_HEADS
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,12 @@ class FinetuneConfig:
         0.0,
         "weight of an auxiliary per-token loss on the finding boxes (a 1x1 conv on the feature map, not saved); "
         "0 = image labels only, as Mammo-CLIP's classifiers",
+    )
+    box_head: str = knob(
+        "separate",
+        "what scores the tokens for --box-weight: 'separate' (a 1x1 conv of its own) or 'tied' (the "
+        "classification heads themselves, so the classifier's evidence sits on the boxes)",
+        choices=BOX_HEADS,
     )
     validation_fraction: float = knob(0.15, "fraction of training studies held out to pick the best epoch")
     limit: int | None = knob(None, "only the first N training-split images")

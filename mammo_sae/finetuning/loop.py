@@ -31,6 +31,7 @@ from mammo_sae.finetuning.data import (
     make_slices,
     positive_weights,
 )
+from mammo_sae.finetuning.token_heads import token_head as make_token_head
 from mammo_sae.models import Classifier, create_backbone, load_classifier, save_classifier
 from mammo_sae.weightfiles import load_checked, save_checked
 
@@ -148,7 +149,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     if config.box_weight > 0:
         _, gh, gw = feature_shape(model.backbone, model.backbone.default_layer, config.frame_size)
         grid, boxes = (gh, gw), finding_boxes(index, tasks)
-        token_head = torch.nn.Conv2d(model.backbone.num_features, len(tasks), 1).to(device)
+        token_head = make_token_head(config.box_head, model, tasks).to(device)
     model = model.to(device).to(memory_format=torch.channels_last)
     optimizer = _optimizer(model, config, token_head)
     out.mkdir(parents=True, exist_ok=True)
