@@ -135,8 +135,8 @@ def test_shipped_quality_figures_are_remeasured_from_the_shipped_files(heldout: 
 @shipped
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 6 open: the shipped demo misses the mass AUROC, pointing-game and suppress-top-50 targets "
-    "(demo.json lists them); this test passes, and so must lose this mark, once a rebuilt demo meets them",
+    reason="issue 6 open: the shipped demo misses the mass classifier AUROC target (demo.json lists it); this "
+    "test passes, and so must lose this mark, once a rebuilt demo meets it",
 )
 def test_shipped_demo_meets_every_quality_target() -> None:
     assert quality.failures(read_demo_manifest()["quality"]) == []

@@ -57,10 +57,15 @@ class DemoPlan:
     codes_top_n: int
     box_weight: float
     box_head: str = "tied"
+    crop: str | None = None  # crop pre-training size (HxW), or None for whole frames only
+    crop_epochs: int = 0
+    crops_per_image: int = 4
+    crop_batch_size: int = 16
+    crop_lr: float = 3e-3
     mass_rate: float = 0.4
     calcification_rate: float = 0.3
     images_per_shard: int = 32
-    rank_by: str = "peak_auroc"
+    rank_by: str = "peak_deviation"
     sae_resample_every: int = 5
     sae_dead_window: int = 400_000
     train_seed: int = 11
@@ -80,9 +85,9 @@ FULL = DemoPlan(
     lr=3e-3,
     backbone_lr=3e-3,
     expansion=8,
-    l1=5e-3,
-    sae_epochs=20,
-    sae_batch_size=4096,
+    l1=1.5e-2,
+    sae_epochs=30,
+    sae_batch_size=1024,
     tokens_per_image=0.25,
     topk=False,
     codes_top_n=16,
@@ -125,6 +130,37 @@ class Stage:
             self.name.split("-")[0], "analyze"
         )
         return " ".join(["python -m mammo_sae." + module, *self.argv])
+
+
+def finetune_stages(
+    plan: DemoPlan, train_data: Path, work: Path, workers: int, main: Callable[[list[str]], int]
+) -> list[Stage]:
+    """Crop pre-training (when the plan has a crop size), then the whole-frame run that it seeds."""
+
+    def argv(
+        out: Path, epochs: int, batch_size: int, lr: float, backbone_lr: float, extra: list[str]
+    ) -> list[str]:
+        head = ["--data", str(train_data), "--out", str(out), "--backbone", plan.backbone]
+        head += ["--frame-size", plan.frame_size, "--epochs", str(epochs), "--batch-size", str(batch_size)]
+        head += ["--lr", str(lr), "--backbone-lr", str(backbone_lr)]
+        head += ["--box-weight", str(plan.box_weight), "--box-head", plan.box_head, *extra]
+        return [*head, "--seed", str(plan.seed), "--workers", str(workers), "--no-progress"]
+
+    if plan.crop is None:
+        return [
+            Stage(
+                "finetune",
+                argv(work / "finetune", plan.epochs, plan.batch_size, plan.lr, plan.backbone_lr, []),
+                main,
+            )
+        ]
+    crops = ["--crop", plan.crop, "--crops-per-image", str(plan.crops_per_image)]
+    first = argv(
+        work / "finetune-crops", plan.crop_epochs, plan.crop_batch_size, plan.crop_lr, plan.crop_lr, crops
+    )
+    init = ["--init", str(work / "finetune-crops" / "classifier.safetensors")]
+    second = argv(work / "finetune", plan.epochs, plan.batch_size, plan.lr, plan.backbone_lr, init)
+    return [Stage("finetune-crops", first, main), Stage("finetune", second, main)]
 
 
 def stages(plan: DemoPlan, work: Path, out: Path, workers: int) -> list[Stage]:
@@ -180,37 +216,7 @@ def stages(plan: DemoPlan, work: Path, out: Path, workers: int) -> list[Stage]:
             ],
             phantom.main,
         ),
-        Stage(
-            "finetune",
-            [
-                "--data",
-                str(train_data),
-                "--out",
-                str(work / "finetune"),
-                "--backbone",
-                plan.backbone,
-                "--frame-size",
-                plan.frame_size,
-                "--epochs",
-                str(plan.epochs),
-                "--batch-size",
-                str(plan.batch_size),
-                "--lr",
-                str(plan.lr),
-                "--backbone-lr",
-                str(plan.backbone_lr),
-                "--box-weight",
-                str(plan.box_weight),
-                "--box-head",
-                plan.box_head,
-                "--seed",
-                str(plan.seed),
-                "--workers",
-                str(workers),
-                "--no-progress",
-            ],
-            finetune.main,
-        ),
+        *finetune_stages(plan, train_data, work, workers, finetune.main),
         Stage(
             "extract",
             [

@@ -46,6 +46,15 @@ class FinetuneConfig:
         "classification heads themselves, so the classifier's evidence sits on the boxes)",
         choices=BOX_HEADS,
     )
+    crop: tuple[int, int] | None = knob(
+        None,
+        "train on crops of this size instead of whole frames (a pre-training stage for a later whole-frame "
+        "run with --init): some centred near findings, the rest anywhere in the breast, labelled from the boxes",
+        parse=hw_size,
+        metavar="HxW",
+    )
+    crops_per_image: int = knob(4, "crops per training image and epoch (with --crop)")
+    lesion_crop_fraction: float = knob(0.5, "share of crops centred near a finding (with --crop)")
     validation_fraction: float = knob(0.15, "fraction of training studies held out to pick the best epoch")
     limit: int | None = knob(None, "only the first N training-split images")
     cache_gb: float = knob(4.0, "keep decoded frames in memory when they fit in this many GB")
@@ -71,6 +80,18 @@ class FinetuneConfig:
                 raise FinetuneError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.warmup_fraction < 1:
             raise FinetuneError(f"--warmup-fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.crop is not None:
+            if not (self.crop[0] <= self.frame_size[0] and self.crop[1] <= self.frame_size[1]):
+                raise FinetuneError(
+                    f"--crop {self.crop[0]}x{self.crop[1]} must fit in --frame-size "
+                    f"{self.frame_size[0]}x{self.frame_size[1]}"
+                )
+            if self.crops_per_image < 1:
+                raise FinetuneError(f"--crops-per-image must be >= 1, got {self.crops_per_image}")
+            if not 0 <= self.lesion_crop_fraction <= 1:
+                raise FinetuneError(
+                    f"--lesion-crop-fraction must be in [0, 1], got {self.lesion_crop_fraction}"
+                )
         if not 0 < self.validation_fraction < 1:
             raise FinetuneError(f"--validation-fraction must be in (0, 1), got {self.validation_fraction}")
         if not self.box_weight >= 0:

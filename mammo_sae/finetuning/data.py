@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
@@ -22,6 +21,7 @@ from mammo_sae.errors import MammoSaeError
 from mammo_sae.extraction.augment import augment_frame
 from mammo_sae.extraction.images import ImageRecord, load_frame, select_records
 from mammo_sae.extraction.tokens import image_rng
+from mammo_sae.finetuning.crops import box_masks, crop_labels, pick_crop, token_grid_targets
 
 
 class FinetuneError(MammoSaeError):
@@ -99,30 +99,6 @@ def finding_boxes(index: VindrIndex, tasks: tuple[str, ...]) -> dict[str, dict[s
     return out
 
 
-def token_targets(
-    frame_size: tuple[int, int],
-    boxes_frame: dict[str, np.ndarray],
-    tasks: tuple[str, ...],
-    grid: tuple[int, int],
-    augment: tuple[int, str] | None,
-) -> np.ndarray:
-    """[tasks, gh, gw] float32: 1 where a token cell is at least 10% covered by a box of the task, after
-    the same augmentation as the frame (the box masks are warped with the frame's seed)."""
-    targets = np.zeros((len(tasks), *grid), dtype=np.float32)
-    for t, task in enumerate(tasks):
-        boxes = boxes_frame.get(task)
-        if boxes is None or not len(boxes):
-            continue
-        mask = np.zeros(frame_size, dtype=np.uint8)
-        for x0, y0, x1, y1 in np.round(boxes).astype(int):
-            mask[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = 255
-        if augment is not None:
-            mask = augment_frame(mask, *augment)
-        coverage = cv2.resize(mask.astype(np.float32) / 255, (grid[1], grid[0]), interpolation=cv2.INTER_AREA)
-        targets[t] = coverage >= 0.1
-    return targets
-
-
 class FrameCache:
     """uint8 frames (and frame-space boxes) of a list of records, decoded once in worker processes."""
 
@@ -173,8 +149,12 @@ class _Decode(Dataset):
 
 
 class LabelledFrames(Dataset):
-    """(model input (3, H, W), labels [tasks], token targets [tasks, gh, gw] or an empty tensor) per record;
-    augmented per (seed, epoch, image). Token targets exist when ``grid`` is given (box supervision)."""
+    """(model input (3, H, W), labels [tasks], token targets [tasks, gh, gw] or an empty tensor) per item;
+    augmented per (seed, epoch, image). Token targets exist when ``grid`` is given (box supervision).
+
+    With ``crop`` (height, width), each record gives ``crops_per_image`` items: crops picked and labelled
+    from the boxes (:mod:`mammo_sae.finetuning.crops`), with ``grid`` the crop's token grid.
+    """
 
     def __init__(
         self,
@@ -188,7 +168,11 @@ class LabelledFrames(Dataset):
         seed: int = 0,
         grid: tuple[int, int] | None = None,
         boxes: dict[str, dict[str, np.ndarray]] | None = None,
+        crop: tuple[int, int] | None = None,
+        crops_per_image: int = 1,
+        lesion_crop_fraction: float = 0.5,
     ) -> None:
+        assert crop is None or boxes is not None, "crops are labelled from the boxes"
         self.records = [r for r in records if cache is None or r.image_id not in cache.errors]
         self.targets = labels.loc[[r.image_id for r in self.records], list(tasks)].to_numpy(np.float32)
         self.tasks, self.frame_size, self.cache, self.augment, self.seed = (
@@ -199,23 +183,41 @@ class LabelledFrames(Dataset):
             seed,
         )
         self.grid, self.boxes = grid, boxes
+        self.crop, self.crops_per_image, self.lesion_crop_fraction = (
+            crop,
+            crops_per_image,
+            lesion_crop_fraction,
+        )
         self.epoch = 0
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.records) * (self.crops_per_image if self.crop else 1)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        i, crop_number = divmod(i, self.crops_per_image) if self.crop else (i, 0)
         record = self.records[i]
         if self.cache is not None:
             k = self.cache.index[record.image_id]
             frame, boxes = self.cache.frames[k], self.cache.boxes[k]
         else:
-            wanted = None if self.grid is None else (self.boxes or {}).get(record.image_id, {})
+            wanted = None if self.boxes is None else self.boxes.get(record.image_id, {})
             frame, boxes = frame_with_boxes(record, self.frame_size, wanted)
         augment = (self.seed * 100_003 + self.epoch, record.image_id) if self.augment else None
         if augment is not None:
             frame = augment_frame(frame, *augment)
+        labels = self.targets[i]
+        masks = None
+        if self.grid is not None or self.crop is not None:
+            masks = box_masks(self.frame_size, boxes, self.tasks, augment)
+        if self.crop is not None:
+            assert masks is not None
+            rng = image_rng(self.seed * 100_003 + self.epoch, record.image_id, f"crop {crop_number}")
+            y0, x0 = pick_crop(frame, masks, self.crop, self.lesion_crop_fraction, rng)
+            labels = crop_labels(masks, y0, x0, self.crop)
+            window = (slice(y0, y0 + self.crop[0]), slice(x0, x0 + self.crop[1]))
+            frame, masks = frame[window], masks[(slice(None), *window)]
         tokens = torch.zeros(0)
         if self.grid is not None:
-            tokens = torch.from_numpy(token_targets(self.frame_size, boxes, self.tasks, self.grid, augment))
-        return torch.from_numpy(model_input(frame)), torch.from_numpy(self.targets[i]), tokens
+            assert masks is not None
+            tokens = torch.from_numpy(token_grid_targets(masks, self.grid))
+        return torch.from_numpy(model_input(np.ascontiguousarray(frame))), torch.from_numpy(labels), tokens

@@ -51,12 +51,16 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+#: knobs that only act with --crop: a whole-frame run leaves them out of its identity
+CROP_KNOBS = ("crop", "crops_per_image", "lesion_crop_fraction")
+
+
 def run_identity(config: FinetuneConfig) -> str:
-    knobs = {
-        k: v
-        for k, v in asdict(config).items()
-        if k not in ("out", "workers", "device", "resume", "progress", "cache_gb")
-    }
+    """What a checkpoint must match to be resumed: every knob that changes the weights."""
+    ignored = {"out", "workers", "device", "resume", "progress", "cache_gb"}
+    if config.crop is None:
+        ignored.update(CROP_KNOBS)
+    knobs = {k: v for k, v in asdict(config).items() if k not in ignored}
     return sha256_json({"config": knobs, "version": __version__})
 
 
@@ -146,9 +150,13 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     slices = make_slices(index, tasks, config.validation_fraction, config.seed, config.limit)
     model = build_model(config)
     boxes, grid, token_head = None, None, None
+    if config.box_weight > 0 or config.crop is not None:
+        boxes = finding_boxes(index, tasks)
     if config.box_weight > 0:
-        _, gh, gw = feature_shape(model.backbone, model.backbone.default_layer, config.frame_size)
-        grid, boxes = (gh, gw), finding_boxes(index, tasks)
+        _, gh, gw = feature_shape(
+            model.backbone, model.backbone.default_layer, config.crop or config.frame_size
+        )
+        grid = (gh, gw)
         token_head = make_token_head(config.box_head, model, tasks).to(device)
     model = model.to(device).to(memory_format=torch.channels_last)
     optimizer = _optimizer(model, config, token_head)
@@ -179,6 +187,9 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         seed=config.seed,
         grid=grid,
         boxes=boxes,
+        crop=config.crop,
+        crops_per_image=config.crops_per_image,
+        lesion_crop_fraction=config.lesion_crop_fraction,
         **common,
     )
     val_set = LabelledFrames(slices.validation, slices.labels, tasks, config.frame_size, **common)
@@ -193,7 +204,12 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         drop_last=len(train_set) > config.batch_size,
     )
     val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=workers)
-    pos_weight = positive_weights(slices.labels, train_set.records, tasks).to(device)
+    # crops are sampled around findings as often as not, so their classes are near balance already
+    pos_weight = (
+        torch.ones(len(tasks))
+        if config.crop is not None
+        else positive_weights(slices.labels, train_set.records, tasks)
+    ).to(device)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     steps_per_epoch = len(train_loader)
     total, warmup = (
