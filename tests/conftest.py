@@ -25,3 +25,14 @@ def analysis_bundle_path(analysis_setting: Setting) -> Path:
     out = analysis_setting.root / "bundle"
     assert analyze_cli.main(analyze_args(analysis_setting, out)) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def finetune_phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six small phantom studies with both classes of both findings in the training slice."""
+    from mammo_sae.data.phantom import PhantomConfig, generate_dataset
+
+    root = tmp_path_factory.mktemp("finetune") / "phantoms"
+    config = PhantomConfig(studies=6, seed=5, height=256, width=208, test_fraction=0.0, mass_rate=0.5)
+    generate_dataset(root, config, workers=1)
+    return root

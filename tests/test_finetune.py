@@ -19,13 +19,8 @@ from mammo_sae.models import create_backbone, load_classifier
 
 
 @pytest.fixture(scope="module")
-def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mammo_sae.data.phantom import PhantomConfig, generate_dataset
-
-    root = tmp_path_factory.mktemp("finetune") / "phantoms"
-    config = PhantomConfig(studies=6, seed=5, height=256, width=208, test_fraction=0.0, mass_rate=0.5)
-    generate_dataset(root, config, workers=1)
-    return root
+def phantoms(finetune_phantoms: Path) -> Path:
+    return finetune_phantoms
 
 
 def args(data: Path, out: Path, *extra: str) -> list[str]:

@@ -87,13 +87,8 @@ def test_crop_dataset_gives_several_reproducible_crops_per_image(tmp_path: Path,
 
 
 @pytest.fixture(scope="module")
-def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mammo_sae.data.phantom import PhantomConfig, generate_dataset
-
-    root = tmp_path_factory.mktemp("crops") / "phantoms"
-    config = PhantomConfig(studies=6, seed=5, height=256, width=208, test_fraction=0.0, mass_rate=0.5)
-    generate_dataset(root, config, workers=1)
-    return root
+def phantoms(finetune_phantoms: Path) -> Path:
+    return finetune_phantoms
 
 
 def test_a_crop_run_seeds_a_whole_frame_run(phantoms: Path, tmp_path: Path, capsys) -> None:
