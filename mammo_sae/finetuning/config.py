@@ -43,7 +43,7 @@ class FinetuneConfig:
     box_head: str = knob(
         "separate",
         "what scores the tokens for --box-weight: 'separate' (a 1x1 conv of its own) or 'tied' (the "
-        "classification heads themselves, so the classifier's evidence sits on the boxes)",
+        "classification heads themselves, which pulls the classifier's evidence towards the boxes)",
         choices=BOX_HEADS,
     )
     crop: tuple[int, int] | None = knob(

@@ -4,8 +4,8 @@
   backbone's features only; the classification head stays free to read evidence from anywhere.
 - ``tied``: the classification head itself scores every token (``w . f_t`` plus a bias of its own), so the
   boxes teach the head where its evidence may come from. The image logit is the mean of these token
-  scores plus the head's bias, so the classifier's evidence sits on the lesions instead of being spread over
-  the whole feature map, which is what makes latent suppression and localisation meaningful.
+  scores plus the head's bias, so the classifier's evidence is pulled towards the lesions instead of being
+  spread over the whole feature map (``docs/demo.md`` measures how far).
 """
 
 from __future__ import annotations
