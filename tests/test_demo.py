@@ -177,3 +177,21 @@ def test_a_cached_dataset_is_reused_and_a_damaged_one_is_not(heldout: Path, tmp_
     assert not dataset_ready(copy, record), "a dataset with other pixels is regenerated"
     with pytest.raises(DemoError, match="no demo"):
         read_demo_manifest(tmp_path)
+
+
+def test_a_plan_with_crops_pre_trains_then_continues_on_whole_frames(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from mammo_sae.demo.build import QUICK, stages
+
+    plan = replace(QUICK, crop="64x64", crop_epochs=2)
+    by_name = {stage.name: stage.argv for stage in stages(plan, tmp_path / "work", tmp_path / "out", 0)}
+    assert list(by_name)[2:4] == ["finetune-crops", "finetune"]
+    crops, whole = by_name["finetune-crops"], by_name["finetune"]
+    assert crops[crops.index("--crop") + 1] == "64x64" and crops[crops.index("--epochs") + 1] == "2"
+    assert whole[whole.index("--init") + 1] == str(
+        tmp_path / "work" / "finetune-crops" / "classifier.safetensors"
+    )
+    assert "--crop" not in whole
+    plain = [stage.name for stage in stages(QUICK, tmp_path / "work", tmp_path / "out", 0)]
+    assert "finetune-crops" not in plain and "finetune" in plain

@@ -143,3 +143,16 @@ def test_box_supervised_runs_checkpoint_their_token_head(
     assert (list(state) == ["bias"]) == (box_head == "tied")
     assert "weight" in state or box_head == "tied"
     load_classifier(tmp_path / "classifier.safetensors")  # still mean pool + linear, nothing extra saved
+
+
+def test_options_of_a_mode_that_is_off_do_not_change_the_run_identity() -> None:
+    from dataclasses import replace
+
+    from mammo_sae.finetuning.config import FinetuneConfig
+
+    base = FinetuneConfig(data="d", out="o", backbone="timm:resnet10t")
+    same = loop.run_identity(base)
+    assert loop.run_identity(replace(base, crops_per_image=9, box_head="tied", out="elsewhere")) == same
+    assert loop.run_identity(replace(base, crop=(64, 64))) != same
+    boxed = replace(base, box_weight=1.0)
+    assert loop.run_identity(replace(boxed, box_head="tied")) != loop.run_identity(boxed)

@@ -92,8 +92,7 @@ def contributions_table(
     """A case's largest latent contributions to one head's logit, labelled with latent names."""
     table = bundle.contributions(position, task).head(top).copy()
     label = notes.labeller() if notes else (lambda t: f"#{t}")
-    labels = {int(t): label(int(t)) for t in table["latent"]}
-    table["label"] = [labels[int(t)] for t in table["latent"]]
+    table["label"] = [label(int(t)) for t in table["latent"]]
     return table
 
 

@@ -37,7 +37,7 @@ class FinetuneConfig:
     augment: bool = knob(True, "flip / affine / elastic augmentation of training frames")
     box_weight: float = knob(
         0.0,
-        "weight of an auxiliary per-token loss on the finding boxes (a 1x1 conv on the feature map, not saved); "
+        "weight of an auxiliary per-token loss on the finding boxes (tokens scored as --box-head says); "
         "0 = image labels only, as Mammo-CLIP's classifiers",
     )
     box_head: str = knob(

@@ -51,15 +51,20 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-#: knobs that only act with --crop: a whole-frame run leaves them out of its identity
-CROP_KNOBS = ("crop", "crops_per_image", "lesion_crop_fraction")
+def inert_knobs(config: FinetuneConfig) -> set[str]:
+    """Knobs that cannot change this run's weights: where and how it runs, and options of a mode that is off
+    (so adding such options later does not orphan the checkpoints of runs that never used them)."""
+    inert = {"out", "workers", "device", "resume", "progress", "cache_gb"}
+    if config.crop is None:
+        inert |= {"crop", "crops_per_image", "lesion_crop_fraction"}
+    if config.box_weight == 0:
+        inert.add("box_head")
+    return inert
 
 
 def run_identity(config: FinetuneConfig) -> str:
     """What a checkpoint must match to be resumed: every knob that changes the weights."""
-    ignored = {"out", "workers", "device", "resume", "progress", "cache_gb"}
-    if config.crop is None:
-        ignored.update(CROP_KNOBS)
+    ignored = inert_knobs(config)
     knobs = {k: v for k, v in asdict(config).items() if k not in ignored}
     return sha256_json({"config": knobs, "version": __version__})
 
