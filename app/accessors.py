@@ -116,7 +116,7 @@ def is_demo(bundle: Bundle) -> bool:
 @st.cache_resource(show_spinner=False, max_entries=2)
 def _demo_root(_stamp: float) -> Path:
     with st.status(
-        "First start: generating the demo's synthetic phantoms (about 15 s)…", expanded=True
+        "First start: generating the demo's synthetic phantoms (about 20 s)…", expanded=True
     ) as status:
         root = ensure_demo_dataset(progress=status.write)
         status.update(label="Demo phantoms ready", state="complete", expanded=False)

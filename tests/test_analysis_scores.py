@@ -14,6 +14,7 @@ from mammo_sae.analysis.scores import (
     RANK_BY,
     ClassMeans,
     class_aurocs,
+    describe_ranking,
     rank_latents,
     ranking_table,
     with_aurocs,
@@ -257,3 +258,17 @@ def test_ranking_by_a_score_the_table_lacks_says_to_rerun() -> None:
     means.update(np.ones((2, 2)), pd.DataFrame({"mass": [0, 1]}))
     with pytest.raises(CodesError, match="rerun analyze"):
         rank_latents(means.table(), "mass", 1, rank_by="peak_auroc")
+
+
+def test_every_ranking_mode_is_described_by_what_it_sorts_on() -> None:
+    texts = {mode: describe_ranking(mode, 1) for mode in RANK_BY}
+    assert len(set(texts.values())) == len(RANK_BY)
+    assert (
+        texts["deviation"]
+        == "the class-1 average of each latent's per-image mean activation minus its all-image average"
+    )
+    assert "per-image peak activation minus" in texts["peak_deviation"]
+    assert "minus" not in texts["peak"] and "minus" not in texts["mean"]
+    assert texts["peak_auroc"].startswith("the AUROC") and "class-0" in describe_ranking("auroc", 0)
+    with pytest.raises(CodesError, match="rank_by must be one of"):
+        describe_ranking("median", 1)

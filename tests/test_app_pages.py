@@ -107,6 +107,14 @@ def test_an_intervention_moves_the_probability_by_what_the_library_computes(
     assert any(abs(expected["change"]) > 1e-4), "the fixture's heads react to suppressing latents"
 
 
+def test_the_concept_table_says_which_score_ranked_it(monkeypatch, bundle_copy: Path) -> None:
+    from mammo_sae.analysis.scores import describe_ranking
+
+    app = start(monkeypatch, bundle_copy, "concepts")
+    wanted = describe_ranking(Bundle.open(bundle_copy).rank_by, 1)
+    assert any(wanted in c.value for c in app.caption), [c.value for c in app.caption]
+
+
 def test_naming_a_latent_persists_in_the_bundle(monkeypatch, bundle_copy: Path) -> None:
     app = start(monkeypatch, bundle_copy, "concepts")
     latent = int(next(n for n in app.number_input if n.label == "Latent").value)

@@ -30,7 +30,7 @@ from dicom_fixtures import identifying_tags, leaked
 from mammo_sae.bundle import Bundle
 from mammo_sae.bundle.cases import hanging_views, study_table, view_probabilities
 from mammo_sae.bundle.queries import case_intervention, intervention_scale
-from mammo_sae.data.dicom import read_mammogram, write_mammogram
+from mammo_sae.data.dicom import DicomEncoding, read_mammogram, write_mammogram
 from mammo_sae.demo import DEMO_DIR, demo_bundle_dir, ensure_demo_dataset
 
 CHROMIUM = "/usr/bin/chromium"
@@ -206,8 +206,16 @@ def test_uploads_good_bad_and_identifying(server: str, browser, demo_cache: Path
     root = ensure_demo_dataset(cache=demo_cache)
     phantom = next((root / "images").rglob("*.dicom"))
     identifying = tmp_path / "identifying.dcm"
-    stored = read_mammogram(phantom).stored
-    write_mammogram(identifying, stored, laterality="L", view="CC", tags=identifying_tags())
+    source = read_mammogram(phantom)
+    display = DicomEncoding(  # the phantom's own display attributes: a MONOCHROME1 file stays inverted
+        photometric=source.photometric,
+        bits_stored=source.bits_stored,
+        windows=tuple(source.window_presets),
+        voi_lut_function=None if source.voi_lut_function == "LINEAR" else source.voi_lut_function,
+    )
+    write_mammogram(
+        identifying, source.stored, laterality="L", view="CC", encoding=display, tags=identifying_tags()
+    )
     bad = tmp_path / "bad.dcm"
     bad.write_bytes(b"not a dicom at all" * 50)
 
@@ -221,12 +229,12 @@ def test_uploads_good_bad_and_identifying(server: str, browser, demo_cache: Path
     upload.set_input_files(str(identifying))
     settle(page)
     page.wait_for_selector("[data-testid=stMetricValue]", timeout=120_000)
+    shoot(page, "upload")  # before opening the metadata, which scrolls the page down to it
     page.get_by_text("Metadata (allow-listed)").click()
     page.wait_for_timeout(500)
     content = page.content()
     assert leaked(content) == [], f"identifying values reached the page: {leaked(content)}"
     assert "mass probability" in content
-    shoot(page, "upload")
     page.close()
 
 

@@ -62,10 +62,11 @@ def test_bad_tasks_and_single_class_slices_are_refused(phantoms: Path) -> None:
         make_slices(index, ("mass",), 0.2, 0, 2)
 
 
+@pytest.mark.parametrize("ema", ["0", "0.9"])
 def test_finetune_saves_the_best_epoch_and_resumes_to_the_same_weights(
-    phantoms: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    phantoms: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, ema: str
 ) -> None:
-    assert finetune_cli.main(args(phantoms, tmp_path / "whole")) == 0
+    assert finetune_cli.main(args(phantoms, tmp_path / "whole", "--ema-decay", ema)) == 0
     summary = json.loads(capsys.readouterr().out)
     classifier = load_classifier(tmp_path / "whole" / "classifier.safetensors")
     assert set(classifier.tasks) == {"mass", "calcification"}
@@ -85,13 +86,28 @@ def test_finetune_saves_the_best_epoch_and_resumes_to_the_same_weights(
 
     monkeypatch.setattr(loop, "evaluate", killed_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        finetune_cli.main(args(phantoms, tmp_path / "resumed"))
+        finetune_cli.main(args(phantoms, tmp_path / "resumed", "--ema-decay", ema))
     monkeypatch.setattr(loop, "evaluate", real_evaluate)
-    assert finetune_cli.main(args(phantoms, tmp_path / "resumed")) == 0
-    whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["model"]
-    resumed = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["model"]
-    for key, value in whole.items():
-        assert torch.equal(value, resumed[key]), key
+    assert finetune_cli.main(args(phantoms, tmp_path / "resumed", "--ema-decay", ema)) == 0
+    whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    for part in ("model", "ema") if ema != "0" else ("model",):
+        for key, value in whole[part].items():
+            assert torch.equal(value, resumed[part][key]), (part, key)
+
+
+def test_an_ema_run_validates_and_saves_the_averaged_weights(phantoms: Path, tmp_path: Path) -> None:
+    assert finetune_cli.main(args(phantoms, tmp_path, "--ema-decay", "0.5", "--epochs", "1")) == 0
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    saved = load_classifier(tmp_path / "classifier.safetensors").state_dict()
+    averaged = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+    assert int(state["ema"]["n_averaged"]) > 1
+    assert set(saved) == set(averaged)
+    for key, value in saved.items():  # stored as float16 or float32, so compare at that precision
+        torch.testing.assert_close(value.float(), averaged[key].float().to(value.dtype).float())
+    raw = state["model"]
+    moved = [k for k in saved if saved[k].is_floating_point() and not torch.equal(raw[k], averaged[k])]
+    assert moved, "an average over several steps differs from the last step's weights"
 
 
 def test_linear_probe_leaves_the_backbone_untouched(phantoms: Path, tmp_path: Path) -> None:
@@ -106,6 +122,8 @@ def test_bad_flags_exit_2_with_a_message(phantoms: Path, tmp_path: Path, capsys)
     assert "--epochs must be >= 1" in capsys.readouterr().err
     assert finetune_cli.main(args(phantoms, tmp_path, "--tasks", "mass,density")) == 2
     assert "not label columns" in capsys.readouterr().err
+    assert finetune_cli.main(args(phantoms, tmp_path, "--ema-decay", "1")) == 2
+    assert "--ema-decay must be in [0, 1)" in capsys.readouterr().err
 
 
 def test_tied_token_head_scores_every_token_with_the_classification_head() -> None:
@@ -154,5 +172,6 @@ def test_options_of_a_mode_that_is_off_do_not_change_the_run_identity() -> None:
     same = loop.run_identity(base)
     assert loop.run_identity(replace(base, crops_per_image=9, box_head="tied", out="elsewhere")) == same
     assert loop.run_identity(replace(base, crop=(64, 64))) != same
+    assert loop.run_identity(replace(base, ema_decay=0.99)) != same
     boxed = replace(base, box_weight=1.0)
     assert loop.run_identity(replace(boxed, box_head="tied")) != loop.run_identity(boxed)

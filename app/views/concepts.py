@@ -7,6 +7,7 @@ import accessors
 import altair as alt
 import streamlit as st
 
+from mammo_sae.analysis.scores import describe_ranking
 from mammo_sae.bundle.queries import concept_table, latent_by_label, latent_effects, latent_histogram
 from mammo_sae.overlays import patch_crop
 
@@ -23,8 +24,8 @@ cls = right.radio(
 )
 table = concept_table(bundle, concept, cls, top=50, notes=notes)
 st.caption(
-    f"Ranked by class-{cls} mean activation minus the all-image mean on the "
-    f"{bundle.manifest['splits']['score']} split; localisation against the {concept} boxes of the analysed split."
+    f"Ranked by {describe_ranking(bundle.rank_by, cls)}, on the {bundle.manifest['splits']['score']} split; "
+    f"localisation against the {concept} boxes of the analysed split."
 )
 selection = st.dataframe(
     table,

@@ -168,6 +168,19 @@ class ClassMeans:
         )
 
 
+def describe_ranking(rank_by: str, cls: int) -> str:
+    """What orders a class's latents under ``rank_by``, in words for a reader of the table."""
+    _score_column(rank_by)  # refuses an unknown mode
+    statistic = "peak" if rank_by.startswith("peak") else "mean"
+    if rank_by.endswith("auroc"):
+        return (
+            f"the AUROC with which each latent's per-image {statistic} activation picks out class-{cls} images "
+            f"(ties by the class-{cls} {statistic} minus the all-image {statistic})"
+        )
+    described = f"the class-{cls} average of each latent's per-image {statistic} activation"
+    return described + (" minus its all-image average" if rank_by.endswith("deviation") else "")
+
+
 def _score_column(rank_by: str) -> str:
     if rank_by not in RANK_BY:
         raise CodesError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}")

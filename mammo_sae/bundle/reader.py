@@ -79,6 +79,11 @@ class Bundle:
         return tuple(self.manifest["grid"])  # type: ignore[return-value]
 
     @property
+    def rank_by(self) -> str:
+        """The score that ordered the latents (bundles from before the choice existed used the paper's)."""
+        return str(self.manifest["config"].get("rank_by", "deviation"))
+
+    @property
     def d_sae(self) -> int:
         return int(self.manifest["sae"]["d_sae"])
 

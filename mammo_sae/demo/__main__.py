@@ -1,9 +1,10 @@
 """`python -m mammo_sae.demo`: build the shipped demo (phantoms -> classifier -> SAE -> analysis bundle).
 
-    python -m mammo_sae.demo [--out weights/demo] [--work build/demo] [--quick]
+    python -m mammo_sae.demo [--out weights/demo] [--work build/demo] [--quick] [--rebuild STAGE]
 
 Synthetic phantoms only; every quality figure is measured on held-out phantoms and recorded in
-OUT/demo.json. Rerunning continues an interrupted build. Research use only.
+OUT/demo.json. Rerunning continues an interrupted build; ``--rebuild STAGE`` discards that stage and every
+later one, then runs them again. Research use only.
 """
 
 from __future__ import annotations
@@ -15,6 +16,18 @@ from pathlib import Path
 
 from mammo_sae.cli_config import os_error_message
 from mammo_sae.errors import MammoSaeError
+
+# every stage a plan can have, in build order (a plan without crops or a TopK SAE skips those)
+STAGE_NAMES = (
+    "phantom-train",
+    "phantom-heldout",
+    "finetune-crops",
+    "finetune",
+    "extract",
+    "train-relu",
+    "train-topk",
+    "analyze",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers", type=int, default=2, help="processes for phantom rendering and data loading"
     )
+    parser.add_argument(
+        "--rebuild",
+        metavar="STAGE",
+        choices=STAGE_NAMES,
+        help="redo STAGE and every later one from scratch, for a work folder built with other settings "
+        f"(one of: {', '.join(STAGE_NAMES)}); without it, finished stages are kept and a stage whose "
+        "settings changed stops the build",
+    )
     return parser
 
 
@@ -52,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.out),
             Path(args.work),
             workers=args.workers,
+            rebuild=args.rebuild,
             say=lambda line: print(line, file=sys.stderr, flush=True),
         )
     except MammoSaeError as error:

@@ -28,6 +28,7 @@ from mammo_sae.data.phantom import GENERATOR_VERSION, load_manifest
 from mammo_sae.demo import quality
 from mammo_sae.demo.dataset import DEMO_MANIFEST, DemoError
 from mammo_sae.models import load_classifier, save_classifier
+from mammo_sae.precision import cpu_has_native_bf16
 from mammo_sae.sae import load_sae, save_sae
 
 # The phantom generator's calcification confounder: burned-in markers on half of the positive images.
@@ -57,6 +58,7 @@ class DemoPlan:
     codes_top_n: int
     box_weight: float
     box_head: str = "tied"
+    ema_decay: float = 0.0  # weight EMA of the fine-tune (0 = raw weights)
     crop: str | None = None  # crop pre-training size (HxW), or None for whole frames only
     crop_epochs: int = 0
     crops_per_image: int = 4
@@ -75,12 +77,12 @@ class DemoPlan:
 
 FULL = DemoPlan(
     name="full",
-    train_studies=170,
-    heldout_studies=40,
+    train_studies=340,
+    heldout_studies=80,
     image_size="896x720",
     frame_size="640x384",
     backbone="timm:regnetx_002@os16",
-    epochs=20,
+    epochs=12,
     batch_size=8,
     lr=3e-3,
     backbone_lr=3e-3,
@@ -88,10 +90,11 @@ FULL = DemoPlan(
     l1=1.5e-2,
     sae_epochs=30,
     sae_batch_size=1024,
-    tokens_per_image=0.25,
+    tokens_per_image=0.125,
     topk=False,
     codes_top_n=16,
     box_weight=1.0,
+    ema_decay=0.995,
 )
 QUICK = DemoPlan(
     name="quick",
@@ -118,11 +121,26 @@ QUICK = DemoPlan(
 )
 
 
+def build_machine() -> dict[str, Any]:
+    """The CPU the build trained on: with native bf16 the fine-tune runs under bf16 autocast, which changes
+    the weights it gives."""
+    return {
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
+    }
+
+
 @dataclass
 class Stage:
     name: str
     argv: list[str]
     main: Callable[[list[str]], int]
+
+    @property
+    def output(self) -> Path:
+        """The folder this stage writes (its ``--out``)."""
+        return Path(self.argv[self.argv.index("--out") + 1])
 
     @property
     def command(self) -> str:
@@ -143,7 +161,8 @@ def finetune_stages(
         head = ["--data", str(train_data), "--out", str(out), "--backbone", plan.backbone]
         head += ["--frame-size", plan.frame_size, "--epochs", str(epochs), "--batch-size", str(batch_size)]
         head += ["--lr", str(lr), "--backbone-lr", str(backbone_lr)]
-        head += ["--box-weight", str(plan.box_weight), "--box-head", plan.box_head, *extra]
+        head += ["--box-weight", str(plan.box_weight), "--box-head", plan.box_head]
+        head += ["--ema-decay", str(plan.ema_decay), *extra]
         return [*head, "--seed", str(plan.seed), "--workers", str(workers), "--no-progress"]
 
     if plan.crop is None:
@@ -352,10 +371,37 @@ def _dataset_record(root: Path) -> dict[str, Any]:
     }
 
 
+def discard_from(
+    planned: list[Stage], first: str, work: Path, timings: dict[str, Any], say: Callable[[str], None]
+) -> None:
+    """Make stage ``first`` and every later one start over: their work folders are deleted and their
+    timings dropped. The analysis bundle is shipped, not a work folder: ``analyze --overwrite`` replaces it,
+    and the old bundle stays whole until the new one is assembled."""
+    names = [stage.name for stage in planned]
+    if first not in names:
+        raise DemoError(f"--rebuild {first}: this plan's stages are {', '.join(names)}")
+    for stage in planned[names.index(first) :]:
+        timings.pop(stage.name, None)
+        if stage.name == "analyze":
+            stage.argv.append("--overwrite")
+            continue
+        assert stage.output.resolve().is_relative_to(work.resolve()), "only work folders are deleted"
+        if stage.output.exists():
+            say(f"[demo] --rebuild {first}: deleting {stage.output}")
+            shutil.rmtree(stage.output)
+
+
 def build(
-    plan: DemoPlan, out: Path, work: Path, *, workers: int = 0, say: Callable[[str], None] = print
+    plan: DemoPlan,
+    out: Path,
+    work: Path,
+    *,
+    workers: int = 0,
+    rebuild: str | None = None,
+    say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run every stage and write ``out/demo.json``; returns it."""
+    """Run every stage and write ``out/demo.json``; returns it. ``rebuild`` names the first stage to redo
+    from scratch (with every later one), for a work folder built with other settings."""
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     logs = work / "logs"
@@ -363,7 +409,11 @@ def build(
     # seconds spent per stage, summed over interrupted and resumed runs of this work folder
     timings_path = logs / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
-    for stage in stages(plan, work, out, workers):
+    planned = stages(plan, work, out, workers)
+    if rebuild is not None:
+        discard_from(planned, rebuild, work, timings, say)
+        atomic_write_text(timings_path, json.dumps(timings, indent=1))
+    for stage in planned:
         if stage.name.startswith("train"):
             stage.argv[stage.argv.index("STORE")] = _store_of(work)
         result = _run(stage, logs, say)
@@ -394,6 +444,7 @@ def build(
             "heldout": _dataset_record(work / "phantoms-heldout"),
         },
         "stages": timings,
+        "machine": build_machine(),
         "build_seconds": round(sum(t["seconds"] for t in timings.values()), 1),
         "this_run_seconds": round(time.perf_counter() - started, 1),
         "quality": figures,

@@ -35,6 +35,11 @@ class FinetuneConfig:
     weight_decay: float = knob(1e-4, "AdamW weight decay")
     warmup_fraction: float = knob(0.05, "fraction of all steps spent warming the learning rate up linearly")
     augment: bool = knob(True, "flip / affine / elastic augmentation of training frames")
+    ema_decay: float = knob(
+        0.0,
+        "validate and save an exponential moving average of the weights (BatchNorm statistics included) "
+        "updated after every step with this decay, e.g. 0.995; 0 = the raw weights",
+    )
     box_weight: float = knob(
         0.0,
         "weight of an auxiliary per-token loss on the finding boxes (tokens scored as --box-head says); "
@@ -60,7 +65,9 @@ class FinetuneConfig:
     cache_gb: float = knob(4.0, "keep decoded frames in memory when they fit in this many GB")
     workers: int = knob(2, "DataLoader processes")
     device: str = knob("cpu", "where to train", choices=("cpu", "cuda"))
-    amp: bool = knob(True, "mixed precision on CUDA (ignored on the CPU)")
+    amp: bool = knob(
+        True, "mixed precision: fp16 on CUDA, bf16 on CPUs with AVX512-BF16 or AMX (fp32 on other CPUs)"
+    )
     seed: int = knob(0, "seed of initialisation, slicing, shuffling and augmentation")
     resume: bool = knob(True, "continue from out/checkpoint.pt when it holds the same run")
     progress: bool = knob(True, "show a progress bar")
@@ -94,6 +101,8 @@ class FinetuneConfig:
                 )
         if not 0 < self.validation_fraction < 1:
             raise FinetuneError(f"--validation-fraction must be in (0, 1), got {self.validation_fraction}")
+        if not 0 <= self.ema_decay < 1:
+            raise FinetuneError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if not self.box_weight >= 0:
             raise FinetuneError(f"--box-weight must be >= 0, got {self.box_weight}")
         if self.workers < 0:

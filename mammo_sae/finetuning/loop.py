@@ -1,5 +1,6 @@
-"""The fine-tuning loop: class-weighted BCE, AdamW with warm-up + cosine, AMP on CUDA, validation AUROC
-each epoch, best checkpoint kept, resumable from ``checkpoint.pt`` (written atomically every epoch)."""
+"""The fine-tuning loop: class-weighted BCE, AdamW with warm-up + cosine, mixed precision, optional weight
+EMA, validation AUROC each epoch, best checkpoint kept, resumable from ``checkpoint.pt`` (written atomically
+every epoch)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -33,6 +35,7 @@ from mammo_sae.finetuning.data import (
 )
 from mammo_sae.finetuning.token_heads import token_head as make_token_head
 from mammo_sae.models import Classifier, create_backbone, load_classifier, save_classifier
+from mammo_sae.precision import autocast, autocast_dtype
 from mammo_sae.weightfiles import load_checked, save_checked
 
 CHECKPOINT, CLASSIFIER, METRICS, VALIDATION = (
@@ -59,6 +62,8 @@ def inert_knobs(config: FinetuneConfig) -> set[str]:
         inert |= {"crop", "crops_per_image", "lesion_crop_fraction"}
     if config.box_weight == 0:
         inert.add("box_head")
+    if config.ema_decay == 0:
+        inert.add("ema_decay")
     return inert
 
 
@@ -131,6 +136,13 @@ def balanced_token_loss(logits_bkhw: torch.Tensor, targets_bkhw: torch.Tensor) -
     return 0.5 * (positive_part + negative_part)
 
 
+def weight_average(model: Classifier, decay: float) -> AveragedModel | None:
+    """An EMA copy of ``model`` (buffers averaged too, so BatchNorm statistics match), or None for decay 0."""
+    if decay == 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def _optimizer(
     model: Classifier, config: FinetuneConfig, token_head: torch.nn.Module | None
 ) -> torch.optim.AdamW:
@@ -165,6 +177,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         token_head = make_token_head(config.box_head, model, tasks).to(device)
     model = model.to(device).to(memory_format=torch.channels_last)
     optimizer = _optimizer(model, config, token_head)
+    ema = weight_average(model, config.ema_decay)
     out.mkdir(parents=True, exist_ok=True)
     identity = run_identity(config)
     state = _resume_state(out / CHECKPOINT, identity) if config.resume else None
@@ -173,6 +186,8 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         if token_head is not None:
             token_head.load_state_dict(state["token_head"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         _drop_metrics_after(out / METRICS, state["epoch"])
     elif (out / METRICS).exists():
         (out / METRICS).unlink()  # a fresh run starts a fresh log
@@ -221,8 +236,8 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         steps_per_epoch * config.epochs,
         max(1, int(config.warmup_fraction * steps_per_epoch * config.epochs)),
     )
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp_dtype = autocast_dtype(device, config.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     first_epoch = state["epoch"] + 1 if state else 0
     best = state["best"] if state else {"selection": -math.inf, "epoch": None}
@@ -243,7 +258,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
             for pixels, targets, token_targets in bar:
                 for group in optimizer.param_groups:
                     group["lr"] = group["base_lr"] * lr_factor(step, total, warmup)
-                with torch.autocast(device.type, enabled=use_amp):
+                with autocast(device, amp_dtype):
                     fmap = model.forward_features(pixels.to(device, memory_format=torch.channels_last))
                     out_logits = model.forward_head(fmap)
                     logits = torch.cat([out_logits[t] for t in tasks], dim=1)
@@ -257,16 +272,19 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
+                if ema is not None:
+                    ema.update_parameters(model)
                 losses.append(float(loss.detach()))
                 step += 1
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        validation = evaluate(model, val_loader, tasks, device)
+        judged = model if ema is None else ema.module  # the weights that are validated and saved
+        validation = evaluate(judged, val_loader, tasks, device)
         record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), **validation}
         with open(out / METRICS, "a") as log:
             log.write(json.dumps(record) + "\n")
         if validation["selection"] > best["selection"]:
             best = {"selection": validation["selection"], "epoch": epoch, "validation": validation}
-            save_classifier(model.eval(), out / CLASSIFIER)
+            save_classifier(judged.eval(), out / CLASSIFIER)
             atomic_write_text(
                 out / VALIDATION, json.dumps(best | {"config": asdict(config)}, indent=1) + "\n"
             )
@@ -278,6 +296,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "token_head": token_head.state_dict() if token_head is not None else None,
+                "ema": ema.state_dict() if ema is not None else None,
             },
             out / CHECKPOINT,
         )
