@@ -82,9 +82,8 @@ def test_shipped_demo_is_within_budget_and_labelled_synthetic() -> None:
     assert not list(DEMO_DIR.rglob("*.dicom")) and not list(DEMO_DIR.rglob("*.png.dicom"))
     manifest = read_demo_manifest()
     assert manifest["synthetic"] and manifest["missed_targets"] == quality.failures(manifest["quality"])
-    assert {"torch", "cpu_threads", "cpu_native_bf16"} <= set(
-        manifest["machine"]
-    )  # what the weights came from
+    machine = set(manifest["machine"])  # what the weights came from
+    assert {"torch", "cpu_threads", "cpu_native_bf16"} <= machine
     bundle = Bundle.open(demo_bundle_dir())
     assert bundle.synthetic and "SYNTHETIC PHANTOM DATA" in bundle.report_text()
 
