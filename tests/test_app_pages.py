@@ -115,6 +115,18 @@ def test_the_concept_table_says_which_score_ranked_it(monkeypatch, bundle_copy: 
     assert any(wanted in c.value for c in app.caption), [c.value for c in app.caption]
 
 
+def test_an_unknown_ranking_score_in_the_manifest_is_named_not_raised(
+    monkeypatch, bundle_copy: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(bundle_copy.parent, tmp_path / "copy")
+    bundle = tmp_path / "copy" / "bundle"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["config"]["rank_by"] = "median"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    app = start(monkeypatch, bundle, "concepts")
+    assert any("not recognised" in c.value and "'median'" in c.value for c in app.caption)
+
+
 def test_naming_a_latent_persists_in_the_bundle(monkeypatch, bundle_copy: Path) -> None:
     app = start(monkeypatch, bundle_copy, "concepts")
     latent = int(next(n for n in app.number_input if n.label == "Latent").value)

@@ -23,8 +23,12 @@ cls = right.radio(
     "Class", [1, 0], horizontal=True, format_func=lambda c: f"class {c} ({'positive' if c else 'negative'})"
 )
 table = concept_table(bundle, concept, cls, top=50, notes=notes)
+try:
+    ranked_by = f"Ranked by {describe_ranking(bundle.rank_by, cls)}"
+except accessors.MammoSaeError as error:  # a hand-edited manifest: say so, the table itself is intact
+    ranked_by = f"Ranking score not recognised in this bundle's manifest ({error})"
 st.caption(
-    f"Ranked by {describe_ranking(bundle.rank_by, cls)}, on the {bundle.manifest['splits']['score']} split; "
+    f"{ranked_by}, on the {bundle.manifest['splits']['score']} split; "
     f"localisation against the {concept} boxes of the analysed split."
 )
 selection = st.dataframe(
