@@ -20,11 +20,11 @@ from mammo_sae.bundle.notes import CATEGORIES, LatentNotes
 from mammo_sae.bundle.notes import EMPTY_ENTRY as EMPTY_NOTE
 from mammo_sae.bundle.roots import BundlePathError, bundle_roots, resolve_bundle_path
 from mammo_sae.bundle.viewer import ViewOptions, render_live, render_view
+from mammo_sae.core.errors import MammoSaeError
 from mammo_sae.data.dicom import MammogramDicom, display_image, read_mammogram
 from mammo_sae.data.phantom import is_phantom_dataset
 from mammo_sae.data.vindr import VindrIndex
 from mammo_sae.demo import DEMO_DIR, cache_dir, demo_bundle_dir, ensure_demo_dataset
-from mammo_sae.errors import MammoSaeError
 from mammo_sae.render import DEFAULT_COLOUR, FINDING_COLOURS, draw_boxes, fit_height
 
 __all__ = [

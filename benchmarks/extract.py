@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from model_fixtures import lukemelas_state, reference_encoder, released_checkpoint, save
 
+from mammo_sae.core.distributed import DistContext
 from mammo_sae.data.phantom import PhantomConfig, generate_dataset
 from mammo_sae.data.vindr import VindrIndex
-from mammo_sae.distributed import DistContext
 from mammo_sae.extraction.images import FrameDataset, select_records
 from mammo_sae.extraction.run import ExtractConfig, run_extraction
 from mammo_sae.models import create_backbone

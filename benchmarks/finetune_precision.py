@@ -4,7 +4,7 @@ One step is what ``mammo_sae.finetune`` does per batch (forward through backbone
 token scores, both losses, backward, AdamW), on random frames, channels-last. The two precisions are
 timed in interleaved rounds, so both see the same machine; the table gives the median step time of each
 and the median of the per-round ratios. bf16 pays only on CPUs that compute it natively
-(``mammo_sae.precision.cpu_has_native_bf16``); elsewhere the finetune command stays in fp32.
+(``mammo_sae.core.precision.cpu_has_native_bf16``); elsewhere the finetune command stays in fp32.
 
     python benchmarks/finetune_precision.py [--backbone timm:regnetx_002@os16] [--frame 640x384]
         [--batch 8] [--rounds 5]
@@ -18,10 +18,10 @@ import time
 
 import torch
 
+from mammo_sae.core.precision import autocast, cpu_has_native_bf16
 from mammo_sae.data.phantom.config import parse_size
 from mammo_sae.finetuning.token_heads import token_head
 from mammo_sae.models import Classifier, create_backbone
-from mammo_sae.precision import autocast, cpu_has_native_bf16
 
 TASKS = ("mass", "calcification")
 

@@ -1,6 +1,6 @@
 """mammo-sae: sparse-autoencoder concept neurons for mammography models. Research use only."""
 
-from mammo_sae.errors import MammoSaeError
+from mammo_sae.core.errors import MammoSaeError
 
 __version__ = "0.1.0"
 RESEARCH_USE_NOTICE = "Research use only - not for diagnosis."

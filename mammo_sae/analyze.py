@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mammo_sae.cli_config import add_config_arguments, run_config_command
+from mammo_sae.core.config_cli import add_config_arguments, run_config_command
 
 
 def build_parser() -> argparse.ArgumentParser:

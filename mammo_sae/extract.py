@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mammo_sae.cli_config import add_config_arguments, config_from_args
-from mammo_sae.distributed import run_command
-from mammo_sae.extraction.run import ExtractConfig, run_extraction
+from mammo_sae.core.config_cli import add_config_arguments, config_from_args
+from mammo_sae.core.distributed import run_command
+from mammo_sae.extraction.config import ExtractConfig
+from mammo_sae.extraction.run import run_extraction
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mammo_sae.cli_config import add_config_arguments, run_config_command
+from mammo_sae.core.config_cli import add_config_arguments, run_config_command
 from mammo_sae.finetuning.config import FinetuneConfig
 
 

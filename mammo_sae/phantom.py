@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from mammo_sae.cli_config import add_config_arguments, config_from_args
+from mammo_sae.core.config_cli import add_config_arguments, config_from_args
 from mammo_sae.data.phantom import (
     DEFAULT_SIZE,
     OutputNotEmptyError,

@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mammo_sae.cli_config import add_config_arguments, config_from_args
-from mammo_sae.distributed import run_command
-from mammo_sae.errors import MammoSaeError, TrainError
+from mammo_sae.core.config_cli import add_config_arguments, config_from_args
+from mammo_sae.core.distributed import run_command
+from mammo_sae.core.errors import MammoSaeError, TrainError
 from mammo_sae.sae.config import TrainConfig, read_config_file
 
 PROG = "python -m mammo_sae.train"

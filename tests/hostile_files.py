@@ -20,6 +20,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 
+from mammo_sae.core.errors import DataError
 from mammo_sae.data.dicom import (
     DecodeError,
     DicomEncoding,
@@ -35,7 +36,6 @@ from mammo_sae.data.dicom import (
     display_image,
     read_mammogram,
 )
-from mammo_sae.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from mammo_sae.analysis.interventions import (
     topk_union,
     union_entry,
 )
-from mammo_sae.analysis.metrics import auroc
+from mammo_sae.core.metrics import auroc
 
 TASKS = ("mass", "calcification")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

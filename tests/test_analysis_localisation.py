@@ -32,7 +32,7 @@ from mammo_sae.analysis.localisation import (
     threshold_mask,
     upsample_map,
 )
-from mammo_sae.errors import MammoSaeError
+from mammo_sae.core.errors import MammoSaeError
 
 FRAME = (60, 40)  # (H, W) for a 6x4 token map
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mammo_sae.analysis.metrics import MetricError, auprc, auprc_columns, auroc, auroc_columns
+from mammo_sae.core.metrics import MetricError, auprc, auprc_columns, auroc, auroc_columns
 
 
 def brute_auroc(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -18,9 +18,9 @@ from mammo_sae.analysis import run as run_module
 from mammo_sae.analysis.frames import AnalysisFrames, AnalysisRecord, transform_from_json
 from mammo_sae.analysis.interventions import scale_vector
 from mammo_sae.analysis.localisation import MapThreshold, localise
-from mammo_sae.analysis.metrics import auroc
 from mammo_sae.analysis.splice import sae_in_features
 from mammo_sae.bundle import Bundle, BundleError, BundleStaleError
+from mammo_sae.core.metrics import auroc
 from mammo_sae.data.vindr import VindrIndex
 from mammo_sae.models import load_classifier
 from mammo_sae.sae import load_sae

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mammo_sae.atomic import atomic_open, atomic_write_bytes, atomic_write_text
+from mammo_sae.core.atomic import atomic_open, atomic_write_bytes, atomic_write_text
 
 
 def test_write_replaces_the_file_and_is_world_readable(tmp_path: Path) -> None:
@@ -35,7 +35,7 @@ def test_temporaries_of_killed_writers_are_removed_and_live_ones_kept(tmp_path: 
     import subprocess
     import sys
 
-    from mammo_sae.atomic import _host_tag
+    from mammo_sae.core.atomic import _host_tag
 
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True

@@ -11,7 +11,7 @@ import pytest
 from mammo_sae.analysis.codes import TokenCodes
 from mammo_sae.analysis.interventions import HeadLinear, shortcut_logits
 from mammo_sae.analysis.latent_stats import latent_histograms, latent_summary
-from mammo_sae.pages import release_pages
+from mammo_sae.core.page_release import release_pages
 
 SMAPS = Path("/proc/self/smaps")
 needs_smaps = pytest.mark.skipif(not SMAPS.is_file(), reason="needs Linux /proc/self/smaps")

@@ -18,9 +18,9 @@ from mammo_sae.bundle.cases import (
     view_probabilities,
 )
 from mammo_sae.bundle.live import LiveModels, decode_png
+from mammo_sae.core.errors import DataError
 from mammo_sae.data.dicom import read_mammogram
 from mammo_sae.data.vindr import VindrIndex
-from mammo_sae.errors import DataError
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mammo_sae.cli_config import (
+from mammo_sae.core.config_cli import (
     REQUIRED,
     add_config_arguments,
     comma_floats,

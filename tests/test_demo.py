@@ -14,9 +14,9 @@ import torch
 
 from mammo_sae.analysis.frames import AnalysisFrames, AnalysisRecord
 from mammo_sae.analysis.localisation import MapThreshold, localise
-from mammo_sae.analysis.metrics import auroc
 from mammo_sae.analysis.peaks import pointing_tolerances
 from mammo_sae.bundle import Bundle
+from mammo_sae.core.metrics import auroc
 from mammo_sae.data.vindr import VindrIndex
 from mammo_sae.demo import (
     DEMO_DIR,

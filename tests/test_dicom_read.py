@@ -16,6 +16,7 @@ from pydicom.uid import JPEGLSLossless
 
 import mammo_sae.data.dicom.decode as decode_module
 import mammo_sae.data.dicom.read as read_module
+from mammo_sae.core.errors import DataError
 from mammo_sae.data.dicom import (
     TRANSFER_SYNTAXES,
     DecodeError,
@@ -33,7 +34,6 @@ from mammo_sae.data.dicom import (
     WindowPreset,
     read_mammogram,
 )
-from mammo_sae.errors import DataError
 
 LOSSLESS = ["explicit-little", "implicit-little", "deflated", "jpeg2000-lossless", "rle", "jpeg-lossless"]
 

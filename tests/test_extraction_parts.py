@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from mammo_sae.core.errors import DataError
 from mammo_sae.data.vindr import VindrIndex
-from mammo_sae.errors import DataError
 from mammo_sae.extraction.augment import augment_frame
 from mammo_sae.extraction.images import FrameDataset, ImageRecord, collate_frames, load_frame, select_records
 from mammo_sae.extraction.tokens import sample_tokens, tokens_per_image
@@ -87,7 +87,8 @@ def test_png_frames_are_preferred_and_resized(phantoms: Path, tmp_path: Path) ->
 
 
 def test_tokens_beyond_the_storage_range_are_refused_with_the_fix() -> None:
-    from mammo_sae.extraction.run import ExtractError, _check_range
+    from mammo_sae.extraction.config import ExtractError
+    from mammo_sae.extraction.run import _check_range
 
     _check_range(np.array([[1.0, -60000.0]]), np.float16, "ok")
     with pytest.raises(ExtractError, match="--dtype fp32"):

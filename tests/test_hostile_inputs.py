@@ -24,6 +24,7 @@ from pydicom.dataset import Dataset
 import mammo_sae.data.dicom.read as read_module
 from mammo_sae import extract
 from mammo_sae.bundle.live import decode_png
+from mammo_sae.core.errors import DataError
 from mammo_sae.data import __main__ as data_cli
 from mammo_sae.data.dicom import (
     DecodeError,
@@ -35,7 +36,6 @@ from mammo_sae.data.dicom import (
     read_mammogram,
 )
 from mammo_sae.data.preprocess import preprocess_mammogram
-from mammo_sae.errors import DataError
 
 SECONDS_PER_FILE = 3.0  # a refusal is a header check: decompression bombs must not get to allocate
 ISSUE_KINDS = (  # the kinds the issue names, by corpus file name

@@ -17,7 +17,7 @@ from model_fixtures import (
 )
 from safetensors.torch import save_file
 
-from mammo_sae.errors import ModelError
+from mammo_sae.core.errors import ModelError
 from mammo_sae.models import (
     Backbone,
     capture_layer,

@@ -20,7 +20,7 @@ from model_fixtures import (
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from mammo_sae.errors import ModelError
+from mammo_sae.core.errors import ModelError
 from mammo_sae.models import (
     Classifier,
     capture_layer,

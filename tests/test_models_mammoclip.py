@@ -19,7 +19,7 @@ from model_fixtures import (
 )
 from torch import nn
 
-from mammo_sae.errors import ModelError
+from mammo_sae.core.errors import ModelError
 from mammo_sae.models import create_backbone, lukemelas_to_timm_keys
 from mammo_sae.models.checkpoints import TRUST_ENV, read_torch_file
 from mammo_sae.models.mammoclip import (

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mammo_sae import finetune as finetune_cli
-from mammo_sae import precision
+from mammo_sae.core import precision
 from mammo_sae.finetuning import loop
 from mammo_sae.models import load_classifier
 

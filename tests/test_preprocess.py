@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mammo_sae.core.errors import DataError
 from mammo_sae.data.frames import AxisMap, FrameTransform, flip_boxes_horizontally, needs_display_flip
 from mammo_sae.data.preprocess import (
     PIXEL_MEAN,
@@ -18,7 +19,6 @@ from mammo_sae.data.preprocess import (
     run_scores,
     to_uint8,
 )
-from mammo_sae.errors import DataError
 
 
 def naive_run_scores(marked: list[bool]) -> list[int]:

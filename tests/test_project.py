@@ -27,9 +27,22 @@ def test_readme_holds_the_two_fresh_machine_commands() -> None:
     assert "requirements-dev.txt" in test and "requirements.txt" in app
 
 
-def test_ci_reads_its_test_command_from_the_readme() -> None:
+def test_ci_runs_the_readme_commands(tmp_path: Path) -> None:
+    """The shell function that .ci/run uses picks the same two commands out of the README as a reader
+    would, and fails loudly when a marker is missing."""
     script = (ROOT / ".ci" / "run").read_text()
-    assert "readme_command test" in script
+    function = re.search(r"^readme_command\(\) \{.*?^\}", script, flags=re.S | re.M).group(0)
+
+    def ci_pick(marker: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", f"{function}\nreadme_command {marker}"], cwd=cwd, capture_output=True, text=True
+        )
+
+    for marker in ("app", "test"):
+        assert ci_pick(marker, ROOT).stdout == readme_command(marker)
+    (tmp_path / "README.md").write_text("# no markers here\n")
+    missing = ci_pick("test", tmp_path)
+    assert missing.returncode != 0 and "no command after" in missing.stderr
 
 
 def test_torch_pair_is_pinned_exactly() -> None:

@@ -15,12 +15,12 @@ import torch
 from sae_train_helpers import dictionary_store, recovery
 
 from mammo_sae import train as train_cli
-from mammo_sae.errors import TrainError
+from mammo_sae.core.errors import TrainError
+from mammo_sae.core.hashing import sha256_file
 from mammo_sae.sae import create_sae, load_sae
 from mammo_sae.sae.config import TrainConfig, config_toml, read_config_file
 from mammo_sae.sae.metrics import LatentActivity, evaluate_sae
 from mammo_sae.sae.trainer import CHECKPOINT_FILE, Trainer, l1_at, lr_at, train
-from mammo_sae.store.format import sha256_file
 from mammo_sae.store.synthetic import write_synthetic_store
 
 SMALL = {"batch_size": 256, "progress": False, "dead_window": 20_000}

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mammo_sae.core.hashing import NotPlainJsonError, canonical_json
 from mammo_sae.store import StoreError, identity_hash, image_list_digest, store_path, suggest_images_per_shard
-from mammo_sae.store.format import canonical_json, format_ranges
+from mammo_sae.store.format import format_ranges
 
 IDENTITY = {
     "backbone": {"name": "mammo-clip-b5", "weights_sha256": "ab" * 32},
@@ -75,7 +76,7 @@ def test_the_identity_needs_d_and_dtype_and_plain_json() -> None:
         store_path("/s", {**IDENTITY, "grid": [48]})
     with pytest.raises(StoreError, match="plain JSON"):
         store_path("/s", {**IDENTITY, "extra": object()})
-    with pytest.raises(StoreError, match="plain JSON"):
+    with pytest.raises(NotPlainJsonError, match="plain JSON"):
         canonical_json({"x": float("nan")})
 
 

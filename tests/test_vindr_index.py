@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mammo_sae.core.errors import DataError
 from mammo_sae.data.vindr import BREAST_COLUMNS, BREAST_CSV, FINDING_COLUMNS, FINDING_CSV, VindrIndex
-from mammo_sae.errors import DataError
 
 NO_BOX = ("", "", "", "")
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from mammo_sae.errors import TrainError
-from mammo_sae.weightfiles import load_checked, safetensors_bytes, save_checked
+from mammo_sae.core.errors import TrainError
+from mammo_sae.core.weightfiles import load_checked, safetensors_bytes, save_checked
 
 
 def example() -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -24,7 +24,6 @@ from mammo_sae.analysis.frames import transform_from_json
 from mammo_sae.analysis.interventions import CurveInputs, HeadLinear, intervention_curves, shortcut_logits
 from mammo_sae.analysis.latent_stats import latent_histograms, latent_summary
 from mammo_sae.analysis.localisation import localise
-from mammo_sae.analysis.metrics import auprc, auroc
 from mammo_sae.analysis.patches import TopPatches, patch_boxes
 from mammo_sae.analysis.peaks import RELEASE_EVERY, PointingScreen, pointing_tolerances, truth_boxes
 from mammo_sae.analysis.scores import (
@@ -36,10 +35,11 @@ from mammo_sae.analysis.scores import (
     with_peaks,
 )
 from mammo_sae.analysis.stream import ChunkResult
-from mammo_sae.atomic import atomic_open
 from mammo_sae.bundle import format as bf
+from mammo_sae.core.atomic import atomic_open
+from mammo_sae.core.metrics import auprc, auroc
+from mammo_sae.core.page_release import release_pages
 from mammo_sae.data.vindr import VindrIndex
-from mammo_sae.pages import release_pages
 
 if TYPE_CHECKING:
     from mammo_sae.analysis.frames import AnalysisRecord

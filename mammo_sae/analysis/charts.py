@@ -16,7 +16,7 @@ import pandas as pd
 import vl_convert
 
 from mammo_sae.analysis.interventions import InterventionError
-from mammo_sae.atomic import atomic_write_bytes, atomic_write_text
+from mammo_sae.core.atomic import atomic_write_bytes, atomic_write_text
 
 METRIC_TITLES = {"auroc": "AUROC", "auprc": "AUPRC"}
 THIS_RUN = "this run"

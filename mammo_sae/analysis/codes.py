@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from mammo_sae.atomic import atomic_open, atomic_write_text
-from mammo_sae.errors import MammoSaeError
-from mammo_sae.pages import release_pages
+from mammo_sae.core.atomic import atomic_open, atomic_write_text
+from mammo_sae.core.errors import MammoSaeError
+from mammo_sae.core.page_release import release_pages
 
 FORMAT_VERSION = 1
 META_FILE = "codes.json"

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mammo_sae.core.errors import MammoSaeError
 from mammo_sae.data.dicom import read_mammogram
 from mammo_sae.data.frames import AxisMap, FrameTransform
 from mammo_sae.data.preprocess import model_input, preprocess_mammogram
-from mammo_sae.errors import MammoSaeError
 
 
 def encode_runs(kept: np.ndarray) -> list[int]:

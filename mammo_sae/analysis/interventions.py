@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mammo_sae.analysis.metrics import auprc_columns, auroc_columns
-from mammo_sae.errors import MammoSaeError
-from mammo_sae.pages import release_pages
+from mammo_sae.core.errors import MammoSaeError
+from mammo_sae.core.metrics import auprc_columns, auroc_columns
+from mammo_sae.core.page_release import release_pages
 
 PAPER_KS: tuple[int | None, ...] = (0, 1, 5, 10, 50, 100, 250, 500, 1000, 5000, 10000, None)
 MODES = ("keep", "suppress")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mammo_sae.errors import MammoSaeError
+from mammo_sae.core.errors import MammoSaeError
 
 THRESHOLD_METHODS = ("fraction", "percentile")
 

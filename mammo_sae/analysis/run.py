@@ -31,8 +31,7 @@ from mammo_sae.analysis.interventions import parse_ks
 from mammo_sae.analysis.localisation import MapThreshold
 from mammo_sae.analysis.scores import RANK_BY
 from mammo_sae.analysis.stream import ChunkResult, Models, run_chunk
-from mammo_sae.atomic import atomic_write_text
-from mammo_sae.bundle.format import MANIFEST, WORK_DIR, BundleError, read_manifest, sha256_json
+from mammo_sae.bundle.format import MANIFEST, WORK_DIR, BundleError, read_manifest
 from mammo_sae.bundle.inputs import (
     backbone_fingerprint,
     dataset_fingerprint,
@@ -40,16 +39,17 @@ from mammo_sae.bundle.inputs import (
     sae_fingerprint,
     state_digest,
 )
-from mammo_sae.cli_config import REQUIRED, knob
+from mammo_sae.core.atomic import atomic_write_text
+from mammo_sae.core.config_cli import REQUIRED, knob
+from mammo_sae.core.distributed import LOCAL, device_for
+from mammo_sae.core.errors import MammoSaeError
+from mammo_sae.core.hashing import sha256_file, sha256_json
 from mammo_sae.data.vindr import VindrIndex
-from mammo_sae.distributed import LOCAL, device_for
-from mammo_sae.errors import MammoSaeError
 from mammo_sae.extraction.images import SPLITS, select_records
 from mammo_sae.models import (
     Backbone,
     Classifier,
     create_backbone,
-    file_sha256,
     load_classifier,
     stacked_heads,
 )
@@ -239,7 +239,7 @@ def load_inputs(config: AnalyzeConfig, device: torch.device) -> LoadedInputs:
         )
     trained = meta.get("backbone") or {}
     if trained.get("classifier_sha256") and source == "classifier":
-        same = trained["classifier_sha256"] == file_sha256(config.classifier[0])
+        same = trained["classifier_sha256"] == sha256_file(config.classifier[0])
     elif trained.get("weights_sha256") and source == "spec":
         same = trained["weights_sha256"] == backbone.weights_sha256
     else:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from mammo_sae.analysis.codes import CodesError
-from mammo_sae.pages import release_pages
+from mammo_sae.core.page_release import release_pages
 
 RANK_BY = ("deviation", "mean", "peak_deviation", "peak", "auroc", "peak_auroc")
 # rank_by -> the score table column it sorts on: the class mean of per-image MEAN activations (the paper) or

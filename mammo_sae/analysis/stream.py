@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from mammo_sae.analysis.codes import TokenCodes
 from mammo_sae.analysis.frames import AnalysisFrames, AnalysisRecord, collate_analysis
-from mammo_sae.atomic import atomic_open
+from mammo_sae.core.atomic import atomic_open
 from mammo_sae.models import Classifier
 from mammo_sae.sae import SparseAutoencoder
 

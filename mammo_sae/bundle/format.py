@@ -8,14 +8,14 @@ changed since is detected, never silently shown. docs/bundle.md describes every 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from mammo_sae.atomic import atomic_write_text
-from mammo_sae.errors import MammoSaeError
+from mammo_sae.core.atomic import atomic_write_text
+from mammo_sae.core.errors import MammoSaeError
+from mammo_sae.core.hashing import file_record
 
 FORMAT = "mammo-sae-bundle"
 FORMAT_VERSION = 1
@@ -55,15 +55,6 @@ class BundleStaleError(BundleError):
             f" Rebuild it with:\n  {command}" if command else " Rebuild it with python -m mammo_sae.analyze."
         )
         super().__init__(f"the bundle {path} is stale: " + "; ".join(reasons) + "." + rebuild)
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def sha256_json(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def relative_to(path: str | os.PathLike[str], folder: Path) -> str:
@@ -118,27 +109,8 @@ def file_records(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
         target = folder / name
         paths = sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target]
         for path in paths:
-            records[path.relative_to(folder).as_posix()] = {
-                "bytes": path.stat().st_size,
-                "sha256": sha256_file(path),
-            }
+            records[path.relative_to(folder).as_posix()] = file_record(path)
     return records
-
-
-def check_files(folder: Path, records: dict[str, dict[str, Any]], *, hashes: bool) -> list[str]:
-    """Problems with a bundle's output files: missing, resized and (``hashes``) changed content."""
-    problems = []
-    for name, record in records.items():
-        path = folder / name
-        if not path.is_file():
-            problems.append(f"{name} is missing")
-        elif path.stat().st_size != record["bytes"]:
-            problems.append(f"{name} has {path.stat().st_size} bytes, the manifest says {record['bytes']}")
-        elif hashes and sha256_file(path) != record["sha256"]:
-            problems.append(
-                f"{name} does not match its sha256 in the manifest (corrupt, or changed after the bundle was written)"
-            )
-    return problems
 
 
 def damaged_error(folder: Path, manifest: dict[str, Any], problems: list[str]) -> BundleError:

@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from mammo_sae.bundle.format import relative_to, resolve_from, sha256_file
+from mammo_sae.bundle.format import relative_to, resolve_from
+from mammo_sae.core.hashing import sha256_file
 from mammo_sae.data.phantom import is_phantom_dataset, load_manifest
 from mammo_sae.models import Backbone, parse_spec
 from mammo_sae.sae import CONFIG_FILE, WEIGHTS_FILE

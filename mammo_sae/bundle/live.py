@@ -14,10 +14,10 @@ from mammo_sae.analysis.codes import TokenCodes
 from mammo_sae.analysis.interventions import contributions, shortcut_logits
 from mammo_sae.bundle.format import BundleError, resolve_from
 from mammo_sae.bundle.reader import Bundle
+from mammo_sae.core.errors import DataError
 from mammo_sae.data.dicom import MammogramDicom
 from mammo_sae.data.frames import AxisMap, FrameTransform
 from mammo_sae.data.preprocess import model_input, preprocess_mammogram
-from mammo_sae.errors import DataError
 from mammo_sae.models import Classifier, create_backbone, load_classifier, stacked_heads
 from mammo_sae.sae import SparseAutoencoder, load_sae
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import pandas as pd
 
-from mammo_sae.atomic import atomic_write_text
 from mammo_sae.bundle.format import BundleError
-from mammo_sae.errors import os_error_message
+from mammo_sae.core.atomic import atomic_write_text
+from mammo_sae.core.errors import os_error_message
 
 NOTES_FILE, LOCK_FILE = "latent_notes.json", "latent_notes.lock"
 CATEGORIES = ("calcification", "mass", "artifact / marker", "anatomy", "unclear")

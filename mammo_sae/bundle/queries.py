@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 
 from mammo_sae.analysis.interventions import scale_vector
-from mammo_sae.analysis.metrics import auprc, auroc
 from mammo_sae.bundle.cases import sigmoid
 from mammo_sae.bundle.format import BundleError, resolve_from
 from mammo_sae.bundle.notes import LatentNotes
 from mammo_sae.bundle.reader import Bundle
+from mammo_sae.core.metrics import auprc, auroc
 
 
 def intervention_scale(

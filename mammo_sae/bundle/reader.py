@@ -18,6 +18,7 @@ from mammo_sae.analysis.codes import TokenCodes
 from mammo_sae.analysis.interventions import HeadLinear, contributions, shortcut_logits, topk_union
 from mammo_sae.bundle import format as bf
 from mammo_sae.bundle.inputs import stale_reasons
+from mammo_sae.core.hashing import check_files
 
 
 class Bundle:
@@ -43,7 +44,7 @@ class Bundle:
         file now (sizes are always checked; without it each file is hashed when it is first loaded)."""
         folder = Path(path)
         manifest = bf.read_manifest(folder)
-        problems = bf.check_files(folder, manifest["files"], hashes=verify)
+        problems = list(check_files(folder, manifest["files"], hashes=verify).values())
         if problems:
             raise bf.damaged_error(folder, manifest, problems)
         bundle = cls(folder, manifest, verified=verify)
@@ -97,7 +98,7 @@ class Bundle:
         """``name`` (a file, or a folder of files) after checking it against the manifest's sha256 once."""
         records = self.manifest["files"]
         pending = [n for n in records if (n == name or n.startswith(f"{name}/")) and n not in self._verified]
-        problems = bf.check_files(self.path, {n: records[n] for n in pending}, hashes=True)
+        problems = list(check_files(self.path, {n: records[n] for n in pending}, hashes=True).values())
         if problems:
             raise bf.damaged_error(self.path, self.manifest, problems)
         self._verified.update(pending)

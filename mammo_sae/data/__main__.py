@@ -13,8 +13,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mammo_sae.core.errors import DataError, MammoSaeError
 from mammo_sae.data.vindr import VindrIndex
-from mammo_sae.errors import DataError, MammoSaeError
 
 
 def _optional_location(text: str) -> str | None:

@@ -1,11 +1,16 @@
-"""Reading and checking annotation CSVs: every bad cell becomes a DataError naming the file, row and fix.
+"""The VinDr-Mammo tables: their file names and columns, and reading, checking and writing them.
 
-Cells are read as strings (no NA guessing, so an id is never turned into a number or a missing value) and
-parsed here column by column. Parsing works on the distinct values of a column, which keeps it fast.
+Every bad cell becomes a DataError naming the file, row and fix. Cells are read as strings (no NA
+guessing, so an id is never turned into a number or a missing value) and parsed here column by column.
+Parsing works on the distinct values of a column, which keeps it fast. The index (``vindr.py``) reads
+with these names and the phantom generator writes with them, so both agree with the release by
+construction.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -16,11 +21,56 @@ import numpy as np
 import pandas as pd
 from pandas.api.extensions import ExtensionArray
 
-from mammo_sae.errors import DataError
+from mammo_sae.core.errors import DataError
 
 _BIRADS = re.compile(r"(?:BI-?RADS)?\s*([1-5])", re.IGNORECASE)
 _DENSITY = re.compile(r"(?:DENSITY)?\s*([A-D])", re.IGNORECASE)
 DENSITY_LEVELS: tuple[str, ...] = ("A", "B", "C", "D")
+
+# --- the release layout (FACTS.md 4) ---------------------------------------------------------------------
+BREAST_CSV = "breast-level_annotations.csv"
+FINDING_CSV = "finding_annotations.csv"
+METADATA_CSV = "metadata.csv"
+IMAGES_DIR = "images"
+IMAGE_SUFFIX = ".dicom"
+MAMMO_CLIP_CSV = "vindr_detection_v1_folds.csv"
+MAMMO_CLIP_PNG_DIR = "images_png"
+# Folders (relative to the root) searched for the Mammo-CLIP CSV and PNG folder when they are "auto".
+MAMMO_CLIP_SEARCH: tuple[str, ...] = (".", "mammo_clip")
+
+BOX_COLUMNS: tuple[str, ...] = ("xmin", "ymin", "xmax", "ymax")
+RESIZED_BOX_COLUMNS: tuple[str, ...] = tuple(f"resized_{name}" for name in BOX_COLUMNS)
+# The release's columns, in its order (phantoms are written with exactly these).
+BREAST_COLUMNS: tuple[str, ...] = (
+    "study_id",
+    "series_id",
+    "image_id",
+    "laterality",
+    "view_position",
+    "height",
+    "width",
+    "breast_birads",
+    "breast_density",
+    "split",
+)
+FINDING_COLUMNS: tuple[str, ...] = (
+    *BREAST_COLUMNS[:-1],
+    "finding_categories",
+    "finding_birads",
+    *BOX_COLUMNS,
+    "split",
+)
+
+
+def table_text(columns: Sequence[str], rows: Iterable[dict[str, object]]) -> str:
+    """CSV text with exactly ``columns`` in that order; a row with a missing or an unknown key is a bug."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        assert set(row) == set(columns), f"row keys differ from the columns: {sorted(set(row) ^ set(columns))}"
+        writer.writerow(row)
+    return buffer.getvalue()
 
 
 def read_table(path: Path, required: Sequence[str], *, what: str, fix: str) -> pd.DataFrame:

@@ -1,17 +1,22 @@
-"""Coordinate maps between original DICOM pixels and the Mammo-CLIP 912x1520 model frame.
+"""Coordinate maps between original pixels and the Mammo-CLIP 912x1520 model frame, and their JSON form.
 
 Coordinates are continuous pixel coordinates: pixel ``i`` covers ``[i, i + 1)``, so a box
 ``(xmin, ymin, xmax, ymax)`` in original pixels maps to the frame by shifting and scaling
 its edges, exactly as the Mammo-CLIP detection CSV was produced (FACTS.md 3).
+
+A transform's ``space`` says what its original pixels are: ``"dicom"`` (the DICOM the frame was
+preprocessed from) or ``"png"`` (a Mammo-CLIP PNG itself, when no DICOM maps onto it).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
 
 Box = tuple[float, float, float, float]
+SPACES = ("dicom", "png")
 
 
 @dataclass(frozen=True)
@@ -69,11 +74,26 @@ class AxisMap:
 
 @dataclass(frozen=True)
 class FrameTransform:
-    """Original DICOM pixels <-> the preprocessed model frame (width x height = ``frame_size``)."""
+    """Original pixels <-> the preprocessed model frame (width x height = ``frame_size``); the original
+    pixels are the DICOM's (``space="dicom"``) or a Mammo-CLIP PNG's own (``space="png"``)."""
 
     original_shape: tuple[int, int]
     x: AxisMap
     y: AxisMap
+    space: str = "dicom"
+
+    def __post_init__(self) -> None:
+        assert self.space in SPACES, f"a transform maps onto one of {SPACES}, not {self.space!r}"
+
+    def resized(self, frame_size: tuple[int, int]) -> FrameTransform:
+        """The same map onto the frame resized to ``frame_size`` (height, width): scales compose exactly."""
+        height, width = frame_size
+        return FrameTransform(
+            original_shape=self.original_shape,
+            x=AxisMap(offset=self.x.offset, kept=self.x.kept, size=width),
+            y=AxisMap(offset=self.y.offset, kept=self.y.kept, size=height),
+            space=self.space,
+        )
 
     @property
     def frame_size(self) -> tuple[int, int]:
@@ -148,3 +168,51 @@ def needs_display_flip(image: np.ndarray, laterality: str) -> bool:
         raise ValueError(f"laterality must be 'L' or 'R', got {laterality!r}")
     wanted = "right" if laterality == "R" else "left"
     return chest_wall_side(image) != wanted
+
+
+# --- JSON form (one compact string per image, so transforms fit a parquet column) ---------------------
+
+
+def encode_runs(kept: np.ndarray) -> list[int]:
+    """Sorted indices -> [start, stop, start, stop, ...] of their contiguous runs."""
+    kept = np.asarray(kept, dtype=np.int64)
+    breaks = np.flatnonzero(np.diff(kept) != 1)
+    starts = np.concatenate([[kept[0]], kept[breaks + 1]])
+    stops = np.concatenate([kept[breaks] + 1, [kept[-1] + 1]])
+    return [int(v) for pair in zip(starts, stops, strict=True) for v in pair]
+
+
+def decode_runs(runs: list[int]) -> np.ndarray:
+    """[start, stop, ...] runs -> the sorted indices they cover (inverse of :func:`encode_runs`)."""
+    assert len(runs) % 2 == 0 and runs, "runs come in (start, stop) pairs"
+    return np.concatenate(
+        [np.arange(a, b, dtype=np.int64) for a, b in zip(runs[::2], runs[1::2], strict=True)]
+    )
+
+
+def transform_to_json(transform: FrameTransform, **extra: str) -> str:
+    """``{"shape": [h, w], "x": [offset, size, runs...], "y": [...]}``, plus ``"space"`` when it is not
+    the DICOM's (so DICOM transforms read the same as before spaces existed) and any ``extra`` keys."""
+    axes = {
+        name: [axis.offset, axis.size, *encode_runs(axis.kept)]
+        for name, axis in (("x", transform.x), ("y", transform.y))
+    }
+    record: dict = {"shape": list(transform.original_shape), **axes}
+    if transform.space != "dicom":
+        record["space"] = transform.space
+    return json.dumps(record | extra, separators=(",", ":"))
+
+
+def transform_from_json(text: str) -> FrameTransform:
+    """The transform of :func:`transform_to_json` (extra keys are ignored; no ``space`` means the DICOM)."""
+    record = json.loads(text)
+
+    def axis(values: list[int]) -> AxisMap:
+        return AxisMap(offset=int(values[0]), size=int(values[1]), kept=decode_runs(values[2:]))
+
+    return FrameTransform(
+        original_shape=tuple(record["shape"]),
+        x=axis(record["x"]),
+        y=axis(record["y"]),
+        space=record.get("space", "dicom"),
+    )

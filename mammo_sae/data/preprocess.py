@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from mammo_sae.core.errors import DataError
 from mammo_sae.data.dicom import MammogramDicom
 from mammo_sae.data.frames import AxisMap, FrameTransform
-from mammo_sae.errors import DataError
 
 FRAME_HEIGHT, FRAME_WIDTH = 1520, 912
 BORDER = 5

@@ -18,39 +18,23 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from mammo_sae.core.errors import DataError
 from mammo_sae.data import csv_tables as ct
+from mammo_sae.data.csv_tables import (
+    BOX_COLUMNS,
+    BREAST_COLUMNS,
+    BREAST_CSV,
+    FINDING_COLUMNS,
+    FINDING_CSV,
+    IMAGE_SUFFIX,
+    IMAGES_DIR,
+    MAMMO_CLIP_CSV,
+    MAMMO_CLIP_PNG_DIR,
+    MAMMO_CLIP_SEARCH,
+    RESIZED_BOX_COLUMNS,
+)
 from mammo_sae.data.categories import NO_FINDING, TARGETS, category_key, order_categories, parse_category_list
-from mammo_sae.errors import DataError
 
-BREAST_CSV = "breast-level_annotations.csv"
-FINDING_CSV = "finding_annotations.csv"
-MAMMO_CLIP_CSV = "vindr_detection_v1_folds.csv"
-MAMMO_CLIP_PNG_DIR = "images_png"
-# Folders (relative to the root) searched for the Mammo-CLIP CSV and PNG folder when they are "auto".
-MAMMO_CLIP_SEARCH: tuple[str, ...] = (".", "mammo_clip")
-
-BOX_COLUMNS: tuple[str, ...] = ("xmin", "ymin", "xmax", "ymax")
-RESIZED_BOX_COLUMNS: tuple[str, ...] = tuple(f"resized_{name}" for name in BOX_COLUMNS)
-# The release's columns, in its order (phantoms are written with exactly these).
-BREAST_COLUMNS: tuple[str, ...] = (
-    "study_id",
-    "series_id",
-    "image_id",
-    "laterality",
-    "view_position",
-    "height",
-    "width",
-    "breast_birads",
-    "breast_density",
-    "split",
-)
-FINDING_COLUMNS: tuple[str, ...] = (
-    *BREAST_COLUMNS[:-1],
-    "finding_categories",
-    "finding_birads",
-    *BOX_COLUMNS,
-    "split",
-)
 # Image-level columns that finding_annotations.csv repeats; the findings table leaves them to the image table.
 _REPEATED = ("series_id", "height", "width", "breast_birads", "breast_density")
 # Columns the index needs; other columns are kept as they are.
@@ -91,8 +75,8 @@ class VindrIndex:
         cls,
         root: str | Path,
         *,
-        images_dir: str | Path = "images",
-        image_suffix: str = ".dicom",
+        images_dir: str | Path = IMAGES_DIR,
+        image_suffix: str = IMAGE_SUFFIX,
         check_files: bool = True,
         mammo_clip_csv: Location = "auto",
         png_dir: Location = "auto",

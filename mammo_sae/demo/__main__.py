@@ -14,8 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from mammo_sae.cli_config import os_error_message
-from mammo_sae.errors import MammoSaeError
+from mammo_sae.core.config_cli import os_error_message
+from mammo_sae.core.errors import MammoSaeError
 
 # every stage a plan can have, in build order (a plan without crops or a TopK SAE skips those)
 STAGE_NAMES = (

@@ -22,13 +22,13 @@ from typing import Any
 import torch
 
 from mammo_sae import __version__
-from mammo_sae.atomic import atomic_write_text
 from mammo_sae.bundle import Bundle
+from mammo_sae.core.atomic import atomic_write_text
+from mammo_sae.core.precision import cpu_has_native_bf16
 from mammo_sae.data.phantom import GENERATOR_VERSION, load_manifest
 from mammo_sae.demo import quality
 from mammo_sae.demo.dataset import DEMO_MANIFEST, DemoError
 from mammo_sae.models import load_classifier, save_classifier
-from mammo_sae.precision import cpu_has_native_bf16
 from mammo_sae.sae import load_sae, save_sae
 
 # The phantom generator's calcification confounder: burned-in markers on half of the positive images.

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mammo_sae.core.errors import MammoSaeError
 from mammo_sae.data.phantom import (
     GENERATOR_VERSION,
     PhantomConfig,
@@ -18,7 +19,6 @@ from mammo_sae.data.phantom import (
     is_phantom_dataset,
     load_manifest,
 )
-from mammo_sae.errors import MammoSaeError
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "weights" / "demo"
 DEMO_MANIFEST = "demo.json"

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mammo_sae.core.errors import DataError, MammoSaeError
 from mammo_sae.data.dicom import read_mammogram
 from mammo_sae.data.preprocess import model_input, preprocess_mammogram
 from mammo_sae.data.vindr import VindrIndex
-from mammo_sae.errors import DataError, MammoSaeError
 from mammo_sae.extraction.augment import augment_frame
 
 SPLITS = ("training", "test", "all")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mammo_sae.cli_config import REQUIRED, hw_size, knob
+from mammo_sae.core.config_cli import REQUIRED, hw_size, knob
 from mammo_sae.data.preprocess import FRAME_HEIGHT, FRAME_WIDTH
 from mammo_sae.finetuning.data import FinetuneError
 from mammo_sae.finetuning.token_heads import BOX_HEADS

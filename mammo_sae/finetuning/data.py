@@ -14,10 +14,10 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from mammo_sae.core.errors import MammoSaeError
 from mammo_sae.data.dicom import read_mammogram
 from mammo_sae.data.preprocess import model_input, preprocess_mammogram
 from mammo_sae.data.vindr import VindrIndex
-from mammo_sae.errors import MammoSaeError
 from mammo_sae.extraction.augment import augment_frame
 from mammo_sae.extraction.images import ImageRecord, load_frame, select_records
 from mammo_sae.extraction.tokens import image_rng

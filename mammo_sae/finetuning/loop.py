@@ -18,11 +18,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mammo_sae import __version__
-from mammo_sae.analysis.metrics import auprc, auroc
-from mammo_sae.atomic import atomic_write_text
-from mammo_sae.bundle.format import sha256_json
+from mammo_sae.core.atomic import atomic_write_text
+from mammo_sae.core.distributed import LOCAL, device_for
+from mammo_sae.core.hashing import sha256_json
+from mammo_sae.core.metrics import auprc, auroc
+from mammo_sae.core.precision import autocast, autocast_dtype
+from mammo_sae.core.weightfiles import load_checked, save_checked
 from mammo_sae.data.vindr import VindrIndex
-from mammo_sae.distributed import LOCAL, device_for
 from mammo_sae.extraction.run import feature_shape
 from mammo_sae.finetuning.config import FinetuneConfig
 from mammo_sae.finetuning.data import (
@@ -35,8 +37,6 @@ from mammo_sae.finetuning.data import (
 )
 from mammo_sae.finetuning.token_heads import token_head as make_token_head
 from mammo_sae.models import Classifier, create_backbone, load_classifier, save_classifier
-from mammo_sae.precision import autocast, autocast_dtype
-from mammo_sae.weightfiles import load_checked, save_checked
 
 CHECKPOINT, CLASSIFIER, METRICS, VALIDATION = (
     "checkpoint.pt",

@@ -10,7 +10,7 @@ save_classifier(clf, "mass.safetensors")
 Nothing here downloads weights: timm models are always created with ``pretrained=False``.
 """
 
-from mammo_sae.errors import ModelError
+from mammo_sae.core.errors import ModelError
 from mammo_sae.models.backbones import (
     SPEC_SYNTAX,
     Backbone,
@@ -19,7 +19,7 @@ from mammo_sae.models.backbones import (
     create_backbone,
     parse_spec,
 )
-from mammo_sae.models.checkpoints import TRUST_ENV, file_sha256
+from mammo_sae.models.checkpoints import TRUST_ENV
 from mammo_sae.models.heads import (
     DEFAULT_CLASS_NAMES,
     KNOWN_TASKS,
@@ -49,7 +49,6 @@ __all__ = [
     "capture_layer",
     "create_backbone",
     "feature_layers",
-    "file_sha256",
     "layer_names",
     "load_classifier",
     "lukemelas_to_timm_keys",

@@ -23,12 +23,12 @@ import timm
 import torch
 from torch import nn
 
-from mammo_sae.errors import ModelError
+from mammo_sae.core.errors import ModelError
+from mammo_sae.core.hashing import sha256_file
 from mammo_sae.models import mammoclip
 from mammo_sae.models.checkpoints import (
     check_state_dict,
     existing_file,
-    file_sha256,
     find_state_dict,
     read_torch_file,
     read_weights_file,
@@ -173,7 +173,7 @@ def create_backbone(spec: str, in_chans: int = 3, *, trust_pickle: bool | None =
         _check_configured_encoder(checkpoint, arch, str(file))
         encoder = mammoclip.encoder_state(checkpoint, str(file))
         mammoclip.load_encoder_weights(backbone.model, arch, encoder, str(file))
-    backbone.weights_sha256 = file_sha256(file)
+    backbone.weights_sha256 = sha256_file(file)
     return backbone
 
 

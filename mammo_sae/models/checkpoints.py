@@ -9,7 +9,6 @@ pass ``trust_pickle=True`` (or set ``MAMMO_SAE_TRUST_PICKLE=1``) to fall back to
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import zipfile
@@ -22,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file as load_safetensors
 
-from mammo_sae.errors import ModelError
+from mammo_sae.core.errors import ModelError
 
 TRUST_ENV = "MAMMO_SAE_TRUST_PICKLE"
 SHOWN_KEYS = 5  # how many keys an error message lists before summarising with a count
@@ -71,15 +70,6 @@ def existing_file(path: str | os.PathLike[str], what: str) -> Path:
         where = "is a folder" if file.is_dir() else "does not exist"
         raise ModelError(f"{what} {str(path)!r} {where}; give the path of the file itself")
     return file
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_torch_file(path: str | os.PathLike[str], *, trust_pickle: bool | None = None) -> Any:

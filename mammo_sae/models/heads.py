@@ -23,21 +23,21 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from mammo_sae.atomic import atomic_write_bytes
-from mammo_sae.errors import ModelError
+from mammo_sae.core.atomic import atomic_write_bytes
+from mammo_sae.core.errors import ModelError
+from mammo_sae.core.hashing import sha256_file
+from mammo_sae.core.weightfiles import safetensors_bytes
 from mammo_sae.models import mammoclip
 from mammo_sae.models.backbones import Backbone, build_architecture
 from mammo_sae.models.checkpoints import (
     check_state_dict,
     describe_keys,
     existing_file,
-    file_sha256,
     is_safetensors,
     key_prefixes,
     read_torch_file,
 )
 from mammo_sae.models.hooks import unknown_layer
-from mammo_sae.weightfiles import safetensors_bytes
 
 TaskKind = Literal["binary", "multiclass"]
 FORMAT = "mammo-sae-classifier"
@@ -254,7 +254,7 @@ def _load_downstream(
         arch = mammoclip.infer_arch(encoder, str(file))
         backbone = build_architecture(f"{arch.kind}:{given}")
         mammoclip.load_encoder_weights(backbone.model, arch, encoder, str(file))
-        backbone.weights_sha256 = file_sha256(file)
+        backbone.weights_sha256 = sha256_file(file)
     elif backbone is None:
         raise ModelError(f"{file} holds no image_encoder.* weights; pass the backbone it was trained on")
     head = nn.Linear(int(weight.shape[1]), outputs)

@@ -12,7 +12,7 @@ import difflib
 import torch
 from torch import nn
 
-from mammo_sae.errors import ModelError
+from mammo_sae.core.errors import ModelError
 
 SUGGESTIONS = 5
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mammo_sae.errors import ModelError
+from mammo_sae.core.errors import ModelError
 from mammo_sae.models.checkpoints import check_state_dict, describe_keys, key_prefixes
 
 ENCODER_PREFIX = "image_encoder."

@@ -17,8 +17,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from mammo_sae.cli_config import REQUIRED, knob
-from mammo_sae.errors import TrainError
+from mammo_sae.core.config_cli import REQUIRED, knob
+from mammo_sae.core.errors import TrainError
 
 ARCHS = ("relu", "topk", "batchtopk")
 NORMALIZE = ("none", "center-scale")

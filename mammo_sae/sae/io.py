@@ -15,11 +15,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from mammo_sae import __version__
-from mammo_sae.atomic import atomic_write_bytes, atomic_write_text
+from mammo_sae.core.atomic import atomic_write_bytes, atomic_write_text
+from mammo_sae.core.hashing import sha256_file
+from mammo_sae.core.weightfiles import safetensors_bytes
 from mammo_sae.sae.base import ARCHITECTURES, SAEError, SparseAutoencoder, architecture_class
 from mammo_sae.sae.relu import ReLUSAE
 from mammo_sae.sae.topk import BatchTopKSAE
-from mammo_sae.weightfiles import safetensors_bytes
 
 WEIGHTS_FILE = "sae_weights.safetensors"
 CONFIG_FILE = "cfg.json"
@@ -58,11 +59,6 @@ def repair_hint(folder: Path) -> str:
             f"python -m mammo_sae.train --config {folder / TRAIN_CONFIG_FILE} --resume"
         )
     return "save or import the SAE again (or rerun the command that made it)"
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -222,7 +218,7 @@ def load_sae(
         hparams["k"] = min(FOREIGN_JUMPRELU_K, d_sae)  # further BatchTopK training
     if not weights_path.is_file():
         raise SAEError(f"{weights_path} is missing: the SAE folder is incomplete; {repair_hint(folder)}")
-    if META_SHA in meta and _sha256(weights_path) != meta[META_SHA]:
+    if META_SHA in meta and sha256_file(weights_path) != meta[META_SHA]:
         raise SAEError(
             f"{weights_path} does not match the weights hash in {cfg_path}: the two files come from "
             f"different saves (or one is damaged); {repair_hint(folder)}"
@@ -367,7 +363,7 @@ def import_mammosae(
     if out_folder is not None:
         source = {
             "file": file.name,
-            "sha256": _sha256(file),
+            "sha256": sha256_file(file),
             "format": "mammo-sae sparse_autoencoder_final.pt",
         }
         save_sae(sae, out_folder, {**dict(metadata or {}), "source": source})

@@ -24,9 +24,10 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from mammo_sae import __version__
-from mammo_sae.atomic import atomic_write_text
-from mammo_sae.distributed import DistContext, barrier, device_for
-from mammo_sae.errors import TrainError
+from mammo_sae.core.atomic import atomic_write_text
+from mammo_sae.core.distributed import DistContext, barrier, device_for
+from mammo_sae.core.errors import TrainError
+from mammo_sae.core.weightfiles import load_checked, save_checked
 from mammo_sae.sae import create_sae, save_sae
 from mammo_sae.sae.config import RESUMABLE_CHANGES, TrainConfig, config_toml, flag
 from mammo_sae.sae.io import CHECKPOINT_FILE, TRAIN_CONFIG_FILE
@@ -40,7 +41,6 @@ from mammo_sae.sae.metrics import (
 )
 from mammo_sae.sae.resample import make_generator, resample_dead_latents, sample_tokens
 from mammo_sae.store import StoreError, StoreReader, open_store, streaming_stats
-from mammo_sae.weightfiles import load_checked, save_checked
 
 METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval.json"

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from mammo_sae.errors import MammoSaeError
+from mammo_sae.core.errors import MammoSaeError
+from mammo_sae.core.hashing import NotPlainJsonError, canonical_json, sha256_json
 
 FORMAT_NAME = "mammo-sae-activation-store"
 FORMAT_VERSION = 1
@@ -28,7 +29,6 @@ METADATA_FILE = "metadata.json"  # written last by finalize(); its presence mark
 
 INDEX_KEY_COLUMNS = ("image_id", "row", "col")  # the per-token columns every index table starts with
 SUPPORTED_DTYPES = ("float16", "float32")
-HASH_CHUNK_BYTES = 8 << 20
 
 
 class StoreError(MammoSaeError):
@@ -38,43 +38,20 @@ class StoreError(MammoSaeError):
 # --- canonical JSON and the identity hash ---------------------------------------------------------------
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, set | frozenset):
-        return sorted(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
-def canonical_json(value: Any) -> str:
-    """One byte-exact JSON text per value: sorted keys, no spaces, ASCII only, no NaN."""
-    try:
-        return json.dumps(
-            value,
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=True,
-            allow_nan=False,
-            default=_json_default,
-        )
-    except (TypeError, ValueError) as error:
-        raise StoreError(
-            f"store metadata must be plain JSON (str, int, float, bool, list, dict): {error}"
-        ) from None
-
-
 def to_plain_json(value: Any) -> Any:
     """The value as json.loads would give it back (tuples become lists, numpy scalars Python numbers)."""
-    return json.loads(canonical_json(value))
+    try:
+        return json.loads(canonical_json(value))
+    except NotPlainJsonError as error:
+        raise StoreError(f"store metadata: {error}") from None
 
 
 def identity_hash(identity: Mapping[str, Any]) -> str:
     """The store id: the first 16 hex digits of sha256 over the canonical JSON of the identity."""
-    return hashlib.sha256(canonical_json(dict(identity)).encode("ascii")).hexdigest()[:STORE_ID_LENGTH]
+    try:
+        return sha256_json(dict(identity))[:STORE_ID_LENGTH]
+    except NotPlainJsonError as error:
+        raise StoreError(f"the store identity: {error}") from None
 
 
 def store_path(parent_dir: str | os.PathLike[str], identity: Mapping[str, Any]) -> Path:
@@ -165,14 +142,6 @@ def format_ranges(values: Sequence[int]) -> str:
 
 
 # --- files -----------------------------------------------------------------------------------------------
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def json_text(value: Any) -> str:

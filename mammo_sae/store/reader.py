@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mammo_sae.core.hashing import sha256_file
 from mammo_sae.store.format import (
     INDEX_KEY_COLUMNS,
     METADATA_FILE,
@@ -27,7 +28,6 @@ from mammo_sae.store.format import (
     identity_hash,
     read_json,
     repair_hint,
-    sha256_file,
     shard_marker_name,
 )
 from mammo_sae.store.stream import DEFAULT_BUFFER_TOKENS, BatchStream

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from mammo_sae import __version__
-from mammo_sae.atomic import atomic_open, atomic_write_bytes, atomic_write_text
+from mammo_sae.core.atomic import atomic_open, atomic_write_bytes, atomic_write_text
+from mammo_sae.core.hashing import sha256_file
 from mammo_sae.store.format import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -37,7 +38,6 @@ from mammo_sae.store.format import (
     n_shards_for,
     read_json,
     repair_hint,
-    sha256_file,
     shard_features_name,
     shard_file_names,
     shard_index_name,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mammo_sae.errors import DataError
+from mammo_sae.core.errors import DataError
 
 
 class DicomError(DataError):

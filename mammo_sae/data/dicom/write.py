@@ -23,7 +23,7 @@ from pydicom.filewriter import dcmwrite
 from pydicom.pixels import get_encoder
 from pydicom.sequence import Sequence
 
-from mammo_sae.atomic import atomic_open
+from mammo_sae.core.atomic import atomic_open
 from mammo_sae.data.dicom.display import WindowPreset
 from mammo_sae.data.dicom.errors import DicomWriteError
 from mammo_sae.data.dicom.ljpeg import encode_lossless_jpeg

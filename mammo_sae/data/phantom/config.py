@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, fields
 
-from mammo_sae.cli_config import comma_floats, knob
-from mammo_sae.errors import MammoSaeError
+from mammo_sae.core.config_cli import comma_floats, knob
+from mammo_sae.core.errors import MammoSaeError
 
 GENERATOR_NAME = "mammo-sae phantom"
 #: Bump whenever the pixels (or the labels) that a given config produces change.

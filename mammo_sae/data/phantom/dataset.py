@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import multiprocessing
 import os
@@ -27,7 +26,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mammo_sae.atomic import atomic_write_text
+from mammo_sae.core.atomic import atomic_write_text
+from mammo_sae.data.csv_tables import (
+    BREAST_COLUMNS,
+    BREAST_CSV,
+    FINDING_COLUMNS,
+    FINDING_CSV,
+    IMAGE_SUFFIX,
+    IMAGES_DIR,
+    METADATA_CSV,
+    table_text,
+)
 from mammo_sae.data.dicom.read import read_mammogram
 from mammo_sae.data.dicom.write import DicomEncoding, intensity_to_stored, write_mammogram
 from mammo_sae.data.phantom.config import (
@@ -40,13 +49,8 @@ from mammo_sae.data.phantom.config import (
 from mammo_sae.data.phantom.encoding import build_encoding
 from mammo_sae.data.phantom.plan import ImagePlan, plan_dataset
 from mammo_sae.data.phantom.render import TruthObject, render_image
-from mammo_sae.data.vindr import BREAST_COLUMNS, FINDING_COLUMNS
 
 SYNTHETIC_NOTICE = "SYNTHETIC PHANTOM - NOT PATIENT DATA"
-IMAGES_DIR = "images"
-BREAST_CSV = "breast-level_annotations.csv"
-FINDING_CSV = "finding_annotations.csv"
-METADATA_CSV = "metadata.csv"
 TRUTH_CSV = "phantom_truth.csv"
 MANIFEST = "phantom.json"
 IN_PROGRESS = ".phantom-in-progress"
@@ -116,7 +120,7 @@ class ImageResult:
 
 def image_relpath(plan: ImagePlan) -> str:
     """Path of an image inside the dataset root, as in the VinDr release."""
-    return f"{IMAGES_DIR}/{plan.study_id}/{plan.image_id}.dicom"
+    return f"{IMAGES_DIR}/{plan.study_id}/{plan.image_id}{IMAGE_SUFFIX}"
 
 
 def stored_sha256(stored: np.ndarray) -> str:
@@ -212,7 +216,7 @@ def _clear_previous(folder: Path) -> None:
         if not (study.is_dir() and _HEX32.fullmatch(study.name)):
             continue
         for item in study.iterdir():
-            ours = _HEX32.fullmatch(item.name.removesuffix(".dicom")) and item.suffix == ".dicom"
+            ours = _HEX32.fullmatch(item.name.removesuffix(IMAGE_SUFFIX)) and item.suffix == IMAGE_SUFFIX
             leftover = item.name.startswith(".") and item.name.endswith(".tmp")
             if item.is_file() and (ours or leftover):
                 item.unlink()
@@ -247,14 +251,6 @@ def prepare_output(folder: str | os.PathLike[str], overwrite: bool = False) -> P
 
 def _fmt(value: float) -> str:
     return f"{value:.2f}"
-
-
-def _csv_text(columns: tuple[str, ...], rows: list[dict[str, object]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def _breast_row(r: ImageResult) -> dict[str, object]:
@@ -467,10 +463,10 @@ def generate_dataset(
 
     confounder = config.confounder_finding
     tables = {
-        BREAST_CSV: _csv_text(BREAST_COLUMNS, [_breast_row(r) for r in results]),
-        FINDING_CSV: _csv_text(FINDING_COLUMNS, [row for r in results for row in _finding_rows(r)]),
-        METADATA_CSV: _csv_text(METADATA_COLUMNS, [_metadata_row(r) for r in results]),
-        TRUTH_CSV: _csv_text(TRUTH_COLUMNS, [row for r in results for row in _truth_rows(r)]),
+        BREAST_CSV: table_text(BREAST_COLUMNS, [_breast_row(r) for r in results]),
+        FINDING_CSV: table_text(FINDING_COLUMNS, [row for r in results for row in _finding_rows(r)]),
+        METADATA_CSV: table_text(METADATA_COLUMNS, [_metadata_row(r) for r in results]),
+        TRUTH_CSV: table_text(TRUTH_COLUMNS, [row for r in results for row in _truth_rows(r)]),
     }
     for name, text in tables.items():
         atomic_write_text(root / name, text)
@@ -567,7 +563,7 @@ def pixel_checksum(root: str | os.PathLike[str]) -> str:
     entries = []
     with open(root / BREAST_CSV, newline="") as handle:
         for row in csv.DictReader(handle):
-            image = read_mammogram(root / IMAGES_DIR / row["study_id"] / f"{row['image_id']}.dicom")
+            image = read_mammogram(root / IMAGES_DIR / row["study_id"] / f"{row['image_id']}{IMAGE_SUFFIX}")
             rows, cols = image.stored.shape
             entries.append((row["image_id"], rows, cols, stored_sha256(image.stored)))
     return combine_pixel_checksums(entries)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from mammo_sae.errors import MammoSaeError, os_error_message
+from mammo_sae.core.errors import MammoSaeError, os_error_message
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from typing import IO, Any
 import torch
 from safetensors.torch import save as _safetensors_save
 
-from mammo_sae.atomic import atomic_open
-from mammo_sae.errors import MammoSaeError
+from mammo_sae.core.atomic import atomic_open
+from mammo_sae.core.errors import MammoSaeError
 
 DIGEST_TAG = b"mammo-sae sha256 "
 COMMENT_BYTES = len(DIGEST_TAG) + 64

@@ -13,7 +13,7 @@ import typing
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from mammo_sae.errors import os_error_message
+from mammo_sae.core.errors import os_error_message
 
 T = TypeVar("T")
 _SCALARS: dict[Any, Callable[[str], Any]] = {int: int, float: float, str: str}
@@ -131,7 +131,7 @@ def run_config_command(
     import json
     import sys
 
-    from mammo_sae.errors import MammoSaeError
+    from mammo_sae.core.errors import MammoSaeError
 
     try:
         args = parser.parse_args(argv)

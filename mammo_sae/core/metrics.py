@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mammo_sae.errors import MammoSaeError
+from mammo_sae.core.errors import MammoSaeError
 
 
 class MetricError(MammoSaeError):
