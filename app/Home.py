@@ -1,13 +1,23 @@
-"""mammo-sae dashboard entry point: `streamlit run app/Home.py`. Research use only."""
+"""mammo-sae dashboard entry point: `streamlit run app/Home.py`. Research use only.
+
+The page frame: page config, the research-use banner, the synthetic-data notice (on every page when the
+bundle was built on phantoms), the sidebar's bundle picker and note author, and the navigation. The page
+icon is a local image the app serves: `page_icon=":material/..."` makes the browser fetch it from an
+outside font host (the navigation's material icons come from Streamlit's own bundled font).
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import accessors
 import streamlit as st
 
 from mammo_sae import RESEARCH_USE_NOTICE, __version__
 
-st.set_page_config(page_title="mammo-sae", page_icon=":material/biotech:", layout="wide")
+ICON = Path(__file__).parent / "assets" / "icon.png"  # served by the app itself
+
+st.set_page_config(page_title="mammo-sae", page_icon=str(ICON), layout="wide")
 st.warning(
     f"**{RESEARCH_USE_NOTICE}** mammo-sae is an interpretability workbench, not a medical device.", icon="⚠️"
 )
@@ -20,6 +30,16 @@ st.sidebar.text_input(
     help="An analysis bundle written by python -m mammo_sae.analyze (default: the shipped demo, or "
     "MAMMO_SAE_BUNDLE). Only folders under weights/, the cache, MAMMO_SAE_BUNDLE_ROOTS or MAMMO_SAE_BUNDLE open.",
 )
+st.sidebar.text_input(
+    "Your name (for latent notes)",
+    key=accessors.AUTHOR_KEY,
+    max_chars=80,
+    help="Optional. Saved with every latent name or note you save in this session. Notes are kept in your "
+    "data folder (MAMMO_SAE_NOTES, or the cache), never in the bundle.",
+)
+notice = accessors.frame_notice()
+if notice:
+    st.caption(notice)
 
 pages = [
     st.Page("views/overview.py", title="Overview", icon=":material/home:", default=True),

@@ -1,35 +1,54 @@
-"""The app's only door into the library: cached loaders keyed by path and modification time.
+"""The app's only door into the library: loaders and questions, cached on stamps that change with the data.
 
-Views call these and show `MammoSaeError` messages as they are; they never compute numerics themselves.
+Streamlit leaves every argument whose name starts with ``_`` out of a cache key, so no key here starts
+with one: a bundle is keyed on its manifest's stamp, a dataset on its tables' stamps, an image on its
+file's stamp (``mammo_sae.bundle.stamps``), so a new analysis into the same folder, regenerated phantoms
+or a replaced image are seen on the next rerun. Views lay out what these return; they compute nothing.
+Every message or untrusted string a view shows as Markdown goes through ``md_text``.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
+import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from mammo_sae.analysis.frames import transform_from_json
-from mammo_sae.bundle import Bundle, BundleError, BundleStaleError
-from mammo_sae.bundle.cases import filter_studies, hanging_views, study_table, view_boxes, view_probabilities
-from mammo_sae.bundle.live import LiveModels, decode_png
-from mammo_sae.bundle.notes import CATEGORIES, LatentNotes
+from mammo_sae.analysis import charts, paper
+from mammo_sae.bundle import Bundle, BundleError, BundleStaleError, browse, cases, queries
+from mammo_sae.bundle.format import read_manifest
+from mammo_sae.bundle.notes import CATEGORIES, NOTES_ENV, LatentNotes
 from mammo_sae.bundle.notes import EMPTY_ENTRY as EMPTY_NOTE
+from mammo_sae.bundle.overlays import COLOUR_MAPS, patch_crop, zoom_region
 from mammo_sae.bundle.roots import BundlePathError, bundle_roots, resolve_bundle_path
-from mammo_sae.bundle.viewer import ViewOptions, render_live, render_view
+from mammo_sae.bundle.stamps import FileStamp, bundle_stamp, dataset_stamp, file_stamp
+from mammo_sae.bundle.viewer import ViewOptions, render_case_view, render_live, render_view
 from mammo_sae.core.errors import MammoSaeError
 from mammo_sae.data.dicom import MammogramDicom, display_image, read_mammogram
 from mammo_sae.data.phantom import is_phantom_dataset
+from mammo_sae.data.png import decode_png
 from mammo_sae.data.vindr import VindrIndex
-from mammo_sae.demo import DEMO_DIR, cache_dir, demo_bundle_dir, ensure_demo_dataset
-from mammo_sae.render import DEFAULT_COLOUR, FINDING_COLOURS, draw_boxes, fit_height
+from mammo_sae.demo import (
+    DEMO_DIR,
+    DemoError,
+    cache_dir,
+    demo_bundle_dir,
+    demo_dataset_ready,
+    demo_dataset_root,
+    ensure_demo_dataset,
+)
 
 __all__ = [
     "CATEGORIES",
     "EMPTY_NOTE",
+    "SYNTHETIC_NOTICE",
     "Bundle",
     "BundleError",
     "BundlePathError",
@@ -37,37 +56,24 @@ __all__ = [
     "LatentNotes",
     "MammoSaeError",
     "ViewOptions",
-    "allowed_bundle_roots",
-    "bundle_data_root",
-    "case_view",
-    "dataset_index",
-    "decode_png",
-    "default_bundle_path",
-    "default_data_root",
-    "display_image",
-    "filter_studies",
-    "hanging_views",
-    "is_phantom_dataset",
-    "live_models",
-    "mammogram",
     "md_table",
     "md_text",
-    "open_bundle",
-    "read_mammogram",
-    "render_live_case",
-    "rendered_view",
-    "studies",
-    "view_boxes",
-    "view_probabilities",
 ]
 
+SYNTHETIC_NOTICE = "**Synthetic phantoms:** generated images with planted lesions, not patient data."
+AUTHOR_KEY = "note_author"  # the sidebar's "your name" field, kept in session state
+NOTES_FLAG = "--notes"  # streamlit run app/Home.py -- --notes DIR
+
+
+# --- text ------------------------------------------------------------------------------------------------
 
 _MARKDOWN_SPECIALS = set("\\`*_{}[]()#+-.!|<>~$:=")
 
 
 def md_text(text: object) -> str:
-    """``text`` escaped for Streamlit's markdown (headers, captions, markdown): shown literally, never as
-    links, images, HTML, colours or maths. Latent names and notes are untrusted user text."""
+    """``text`` escaped for Streamlit's Markdown (st.error / warning / info / caption / markdown / table,
+    headers): shown literally, never as links, images, HTML, colours or maths. Error messages quote
+    typed paths and file names, and latent names and notes are user text: all of it goes through here."""
     return "".join("\\" + ch if ch in _MARKDOWN_SPECIALS else ch for ch in str(text)).replace("\n", " ")
 
 
@@ -75,6 +81,9 @@ def md_table(values: dict[str, object]) -> pd.Series:
     """``values`` (e.g. DICOM metadata) as a one-column table for ``st.table``, each cell escaped: st.table
     renders Markdown in its cells, and DICOM strings and file names are untrusted."""
     return pd.Series({key: md_text(value) for key, value in values.items()}, name="value", dtype=object)
+
+
+# --- where things are --------------------------------------------------------------------------------------
 
 
 def default_data_root() -> str:
@@ -93,127 +102,60 @@ def allowed_bundle_roots() -> tuple[Path, ...]:
     return bundle_roots((DEMO_DIR.parent, cache_dir()))
 
 
-def _mtime(path: Path) -> float:
-    return path.stat().st_mtime if path.exists() else 0.0
+def notes_location() -> Path:
+    """Where latent notes are kept (one folder per bundle identity): ``--notes DIR`` after ``--`` on the
+    streamlit command line, else ``MAMMO_SAE_NOTES``, else ``notes/`` in the user cache; never the bundle."""
+    args = sys.argv[1:]
+    for i, arg in enumerate(args):
+        if arg == NOTES_FLAG and i + 1 < len(args):
+            return Path(args[i + 1]).expanduser()
+        if arg.startswith(NOTES_FLAG + "="):
+            return Path(arg.split("=", 1)[1]).expanduser()
+    return Path(os.environ.get(NOTES_ENV) or cache_dir() / "notes").expanduser()
+
+
+# --- the bundle ---------------------------------------------------------------------------------------------
 
 
 @st.cache_resource(show_spinner="Opening the bundle…", max_entries=4)
-def _bundle(path: str, _stamp: float) -> Bundle:
+def _bundle(path: str, stamp: FileStamp) -> Bundle:
     return Bundle.open(path)
 
 
 def open_bundle(path: str) -> Bundle:
-    """The bundle at ``path`` (re-opened when its manifest changes); BundlePathError when ``path`` is
+    """The bundle at ``path``, re-opened when its manifest is rewritten; BundlePathError when ``path`` is
     outside the allowed roots, BundleError / BundleStaleError."""
     folder = resolve_bundle_path(path, allowed_bundle_roots())
-    return _bundle(str(folder), _mtime(folder / "manifest.json"))
+    return _bundle(str(folder), bundle_stamp(folder))
+
+
+def _key(bundle: Bundle) -> tuple[str, FileStamp]:
+    return str(bundle.path), bundle_stamp(bundle.path)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _synthetic(path: str, stamp: FileStamp) -> bool:
+    return bool(read_manifest(Path(path)).get("synthetic"))
+
+
+def frame_notice() -> str | None:
+    """The notice every page shows when the picked bundle was built on phantoms (None otherwise, or when
+    the bundle cannot be read: the page itself then says why)."""
+    path = st.session_state.get("bundle_path") or default_bundle_path()
+    try:
+        folder = resolve_bundle_path(path, allowed_bundle_roots())
+        return SYNTHETIC_NOTICE if _synthetic(str(folder), bundle_stamp(folder)) else None
+    except (MammoSaeError, OSError, ValueError, KeyError):
+        return None
 
 
 def is_demo(bundle: Bundle) -> bool:
     return bundle.path.resolve() == demo_bundle_dir().resolve()
 
 
-@st.cache_resource(show_spinner=False, max_entries=2)
-def _demo_root(_stamp: float) -> Path:
-    with st.status(
-        "First start: generating the demo's synthetic phantoms (about 20 s)…", expanded=True
-    ) as status:
-        root = ensure_demo_dataset(progress=status.write)
-        status.update(label="Demo phantoms ready", state="complete", expanded=False)
-    return root
-
-
-def bundle_data_root(bundle: Bundle) -> Path | None:
-    """Where the bundle's images are: the regenerated demo phantoms, or the recorded dataset root."""
-    if is_demo(bundle):
-        return _demo_root(_mtime(DEMO_DIR / "demo.json"))
-    root = bundle.data_root
-    return root if root.is_dir() else None
-
-
-@st.cache_resource(show_spinner="Indexing the dataset…", max_entries=4)
-def _index(root: str, _stamp: tuple[float, float]) -> VindrIndex:
-    return VindrIndex.load(root)
-
-
-def dataset_index(root: str | Path) -> VindrIndex:
-    """The index of a dataset root, rebuilt when its CSVs change."""
-    folder = Path(root)
-    stamp = (_mtime(folder / "breast-level_annotations.csv"), _mtime(folder / "finding_annotations.csv"))
-    return _index(str(folder.resolve()), stamp)
-
-
-@st.cache_resource(show_spinner=False, max_entries=16)
-def _mammogram(path: str, _mtime: float) -> MammogramDicom:
-    return read_mammogram(path)
-
-
-def mammogram(path: str | Path) -> MammogramDicom:
-    return _mammogram(str(path), _mtime(Path(path)))
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def _studies(path: str, _stamp: float) -> pd.DataFrame:
-    return study_table(open_bundle(path))
-
-
-def studies(bundle: Bundle) -> pd.DataFrame:
-    return _studies(str(bundle.path), _mtime(bundle.path / "manifest.json"))
-
-
-@st.cache_data(show_spinner=False, max_entries=96)
-def case_view(
-    bundle_path: str,
-    data_root: str,
-    position: int,
-    options: ViewOptions,
-    latent: int | None,
-    box_kinds: tuple[str, ...],
-) -> np.ndarray:
-    """One hanging view of a bundle case, rendered (cached per view, options and latent)."""
-    bundle = open_bundle(bundle_path)
-    row = bundle.images.iloc[position]
-    path = dataset_index(data_root).images.set_index("image_id").loc[row["image_id"], "path"]
-    boxes = view_boxes(bundle, position, box_kinds)
-    token_map = bundle.latent_map(position, latent) if latent is not None else None
-    rendered = render_view(
-        mammogram(path),
-        row["laterality"],
-        options,
-        boxes=boxes[["xmin", "ymin", "xmax", "ymax"]].to_numpy(),
-        box_kinds=boxes["kind"].tolist(),
-        token_map=token_map,
-        transform=transform_from_json(row["transform"]),
-    )
-    return rendered.pixels
-
-
-@st.cache_resource(show_spinner="Loading the classifier and the SAE…", max_entries=2)
-def _live(path: str, _stamp: float) -> LiveModels:
-    return LiveModels(open_bundle(path))
-
-
-def live_models(bundle: Bundle) -> LiveModels:
-    return _live(str(bundle.path), _mtime(bundle.path / "manifest.json"))
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def rendered_view(
-    path: str,
-    preset: str | None,
-    invert: bool,
-    boxes: tuple[tuple[float, float, float, float], ...],
-    categories: tuple[str, ...],
-    max_height: int,
-) -> np.ndarray:
-    """A dataset view ready to show: windowed, optionally inverted, fitted to ``max_height``, boxes drawn."""
-    image = mammogram(path)
-    pixels = display_image(image, preset)
-    if invert:
-        pixels = 255 - pixels
-    small, scale = fit_height(pixels, max_height)
-    colours = [FINDING_COLOURS.get(c, DEFAULT_COLOUR) for c in categories]
-    return draw_boxes(small, np.array(boxes).reshape(-1, 4), scale=scale, colours=colours)
+def bundle_warnings(bundle: Bundle) -> list[str]:
+    """The warnings the analysis recorded in the manifest (none when the key is absent)."""
+    return [str(w) for w in bundle.manifest.get("warnings") or []]
 
 
 def require_bundle() -> Bundle:
@@ -225,10 +167,11 @@ def require_bundle() -> Bundle:
         st.error(md_text(error))
     except BundleStaleError as error:
         st.error(
-            f"This bundle's inputs changed since it was built, so its numbers may no longer hold.\n\n{error}"
+            "This bundle's inputs changed since it was built, so its numbers may no longer hold. "
+            + md_text(error)
         )
     except MammoSaeError as error:
-        st.error(str(error))
+        st.error(md_text(error))
         if Path(path).resolve() == demo_bundle_dir().resolve():
             st.code("python -m mammo_sae.demo --out weights/demo", language="bash")
         else:
@@ -240,20 +183,518 @@ def require_bundle() -> Bundle:
     raise AssertionError("unreachable")
 
 
+# --- the bundle's images ----------------------------------------------------------------------------------
+
+
+class _Generation:
+    """The demo phantoms being generated in a background thread of this server, shared by every session:
+    a session that reruns (a click) or closes leaves the work going, and the next run shows its progress."""
+
+    def __init__(self, root: Path) -> None:
+        self.done, self.total, self.error, self.finished = 0, 0, None, False
+        self.thread = threading.Thread(target=self._work, args=(root,), name="demo-phantoms", daemon=True)
+        self.thread.start()
+
+    def _advance(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+
+    def _work(self, root: Path) -> None:
+        try:
+            ensure_demo_dataset(cache=root.parent, progress=self._advance)
+        except Exception as error:  # shown by the session that waits for it
+            self.error = error
+        finally:
+            self.finished = True
+
+
+_GENERATIONS: dict[str, _Generation] = {}
+_GENERATIONS_LOCK = threading.Lock()
+
+
+def _generation(root: Path) -> _Generation:
+    """The running (or finished) generation of ``root``; a new one when none ran or the last one failed."""
+    with _GENERATIONS_LOCK:
+        job = _GENERATIONS.get(str(root))
+        if job is None or (job.finished and job.error is not None):
+            job = _GENERATIONS[str(root)] = _Generation(root)
+        return job
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _demo_ready(root: str, stamp: tuple[FileStamp, ...], demo_stamp: FileStamp) -> bool:
+    return demo_dataset_ready(cache=Path(root).parent)
+
+
+def demo_data_root() -> Path:
+    """The regenerated demo phantoms. When they are not in the cache yet, they are generated now with a
+    progress bar (images done / total) that is removed when done; a run that finds them draws nothing."""
+    root = demo_dataset_root()
+    if _demo_ready(str(root), dataset_stamp(root), file_stamp(DEMO_DIR / "demo.json")):
+        return root
+    job = _generation(root)
+    bar = st.progress(0.0, text="First start: generating the demo's synthetic phantoms…")
+    try:
+        while not job.finished:
+            if job.total:
+                text = f"First start: generating the demo's synthetic phantoms, {job.done:,} of {job.total:,} images"
+                bar.progress(job.done / job.total, text=text)
+            time.sleep(0.25)
+    finally:
+        bar.empty()
+    if job.error is not None:
+        if isinstance(job.error, MammoSaeError):
+            raise job.error
+        raise DemoError(f"the demo phantoms could not be generated: {job.error}") from job.error
+    return root
+
+
+def bundle_data_root(bundle: Bundle) -> Path | None:
+    """Where the bundle's images are: the regenerated demo phantoms, or the recorded dataset root."""
+    if is_demo(bundle):
+        return demo_data_root()
+    return bundle.find_data_root()
+
+
 def require_data_root(bundle: Bundle) -> Path:
     """The bundle's image folder, or a message saying where it was expected (then the page stops)."""
     try:
         root = bundle_data_root(bundle)
     except MammoSaeError as error:
-        st.error(str(error))
+        st.error(md_text(error))
         st.stop()
     if root is None:
         st.warning(
-            f"The images of this bundle are not at {bundle.data_root}. The tables and charts still work; to see the "
-            "views, mount the dataset there or set MAMMO_SAE_DATA."
+            md_text(f"The images of this bundle are not on this machine: {bundle.missing_dataset_message()}.")
         )
         st.stop()
     return root
+
+
+# --- datasets and images ------------------------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner="Indexing the dataset…", max_entries=4)
+def _index(root: str, stamp: tuple[FileStamp, ...]) -> VindrIndex:
+    return VindrIndex.load(root)
+
+
+def dataset_index(root: str | Path) -> VindrIndex:
+    """The index of a dataset root, rebuilt when its tables change."""
+    folder = Path(root).resolve()
+    return _index(str(folder), dataset_stamp(folder))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _paths(root: str, stamp: tuple[FileStamp, ...]) -> pd.Series:
+    return _index(root, stamp).images.set_index("image_id")["path"]
+
+
+def image_path(root: str | Path, image_id: str) -> str:
+    """The file of ``image_id`` in the dataset at ``root``."""
+    folder = Path(root).resolve()
+    return str(_paths(str(folder), dataset_stamp(folder))[image_id])
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _dataset_summary(root: str, stamp: tuple[FileStamp, ...]) -> dict[str, Any]:
+    return _index(root, stamp).summary()
+
+
+def dataset_summary(root: str | Path) -> dict[str, Any]:
+    """The index's JSON summary (cached: it is shown on every rerun of the Dataset page)."""
+    folder = Path(root).resolve()
+    return _dataset_summary(str(folder), dataset_stamp(folder))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _dataset_counts(root: str, stamp: tuple[FileStamp, ...]) -> dict[str, int]:
+    return browse.dataset_counts(_index(root, stamp))
+
+
+def dataset_counts(root: str | Path) -> dict[str, int] | None:
+    """Images, studies, finding-positive images and missing files of a dataset root (None when ``root``
+    is not a folder); DataError when its tables are broken."""
+    folder = Path(root).expanduser().resolve()
+    if not folder.is_dir():
+        return None
+    return _dataset_counts(str(folder), dataset_stamp(folder))
+
+
+def dataset_kind(root: str | Path) -> str:
+    return "synthetic phantoms" if is_phantom_dataset(root) else "VinDr-Mammo layout"
+
+
+def browse_splits(root: str | Path) -> list[str]:
+    return ["all", *dataset_index(root).splits]
+
+
+def finding_filters() -> tuple[str, ...]:
+    return browse.FINDING_FILTERS
+
+
+def browse_studies(root: str | Path, split: str, finding: str) -> list[str]:
+    return browse.browse_studies(dataset_index(root).images, split, finding)
+
+
+def dataset_views(root: str | Path, study: str) -> list[browse.DatasetView]:
+    return browse.dataset_views(dataset_index(root).images, study)
+
+
+def view_box_coords(root: str | Path, image_id: str, show: bool) -> tuple[tuple, tuple[str, ...]]:
+    """An image's ground-truth boxes as hashable (coords, kinds) for ``rendered_view`` (none unless ``show``)."""
+    boxes = dataset_index(root).boxes(image_id)
+    if not show:
+        boxes = boxes.iloc[:0]
+    coords = tuple(tuple(b) for b in boxes[["xmin", "ymin", "xmax", "ymax"]].to_numpy().tolist())
+    return coords, tuple(boxes["kind"])
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _mammogram(path: str, stamp: FileStamp) -> MammogramDicom:
+    return read_mammogram(path)
+
+
+def mammogram(path: str | Path) -> MammogramDicom:
+    """The DICOM at ``path``, re-read when the file is rewritten."""
+    return _mammogram(str(path), file_stamp(path))
+
+
+def window_choices(image: MammogramDicom) -> list[str]:
+    """The window names a view offers: full range, then the file's own presets."""
+    return ["full range", *[w.name for w in image.window_presets]]
+
+
+def metadata_table(image: MammogramDicom) -> pd.Series:
+    return md_table(image.metadata.as_dict())
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _rendered_view(
+    path: str,
+    stamp: FileStamp,
+    preset: str | None,
+    invert: bool,
+    boxes: tuple[tuple[float, float, float, float], ...],
+    kinds: tuple[str, ...],
+    max_height: int,
+) -> np.ndarray:
+    options = ViewOptions(preset=preset, invert=invert, max_height=max_height, hang=False)
+    coords = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+    return render_view(_mammogram(path, stamp), "L", options, boxes=coords, box_kinds=list(kinds)).pixels
+
+
+def rendered_view(
+    path: str,
+    preset: str | None,
+    invert: bool,
+    boxes: tuple[tuple[float, float, float, float], ...],
+    kinds: tuple[str, ...],
+    max_height: int,
+) -> np.ndarray:
+    """A dataset view ready to show: windowed, optionally inverted, fitted to ``max_height``, boxes drawn
+    (re-rendered when the file is rewritten)."""
+    return _rendered_view(str(path), file_stamp(path), preset, invert, boxes, kinds, max_height)
+
+
+# --- cases ----------------------------------------------------------------------------------------------------
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _studies(path: str, stamp: FileStamp) -> pd.DataFrame:
+    return cases.study_table(_bundle(path, stamp))
+
+
+def studies(bundle: Bundle) -> pd.DataFrame:
+    """One row per study of the bundle (split, findings, BI-RADS, density)."""
+    return _studies(*_key(bundle))
+
+
+def study_ids(bundle: Bundle) -> list[str]:
+    return studies(bundle)["study_id"].tolist()
+
+
+def study_filter_options(bundle: Bundle) -> dict[str, list[str]]:
+    """The choices of Case review's study filters."""
+    table = studies(bundle)
+    return {
+        "split": ["any", *sorted(table["split"].unique())],
+        "birads": sorted(table["birads"].astype(str).unique()),
+        "density": sorted(table["density"].astype(str).unique()),
+    }
+
+
+def filter_studies(bundle: Bundle, **filters: Any) -> list[str]:
+    """Study ids matching Case review's filters (``split="any"`` for every split)."""
+    if filters.get("split") == "any":
+        filters["split"] = None
+    return cases.filter_studies(studies(bundle), **filters)["study_id"].tolist()
+
+
+def hanging_views(bundle: Bundle, study: str) -> list[cases.HangingView]:
+    return cases.hanging_views(bundle, study)
+
+
+def present_views(bundle: Bundle, study: str) -> list[cases.HangingView]:
+    """The study's analysed views, in hanging order."""
+    return [v for v in cases.hanging_views(bundle, study) if v.position is not None]
+
+
+def view_name(view: cases.HangingView) -> str:
+    return f"{view.laterality} {view.view}"
+
+
+def view_probabilities(bundle: Bundle, position: int) -> pd.DataFrame:
+    return cases.view_probabilities(bundle, position)
+
+
+def probability_line(bundle: Bundle, position: int) -> str:
+    """``**head** p (SAE p)`` for each head of a view, as Markdown."""
+    table = cases.view_probabilities(bundle, position)
+    return " · ".join(f"**{md_text(r.head)}** {r.original:.2f} (SAE {r.sae:.2f})" for r in table.itertuples())
+
+
+def colour_maps() -> list[str]:
+    return list(COLOUR_MAPS)
+
+
+@st.cache_data(show_spinner=False, max_entries=96)
+def _case_view(
+    bundle_path: str,
+    bundle_stamp_: FileStamp,
+    image: str,
+    image_stamp: FileStamp,
+    position: int,
+    options: ViewOptions,
+    latent: int | None,
+    kinds: tuple[str, ...],
+) -> np.ndarray:
+    bundle = _bundle(bundle_path, bundle_stamp_)
+    return render_case_view(bundle, position, _mammogram(image, image_stamp), options, latent, kinds).pixels
+
+
+def case_view(
+    bundle: Bundle,
+    root: str | Path,
+    position: int,
+    options: ViewOptions,
+    latent: int | None,
+    kinds: tuple[str, ...],
+) -> np.ndarray:
+    """One hanging view of a bundle case, rendered (cached per bundle, image file, options and latent)."""
+    path = image_path(root, bundle.images.iloc[position]["image_id"])
+    return _case_view(*_key(bundle), path, file_stamp(path), position, options, latent, kinds)
+
+
+def zoom(
+    bundle: Bundle, full: np.ndarray, position: int, centre: str, latent: int | None, half: int
+) -> np.ndarray:
+    """The full-resolution window around the chosen centre (heatmap peak, first box or image centre)."""
+    point = queries.zoom_centre(bundle, position, centre, latent, full.shape)
+    return zoom_region(full, point, half)
+
+
+def zoom_centres() -> tuple[str, ...]:
+    return queries.ZOOM_CENTRES
+
+
+def strongest_view(bundle: Bundle, views: list[cases.HangingView], head: str) -> int:
+    return queries.strongest_view(bundle, [v.position for v in views if v.position is not None], head)
+
+
+def contributions(bundle: Bundle, position: int, head: str, top: int = 15) -> pd.DataFrame:
+    """A case's largest latent contributions to ``head``, labelled with the latents' names."""
+    return queries.contributions_table(bundle, position, head, top=top, notes=latent_notes(bundle))
+
+
+def contributions_chart(table: pd.DataFrame, head: str) -> alt.Chart:
+    """The ranked contribution bars (one builder for Case review and Upload)."""
+    return charts.contributions_chart(table, head)
+
+
+# --- latents -------------------------------------------------------------------------------------------------
+
+
+def latent_notes(bundle: Bundle) -> LatentNotes:
+    """The bundle's latent names and notes, kept in the user's data folder under the bundle's identity."""
+    return LatentNotes.for_bundle(bundle.manifest, notes_location())
+
+
+def note_author() -> str:
+    """The name typed in the sidebar (may be empty), recorded with every note saved in this session."""
+    return str(st.session_state.get(AUTHOR_KEY) or "")
+
+
+def save_note(notes: LatentNotes, latent: int, *, base: dict[str, Any], **fields: str) -> dict[str, Any]:
+    """Save one latent's form over ``base`` (the entry the form started from), signed by this session's author."""
+    return notes.save(latent, **fields, base=base, author=note_author())
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _concept_table(
+    path: str, stamp: FileStamp, concept: str, cls: int, top: int, notes_dir: str, notes_stamp: FileStamp
+) -> pd.DataFrame:
+    bundle = _bundle(path, stamp)
+    return queries.concept_table(bundle, concept, cls, top=top, notes=LatentNotes(notes_dir, bundle.d_sae))
+
+
+def concept_table(bundle: Bundle, concept: str, cls: int, top: int = 50) -> pd.DataFrame:
+    """The ranked latents of a concept and class (cached per bundle, notes file and choice)."""
+    notes = latent_notes(bundle)
+    return _concept_table(*_key(bundle), concept, cls, top, str(notes.folder), file_stamp(notes.path))
+
+
+def ranking_caption(bundle: Bundle, cls: int) -> str:
+    return queries.ranking_caption(bundle, cls)
+
+
+def latent_stats(bundle: Bundle, latent: int) -> dict[str, float]:
+    return queries.latent_stats(bundle, latent)
+
+
+def top_patches(bundle: Bundle, latent: int, n: int = 12) -> pd.DataFrame:
+    return queries.top_patches(bundle, latent, n)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _patch(path: str, stamp: FileStamp, box: tuple[float, float, float, float]) -> np.ndarray:
+    return patch_crop(display_image(_mammogram(path, stamp)), box)
+
+
+def patch_gallery(bundle: Bundle, root: Path, patches: pd.DataFrame) -> list[tuple[np.ndarray | None, str]]:
+    """(crop, caption) per top patch, or (None, escaped error) where its image cannot be read."""
+    out: list[tuple[np.ndarray | None, str]] = []
+    for patch in patches.itertuples():
+        caption = f"{patch.value:.2f} · {patch.image_id[:8]}"
+        try:
+            path = image_path(root, patch.image_id)
+            box = (patch.orig_x0, patch.orig_y0, patch.orig_x1, patch.orig_y1)
+            out.append((_patch(path, file_stamp(path), tuple(map(float, box))), caption))
+        except (MammoSaeError, KeyError) as error:
+            out.append((None, md_text(error)))
+    return out
+
+
+def latent_histogram(bundle: Bundle, latent: int) -> pd.DataFrame:
+    return queries.latent_histogram(bundle, latent)
+
+
+def latent_by_label(bundle: Bundle, latent: int) -> pd.DataFrame:
+    return queries.latent_by_label_long(bundle, latent)
+
+
+def latent_effects(bundle: Bundle, latent: int) -> pd.DataFrame:
+    return queries.latent_effects(bundle, latent)
+
+
+def latent_peak(bundle: Bundle, position: int, latent: int) -> tuple[float, float]:
+    return queries.latent_peak(bundle, position, latent)
+
+
+# --- interventions ---------------------------------------------------------------------------------------------
+
+
+def intervention_ks() -> list[int]:
+    return [0, 1, 5, 10, 50, 100, 250, 500, 1000]
+
+
+def empty_scales() -> pd.DataFrame:
+    """The per-latent scale editor's empty table."""
+    return pd.DataFrame({"latent": pd.Series([], dtype="int64"), "scale": pd.Series([], dtype="float64")})
+
+
+def scales_from_editor(table: pd.DataFrame) -> dict[int, float]:
+    """The complete rows of the scale editor as {latent: scale}."""
+    return {int(r.latent): float(r.scale) for r in table.dropna().itertuples()}
+
+
+def intervention_scale(bundle: Bundle, **choice: Any) -> np.ndarray:
+    return queries.intervention_scale(bundle, **choice)
+
+
+def changed_latents(scale: np.ndarray) -> int:
+    return int((scale != 1).sum())
+
+
+def case_intervention(bundle: Bundle, position: int, scale: np.ndarray, *, error_term: bool) -> pd.DataFrame:
+    return queries.case_intervention(bundle, position, scale, error_term=error_term)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _split_metrics(path: str, stamp: FileStamp, error_term: bool) -> pd.DataFrame:
+    return queries.dataset_metrics(_bundle(path, stamp), None, error_term=error_term)
+
+
+def split_metrics(bundle: Bundle, scale: np.ndarray, *, error_term: bool) -> pd.DataFrame:
+    """The analysed split's AUROC / AUPRC with the intervention, beside the AUROC with the SAE and no
+    intervention (that column is cached: it does not change with the controls)."""
+    metrics = queries.dataset_metrics(bundle, scale, error_term=error_term)
+    base = _split_metrics(*_key(bundle), error_term).set_index("head")
+    return metrics.assign(
+        **{"AUROC with SAE, no intervention": base.loc[metrics["head"], "auroc"].to_numpy()}
+    )
+
+
+def curve_rows(bundle: Bundle, unit: str, error_term: bool) -> pd.DataFrame:
+    return queries.curve_rows(bundle, unit, error_term)
+
+
+@st.cache_data(show_spinner=False)
+def paper_curves() -> pd.DataFrame:
+    """The paper's VinDr-Mammo curves (for real-data bundles only)."""
+    return paper.paper_curves()
+
+
+def curves_chart(rows: pd.DataFrame, metric: str, reference: pd.DataFrame | None) -> alt.Chart:
+    return charts.curves_chart(rows, metric=metric, reference=reference)
+
+
+# --- overview and training ---------------------------------------------------------------------------------------
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _baseline_table(path: str, stamp: FileStamp) -> pd.DataFrame:
+    return queries.baseline_table(_bundle(path, stamp))
+
+
+def baseline_table(bundle: Bundle) -> pd.DataFrame:
+    """AUROC per head with the original features, the SAE reconstruction and reconstruction + error."""
+    return _baseline_table(*_key(bundle))
+
+
+def training_report(bundle: Bundle) -> tuple[list[tuple[str, str, pd.DataFrame]], int]:
+    """The training report's panels (title, x, long table) and the number of logged steps; BundleError
+    when the SAE kept no log."""
+    metrics = queries.training_metrics(bundle)
+    return queries.training_panels(metrics), len(metrics)
+
+
+# --- uploads -------------------------------------------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner="Loading the classifier and the SAE…", max_entries=2)
+def _live(path: str, stamp: FileStamp):
+    from mammo_sae.bundle.live import LiveModels  # torch models: imported when an upload first needs them
+
+    return LiveModels(_bundle(path, stamp))
+
+
+def run_upload(bundle: Bundle, name: str, data: bytes) -> tuple[Any, dict[str, object]]:
+    """The bundle's models on an uploaded PNG frame or DICOM (in memory only): the case and the DICOM's
+    allow-listed metadata (empty for a PNG)."""
+    live = _live(*_key(bundle))
+    if name.lower().endswith(".png"):
+        return live.run_png(decode_png(data, name)), {}
+    image = read_mammogram(data, name=name)
+    return live.run_dicom(image), image.metadata.as_dict()
+
+
+def live_probabilities(bundle: Bundle, case) -> pd.DataFrame:
+    return queries.live_probabilities(case, bundle.tasks)
+
+
+def live_contributions(bundle: Bundle, case, head: str, top: int = 15) -> pd.DataFrame:
+    live = _live(*_key(bundle))
+    return queries.live_contributions_table(live, case, head, top=top, notes=latent_notes(bundle))
 
 
 def render_live_case(case, latent: int | None, colour_map: str) -> np.ndarray:

@@ -27,10 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from model_fixtures import lukemelas_state, reference_encoder, released_checkpoint, save
 
 from mammo_sae.core.distributed import DistContext
+from mammo_sae.data.frame_policy import FramePolicy
 from mammo_sae.data.phantom import PhantomConfig, generate_dataset
 from mammo_sae.data.vindr import VindrIndex
-from mammo_sae.extraction.images import FrameDataset, select_records
-from mammo_sae.extraction.run import ExtractConfig, run_extraction
+from mammo_sae.extraction.config import ExtractConfig
+from mammo_sae.extraction.images import FrameDataset
+from mammo_sae.extraction.run import run_extraction
 from mammo_sae.models import create_backbone
 
 
@@ -81,7 +83,8 @@ def main() -> None:
             progress=False,
         )
         backbone = create_backbone(spec).eval().to(memory_format=torch.channels_last)
-        records, _ = select_records(VindrIndex.load(data), "all", args.images)
+        index = VindrIndex.load(data)
+        records, _ = FramePolicy.resolve("auto", index).select(index, "all", args.images)
         dataset = FrameDataset(records, config.frame_size)
         inputs = [dataset[i][1] for i in range(len(dataset))]
         bare_loop(backbone, inputs[: args.batch_size], args.batch_size)  # warm-up

@@ -48,7 +48,7 @@ RSS_TOLERANCE = 0.15
 # modules a command imports only inside main(): imported before the baseline, so "run MiB" is the run's own
 LAZY_IMPORTS = {
     "mammo_sae.train": ("mammo_sae.sae.trainer",),
-    "mammo_sae.analyze": ("mammo_sae.analysis.run",),
+    "mammo_sae.analyze": ("mammo_sae.bundle.writing.run",),
 }
 
 

@@ -10,30 +10,32 @@ complete). Prints a JSON summary at the end; exit code 2 for bad arguments or in
 
 from __future__ import annotations
 
-import argparse
 import sys
+from collections.abc import Sequence
+from typing import Any
 
-from mammo_sae.core.config_cli import add_config_arguments, run_config_command
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from mammo_sae.analysis.run import AnalyzeConfig
-
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False,
-        prog="python -m mammo_sae.analyze",
-        description="Analyse an SAE over a dataset split (concept scores, top-activating patches, latent maps and "
-        "localisation, keep/suppress curves) into a resumable bundle folder with a report. Research use only.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_config_arguments(parser, AnalyzeConfig)
-    return parser
+from mammo_sae.bundle.writing.config import AnalyzeConfig
+from mammo_sae.core.config_cli import Command, module_prog
 
 
-def main(argv: list[str] | None = None) -> int:
-    from mammo_sae.analysis.run import AnalyzeConfig, analyze
+def run(config: AnalyzeConfig) -> dict[str, Any]:
+    from mammo_sae.bundle.writing.run import analyze  # torch-heavy: not needed for --help
 
-    return run_config_command(build_parser(), argv, AnalyzeConfig, analyze)
+    return analyze(config)
+
+
+COMMAND = Command(
+    prog=module_prog("analyze"),
+    config=AnalyzeConfig,
+    job=run,
+    description="Analyse an SAE over a dataset split (concept scores, top-activating patches, latent maps "
+    "and localisation, keep/suppress curves) into a resumable bundle folder with a report. Rerunning the "
+    "same command resumes an interrupted analysis. Research use only.",
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

@@ -10,35 +10,36 @@ code 2 for bad arguments or input. Research use only.
 
 from __future__ import annotations
 
-import argparse
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from mammo_sae.core.config_cli import add_config_arguments, config_from_args
-from mammo_sae.core.distributed import run_command
+from mammo_sae.core.config_cli import Command, module_prog
 from mammo_sae.extraction.config import ExtractConfig
-from mammo_sae.extraction.run import run_extraction
+
+if TYPE_CHECKING:
+    from mammo_sae.core.distributed import DistContext
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False,
-        prog="python -m mammo_sae.extract",
-        description="Extract a layer's feature-map tokens over a dataset split into a resumable, sharded "
-        "activation store (fp16, memory-mapped). Research use only.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_config_arguments(parser, ExtractConfig)
-    return parser
+def run(config: ExtractConfig, context: DistContext) -> dict[str, Any]:
+    from mammo_sae.extraction.run import run_extraction  # torch-heavy: not needed for --help
+
+    return run_extraction(config, context)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a bad flag (2, already explained by argparse)
-        return int(exc.code or 0)
-    config = config_from_args(ExtractConfig, args)
-    return run_command(parser.prog, config.device, lambda context: run_extraction(config, context))
+COMMAND = Command(
+    prog=module_prog("extract"),
+    config=ExtractConfig,
+    job=run,
+    distributed=True,
+    description="Extract a layer's feature-map tokens over a dataset split into a resumable, sharded "
+    "activation store (fp16, memory-mapped). Rerunning the same command resumes an interrupted "
+    "extraction. Research use only.",
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

@@ -4,34 +4,37 @@
         [--tasks mass,calcification] [--no-train-backbone] [--device cuda]
 
 The best epoch on a study-level validation slice is saved as out/classifier.safetensors (the project's
-classifier format) with out/validation.json. Rerunning the same command resumes. Research use only.
+classifier format) with out/validation.json. Rerunning the same command resumes (``--no-resume`` starts
+over). Research use only.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+from collections.abc import Sequence
+from typing import Any
 
-from mammo_sae.core.config_cli import add_config_arguments, run_config_command
+from mammo_sae.core.config_cli import Command, module_prog
 from mammo_sae.finetuning.config import FinetuneConfig
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False,
-        prog="python -m mammo_sae.finetune",
-        description="Fine-tune binary classification heads (and optionally the backbone) with class-weighted BCE, "
-        "AdamW, warm-up + cosine and augmentation; keeps the best validation epoch. Research use only.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_config_arguments(parser, FinetuneConfig)
-    return parser
+def run(config: FinetuneConfig) -> dict[str, Any]:
+    from mammo_sae.finetuning.loop import finetune  # torch-heavy: not needed for --help
+
+    return finetune(config)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from mammo_sae.finetuning.loop import finetune
+COMMAND = Command(
+    prog=module_prog("finetune"),
+    config=FinetuneConfig,
+    job=run,
+    description="Fine-tune binary classification heads (and optionally the backbone) with class-weighted "
+    "BCE, AdamW, warm-up + cosine and augmentation; keeps the best validation epoch. Research use only.",
+)
 
-    return run_config_command(build_parser(), argv, FinetuneConfig, finetune)
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

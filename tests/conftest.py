@@ -1,4 +1,4 @@
-"""Session-wide fixtures shared by several test modules."""
+"""Session-wide fixtures shared by several test modules (built from config objects, not argv)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from analysis_fixtures import Setting, analyze_args, build_setting
+from analysis_fixtures import Setting, analyze_config, build_setting
+from ljpeg_encoder import install as install_lossless_jpeg_encoder
 
-from mammo_sae import analyze as analyze_cli
+install_lossless_jpeg_encoder()  # the DICOM tests write JPEG Lossless files; the package ships no encoder
 
 
 @pytest.fixture(scope="session")
@@ -22,8 +23,10 @@ def analysis_setting(tmp_path_factory: pytest.TempPathFactory) -> Setting:
 
 @pytest.fixture(scope="session")
 def analysis_bundle_path(analysis_setting: Setting) -> Path:
+    from mammo_sae.analyze import run as analyze  # the library function that `analyze` runs
+
     out = analysis_setting.root / "bundle"
-    assert analyze_cli.main(analyze_args(analysis_setting, out)) == 0
+    analyze(analyze_config(analysis_setting, out))
     return out
 
 

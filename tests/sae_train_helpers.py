@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from store_fixtures import LABEL_COLUMNS, synthetic_identity, synthetic_image_ids, synthetic_shard
 
 from mammo_sae.store import StoreReader, StoreWriter
-from mammo_sae.store.synthetic import LABEL_COLUMNS, synthetic_identity, synthetic_image_ids, synthetic_shard
 
 GRID = (16, 10)
 
@@ -64,3 +64,11 @@ def recovery(dictionary: np.ndarray, w_dec: np.ndarray) -> float:
     """Mean over the true atoms of the best cosine similarity with a learned decoder row."""
     rows = w_dec / np.linalg.norm(w_dec, axis=1, keepdims=True)
     return float((dictionary @ rows.T).max(axis=1).mean())
+
+
+def arch_kwargs(arch: str, **wanted) -> dict:
+    """The keywords of ``wanted`` that architecture ``arch``'s config takes (create_sae refuses others)."""
+    from mammo_sae.sae import ARCHITECTURES
+
+    names = ARCHITECTURES[arch].cfg_cls.hparam_names()
+    return {name: value for name, value in wanted.items() if name in names}

@@ -14,13 +14,14 @@ import torch
 from analysis_fixtures import FRAME_HW, Setting, analyze_args
 
 from mammo_sae import analyze as analyze_cli
-from mammo_sae.analysis import run as run_module
-from mammo_sae.analysis.frames import AnalysisFrames, AnalysisRecord, transform_from_json
+from mammo_sae.analysis.frames import AnalysisFrames, AnalysisRecord
 from mammo_sae.analysis.interventions import scale_vector
 from mammo_sae.analysis.localisation import MapThreshold, localise
 from mammo_sae.analysis.splice import sae_in_features
 from mammo_sae.bundle import Bundle, BundleError, BundleStaleError
+from mammo_sae.bundle.writing import work as work_module
 from mammo_sae.core.metrics import auroc
+from mammo_sae.data.frames import transform_from_json
 from mammo_sae.data.vindr import VindrIndex
 from mammo_sae.models import load_classifier
 from mammo_sae.sae import load_sae
@@ -217,7 +218,7 @@ def test_rerun_of_a_complete_bundle_does_nothing(setting: Setting, bundle_path: 
 
 def test_interrupted_run_resumes_to_the_same_bundle(setting: Setting, bundle: Bundle, monkeypatch) -> None:
     out = setting.root / "interrupted"
-    real = run_module.run_chunk
+    real = work_module.run_chunk
     calls = {"n": 0}
 
     def failing(*args, **kwargs):
@@ -226,12 +227,12 @@ def test_interrupted_run_resumes_to_the_same_bundle(setting: Setting, bundle: Bu
             raise KeyboardInterrupt  # killed while the second chunk runs
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(run_module, "run_chunk", failing)
+    monkeypatch.setattr(work_module, "run_chunk", failing)
     with pytest.raises(KeyboardInterrupt):
         analyze_cli.main(analyze_args(setting, out))
     with pytest.raises(BundleError, match="rerun the same analyze command"):
         Bundle.open(out)
-    monkeypatch.setattr(run_module, "run_chunk", real)
+    monkeypatch.setattr(work_module, "run_chunk", real)
     assert analyze_cli.main(analyze_args(setting, out)) == 0
     resumed = Bundle.open(out)
     assert np.array_equal(resumed.mean_latents, bundle.mean_latents)

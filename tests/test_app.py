@@ -1,7 +1,9 @@
-"""The Streamlit app through AppTest: it starts, labels itself research-only and browses a dataset."""
+"""The Streamlit app through AppTest: it starts, labels itself research-only and browses a dataset; its
+views lay out what the accessors return and import nothing else of the library."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,8 @@ from streamlit.testing.v1 import AppTest
 from mammo_sae.data.phantom import PhantomConfig, generate_dataset
 
 HOME = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
+VIEWS = sorted((Path(HOME).parent / "views").glob("*.py"))
+VIEW_IMPORTS = {"__future__", "accessors", "altair", "dataclasses", "streamlit"}
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +67,38 @@ def test_dataset_page_reports_a_broken_root_without_a_traceback(
     app.switch_page("views/dataset.py").run()
     assert not app.exception, app.exception
     assert "missing" in app.error[0].value.lower() or "column" in app.error[0].value.lower()
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names.add((node.module or "").split(".")[0])
+    return names
+
+
+def test_views_import_only_the_accessors_and_layout_libraries() -> None:
+    assert len(VIEWS) == 7
+    extra = {path.name: sorted(imported_modules(path) - VIEW_IMPORTS) for path in VIEWS}
+    assert extra == {path.name: [] for path in VIEWS}, "views reach the library only through accessors"
+
+
+def test_the_notes_location_is_the_command_line_then_the_environment_then_the_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(HOME).parent))
+    import accessors
+
+    monkeypatch.setenv("MAMMO_SAE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MAMMO_SAE_NOTES", raising=False)
+    monkeypatch.setattr(sys, "argv", ["Home.py"])
+    assert accessors.notes_location() == tmp_path / "cache" / "notes"
+    monkeypatch.setenv("MAMMO_SAE_NOTES", str(tmp_path / "env"))
+    assert accessors.notes_location() == tmp_path / "env"
+    monkeypatch.setattr(sys, "argv", ["Home.py", "--notes", str(tmp_path / "flag")])
+    assert accessors.notes_location() == tmp_path / "flag"

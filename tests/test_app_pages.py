@@ -1,6 +1,7 @@
-"""Every dashboard page through Streamlit's AppTest, on a small analysis bundle: pages render, a control
-changes a probability by exactly what the library computes, naming a latent persists, a bad upload shows
-its error and the session goes on."""
+"""Every dashboard page through Streamlit's AppTest, on a small analysis bundle: pages render with the
+frame's notices, a control changes a probability by exactly what the library computes, naming a latent
+persists in the notes folder with its author, a bad upload shows its error and the session goes on, and
+every message or untrusted string reaches Markdown escaped."""
 
 from __future__ import annotations
 
@@ -23,13 +24,16 @@ from untrusted_fixtures import (
     hostile_dicom,
 )
 
+from mammo_sae.analysis.interventions import contributions
 from mammo_sae.bundle import Bundle
+from mammo_sae.bundle.notes import NOTES_ENV, notes_folder
 from mammo_sae.bundle.queries import case_intervention, intervention_scale
 from mammo_sae.bundle.roots import ROOTS_ENV
 from mammo_sae.data.vindr import VindrIndex
 
 HOME = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
 PAGES = ("case_review", "concepts", "interventions", "upload", "training", "overview")
+SYNTHETIC = "**Synthetic phantoms:** generated images with planted lesions, not patient data."
 
 
 def md_text(text: str) -> str:
@@ -41,8 +45,20 @@ def md_text(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
+def notes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the app keeps latent notes in these tests (MAMMO_SAE_NOTES)."""
+    return tmp_path_factory.mktemp("notes")
+
+
+def saved_notes(bundle: Path, notes_dir: Path) -> dict:
+    """The notes file the app keeps for ``bundle`` (under its identity, in the notes folder)."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    return json.loads((notes_folder(manifest, notes_dir) / "latent_notes.json").read_text())
+
+
+@pytest.fixture(scope="module")
 def bundle_copy(analysis_bundle_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The analysis bundle, with its inputs, copied so pages may write notes into it."""
+    """The analysis bundle, with its inputs, copied so tests may change it."""
     root = tmp_path_factory.mktemp("app-bundle")
     source = analysis_bundle_path.parent
     for name in ("bundle", "phantoms", "classifier.safetensors", "sae-relu"):
@@ -51,10 +67,19 @@ def bundle_copy(analysis_bundle_path: Path, tmp_path_factory: pytest.TempPathFac
     return root / "bundle"
 
 
-def start(monkeypatch: pytest.MonkeyPatch, bundle: Path, page: str | None = None) -> AppTest:
+@pytest.fixture(autouse=True)
+def notes_env(monkeypatch: pytest.MonkeyPatch, notes_dir: Path) -> None:
+    monkeypatch.setenv(NOTES_ENV, str(notes_dir))
+
+
+def start(
+    monkeypatch: pytest.MonkeyPatch, bundle: Path, page: str | None = None, author: str = ""
+) -> AppTest:
     monkeypatch.setenv("MAMMO_SAE_BUNDLE", str(bundle))
     app = AppTest.from_file(HOME, default_timeout=60)
     app.run()
+    if author:
+        next(t for t in app.text_input if t.label.startswith("Your name")).set_value(author).run()
     assert not app.exception, app.exception
     if page:
         app.switch_page(f"views/{page}.py").run()
@@ -67,6 +92,32 @@ def test_every_page_renders_with_the_research_banner(monkeypatch, bundle_copy: P
     app = start(monkeypatch, bundle_copy, page)
     assert any("Research use only" in w.value for w in app.warning)
     assert not app.error, [e.value for e in app.error]
+
+
+@pytest.mark.parametrize("page", (*PAGES, "dataset"))
+def test_every_page_says_once_that_the_bundle_is_built_on_phantoms(
+    monkeypatch, bundle_copy: Path, page
+) -> None:
+    app = start(monkeypatch, bundle_copy, page)
+    assert [c.value for c in app.caption].count(SYNTHETIC) == 1, [c.value for c in app.caption]
+
+
+def test_case_review_draws_the_contribution_bars_largest_first(monkeypatch, bundle_copy: Path) -> None:
+    app = start(monkeypatch, bundle_copy, "case_review")
+    bundle = Bundle.open(bundle_copy)
+    study = next(s for s in app.selectbox if s.label.startswith("Study")).value
+    view = next(s for s in app.selectbox if s.label == "View" and s.key == "chart-view").value
+    laterality, name = view.split()
+    images = bundle.images
+    position = int(
+        images[
+            (images["study_id"] == study) & (images["laterality"] == laterality) & (images["view"] == name)
+        ]["position"].iloc[0]
+    )
+    ranked = contributions(bundle.mean_latents[position], bundle.heads, "mass").head(15)
+    specs = [json.loads(c.proto.spec) for c in app.get("vega_lite_chart")]
+    bars = next(s for s in specs if s["encoding"]["x"]["field"] == "contribution")
+    assert bars["encoding"]["y"]["sort"] == [f"#{t}" for t in ranked["latent"]]
 
 
 def test_case_review_shows_four_views_and_their_probabilities(monkeypatch, bundle_copy: Path) -> None:
@@ -111,7 +162,7 @@ def test_the_concept_table_says_which_score_ranked_it(monkeypatch, bundle_copy: 
     from mammo_sae.analysis.scores import describe_ranking
 
     app = start(monkeypatch, bundle_copy, "concepts")
-    wanted = describe_ranking(Bundle.open(bundle_copy).rank_by, 1)
+    wanted = md_text(describe_ranking(Bundle.open(bundle_copy).rank_by, 1))
     assert any(wanted in c.value for c in app.caption), [c.value for c in app.caption]
 
 
@@ -127,17 +178,26 @@ def test_an_unknown_ranking_score_in_the_manifest_is_named_not_raised(
     assert any("not recognised" in c.value and "'median'" in c.value for c in app.caption)
 
 
-def test_naming_a_latent_persists_in_the_bundle(monkeypatch, bundle_copy: Path) -> None:
-    app = start(monkeypatch, bundle_copy, "concepts")
+def test_naming_a_latent_persists_in_the_notes_folder_with_its_author(
+    monkeypatch, bundle_copy: Path, notes_dir: Path
+) -> None:
+    before = sorted(p.name for p in bundle_copy.iterdir())
+    app = start(monkeypatch, bundle_copy, "concepts", author="Dr. Ada")
     latent = int(next(n for n in app.number_input if n.label == "Latent").value)
     form_inputs = [t for t in app.text_input if t.label == "Name"]
     form_inputs[0].set_value("<b>specks</b> & things")
     next(s for s in app.selectbox if s.label == "Category").set_value("calcification")
     next(b for b in app.button if b.label == "Save").click().run()
     assert not app.exception
-    saved = json.loads((bundle_copy / "latent_notes.json").read_text())
-    assert saved[str(latent)]["name"] == "<b>specks</b> & things"
+    entry = saved_notes(bundle_copy, notes_dir)[str(latent)]
+    assert (entry["name"], entry["author"]) == ("<b>specks</b> & things", "Dr. Ada") and entry["updated"]
+    assert sorted(p.name for p in bundle_copy.iterdir()) == before, "nothing is written into the bundle"
     assert any("Saved" in s.value for s in app.success)
+    app.switch_page("views/overview.py").run()
+    app.switch_page("views/concepts.py").run()
+    assert next(t for t in app.text_input if t.label.startswith("Your name")).value == "Dr. Ada", (
+        "the author is kept in the session across pages"
+    )
 
 
 def test_a_bad_upload_shows_its_error_and_a_good_one_its_probabilities(
@@ -183,7 +243,7 @@ def save(app: AppTest) -> None:
     assert not app.exception, [e.value for e in app.exception]
 
 
-def test_two_sessions_naming_at_once_keep_both_edits(monkeypatch, bundle_copy: Path) -> None:
+def test_two_sessions_naming_at_once_keep_both_edits(monkeypatch, bundle_copy: Path, notes_dir: Path) -> None:
     first, second = start(monkeypatch, bundle_copy, "concepts"), start(monkeypatch, bundle_copy, "concepts")
     name_latent(first, 11, name="ducts")
     name_latent(second, 12, name="skin line", category="anatomy")
@@ -193,7 +253,7 @@ def test_two_sessions_naming_at_once_keep_both_edits(monkeypatch, bundle_copy: P
     name_latent(second, 13, category="calcification", note="fine, clustered")
     save(first)
     save(second)
-    saved = json.loads((bundle_copy / "latent_notes.json").read_text())
+    saved = saved_notes(bundle_copy, notes_dir)
     assert saved["11"]["name"] == "ducts" and saved["12"]["name"] == "skin line"
     assert (saved["13"]["name"], saved["13"]["category"], saved["13"]["note"]) == (
         "specks",
@@ -252,3 +312,65 @@ def test_dicom_strings_and_file_names_reach_the_page_escaped(
     assert cells["manufacturer_model_name"] == md_text(MODEL_NAME)
     assert md_text(WINDOW_NAME) in cells["window_presets"]
     assert md_text(UPLOAD_NAME) in [c for image in app.image for c in image.captions]
+
+
+MARKDOWN_PATH = "![x](evil.png) **bold** :red[c]"  # a path component: no slash
+
+
+def assert_literal(values: list[str], raw: str) -> None:
+    """Some shown value carries ``raw`` escaped, none carries it as Markdown."""
+    assert any(md_text(raw) in v for v in values), values
+    assert not any(raw in v for v in values), "a typed path reached Markdown unescaped"
+
+
+def test_a_typed_bundle_path_reaches_the_error_escaped(
+    monkeypatch, bundle_copy: Path, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(ROOTS_ENV, str(tmp_path))
+    app = start(monkeypatch, bundle_copy, "overview")
+    typed = str(tmp_path / MARKDOWN_PATH)
+    next(t for t in app.text_input if t.label == "Bundle folder").set_value(typed).run()
+    assert not app.exception
+    assert_literal([e.value for e in app.error], MARKDOWN_PATH)
+
+
+def test_a_stale_bundle_message_reaches_the_page_escaped(
+    monkeypatch, bundle_copy: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(bundle_copy.parent, tmp_path / "copy")
+    stale = tmp_path / "copy" / MARKDOWN_PATH.replace("/", "_")
+    (tmp_path / "copy" / "bundle").rename(stale)
+    with open(tmp_path / "copy" / "classifier.safetensors", "ab") as handle:
+        handle.write(b"changed")
+    app = start(monkeypatch, stale, "overview")
+    errors = [e.value for e in app.error]
+    assert any("inputs changed" in e for e in errors), errors
+    assert_literal(errors, MARKDOWN_PATH.replace("/", "_"))
+
+
+def test_a_typed_dataset_root_reaches_the_page_escaped(
+    monkeypatch, bundle_copy: Path, tmp_path: Path
+) -> None:
+    app = start(monkeypatch, bundle_copy, "dataset")
+    typed = str(tmp_path / MARKDOWN_PATH)
+    next(t for t in app.text_input if t.label.startswith("Dataset root")).set_value(typed).run()
+    assert not app.exception
+    assert_literal([i.value for i in app.info], MARKDOWN_PATH)
+
+
+def test_the_overview_shows_the_manifest_warnings_escaped(
+    monkeypatch, bundle_copy: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(bundle_copy.parent, tmp_path / "copy")
+    bundle = tmp_path / "copy" / "bundle"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["warnings"] = ["features hardly vary across images", f"a head {MARKDOWN_PATH}"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    app = start(monkeypatch, bundle, "overview")
+    shown = [w.value for w in app.warning if "Research use only" not in w.value]
+    assert shown == [md_text(w) for w in manifest["warnings"]]
+    del manifest["warnings"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    app.run()
+    assert not app.exception
+    assert [w.value for w in app.warning if "Research use only" not in w.value] == [], "no key: no warnings"

@@ -1,5 +1,6 @@
-"""Bad flags, config files and inputs for `extract`, `train`, `analyze` and `finetune`: each is refused before
-any work starts (nothing written to --out), with exit code 2 and a last line that names the bad thing."""
+"""Bad flags, config files and inputs for `extract`, `train`, `analyze`, `finetune`, `phantom` and `demo`: each
+is refused before any work starts (nothing written to --out), with exit code 2 and a last line that names the
+bad thing."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from store_fixtures import write_synthetic_store
 
-from mammo_sae import analyze, extract, finetune, train
+from mammo_sae import analyze, extract, finetune, phantom, train
+from mammo_sae.demo import __main__ as demo_cli
 from mammo_sae.models import Classifier, create_backbone, save_classifier
 from mammo_sae.sae import create_sae
+from mammo_sae.sae.config import TrainConfig
 from mammo_sae.sae.io import save_sae
-from mammo_sae.store.synthetic import write_synthetic_store
+from mammo_sae.sae.trainer import train as train_sae
 
 Cases = list[tuple[list[str], list[str]]]
 
@@ -53,8 +57,15 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Inputs:
     (root / "wrong-type.toml").write_text('store = "S"\nout = "O"\nlr = "fast"\n')
     store = write_synthetic_store(root / "store-a", seed=0).path
     other = write_synthetic_store(root / "store-b", seed=1).path
-    argv = ["--store", str(store), "--out", str(root / "run"), "--batch-size", "8", "--max-steps", "2"]
-    assert train.main([*argv, "--validation-fraction", "0", "--no-progress"]) == 0
+    run = TrainConfig(
+        store=str(store),
+        out=str(root / "run"),
+        batch_size=8,
+        max_steps=2,
+        validation_fraction=0.0,
+        progress=False,
+    )
+    train_sae(run)
     return Inputs(root, data, root / "classifier.safetensors", store, other)
 
 
@@ -167,3 +178,13 @@ def test_train_refuses_to_resume_on_a_store_from_another_source(
     argv += ["--batch-size", "8", "--max-steps", "4", "--validation-fraction", "0"]
     last = refused(train, argv, run, capsys, before)
     check(last, "train", ["checkpoint.pt was trained on store", f"is store {inputs.other_store.name}"])
+
+
+@pytest.mark.parametrize("command", [extract, analyze, finetune, train, phantom, demo_cli])
+def test_every_command_refuses_an_unknown_config_key(command: ModuleType, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    file = tmp_path / "typo.toml"
+    file.write_text(f'outt = "{out}"\n')
+    prog = command.__name__.removeprefix("mammo_sae.").removesuffix(".__main__")
+    last = refused(command, ["--config", str(file)], out, capsys)
+    check(last, prog, ["unknown key 'outt' (did you mean 'out'?)", "the keys are"])

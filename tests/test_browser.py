@@ -1,6 +1,7 @@
 """The dashboard in a real browser: headless Debian Chromium driven by Playwright against `streamlit run`
-on 127.0.0.1, on the shipped demo bundle. Screenshots go to MAMMO_SAE_SCREENSHOTS (README images) or to
-test-artifacts/screenshots.
+on 127.0.0.1, on the shipped demo bundle (notes go to a temporary notes folder, never into the bundle).
+Nothing a page loads may come from another host than the server. Screenshots go to
+MAMMO_SAE_SCREENSHOTS (README images) or to test-artifacts/screenshots.
 
 Needs /usr/bin/chromium (Debian package `chromium`) and the `playwright` package; never `playwright
 install`. Skipped when Chromium is absent, unless MAMMO_SAE_REQUIRE_BROWSER=1 (CI), where it fails.
@@ -12,12 +13,12 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from dicom_fixtures import identifying_tags, leaked
 
 from mammo_sae.bundle import Bundle
 from mammo_sae.bundle.cases import hanging_views, study_table, view_probabilities
+from mammo_sae.bundle.format import read_manifest
+from mammo_sae.bundle.notes import NOTES_ENV, notes_folder
 from mammo_sae.bundle.queries import case_intervention, intervention_scale
 from mammo_sae.data.dicom import DicomEncoding, read_mammogram, write_mammogram
 from mammo_sae.demo import DEMO_DIR, demo_bundle_dir, ensure_demo_dataset
@@ -40,6 +43,15 @@ FLAGS = [
 ]  # fmt: skip
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = Path(os.environ.get("MAMMO_SAE_SCREENSHOTS") or REPO / "test-artifacts" / "screenshots")
+PAGE_TITLES = (
+    "Overview",
+    "Case review",
+    "Concept neurons",
+    "Interventions",
+    "Upload",
+    "Training report",
+    "Dataset",
+)
 
 pytestmark = pytest.mark.slow
 if not Path(CHROMIUM).exists() or not (DEMO_DIR / "demo.json").exists():
@@ -61,19 +73,23 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the server (and the upload test) regenerate the demo phantoms."""
-    return tmp_path_factory.mktemp("cache")
+    """Where the server (and the upload test) find the demo phantoms, generated here before any server
+    starts (a first start under load can outlast a page wait; tests/test_app_demo.py covers it)."""
+    cache = tmp_path_factory.mktemp("cache")
+    ensure_demo_dataset(cache=cache)
+    return cache
 
 
 @contextlib.contextmanager
-def streamlit_server(cache: Path, log_dir: Path, bundle: Path | None = None) -> Iterator[str]:
-    """`streamlit run app/Home.py` on a free local port, on ``bundle`` (default: the shipped demo); stopped
-    by its own PID."""
+def streamlit_server(cache: Path, log_dir: Path, notes: Path | None = None) -> Iterator[str]:
+    """`streamlit run app/Home.py` on a free local port, on the shipped demo, keeping latent notes in
+    ``notes`` (default: the cache's); stopped by its own PID."""
     port = free_port()
     env = {**os.environ, "MAMMO_SAE_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
     env.pop("MAMMO_SAE_BUNDLE", None)
-    if bundle is not None:
-        env["MAMMO_SAE_BUNDLE"] = str(bundle)
+    env.pop(NOTES_ENV, None)
+    if notes is not None:
+        env[NOTES_ENV] = str(notes)
     log = open(log_dir / "streamlit.log", "w")  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "Home.py"), "--server.port", str(port),
@@ -111,22 +127,24 @@ def server(tmp_path_factory: pytest.TempPathFactory, demo_cache: Path) -> Iterat
 
 
 @pytest.fixture(scope="module")
-def writable_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the demo bundle with its classifier and SAE, for tests that save latent notes."""
-    root = tmp_path_factory.mktemp("writable") / "demo"
-    shutil.copytree(DEMO_DIR / "bundle", root / "bundle", ignore=shutil.ignore_patterns("latent_notes.*"))
-    shutil.copytree(DEMO_DIR / "sae", root / "sae")
-    shutil.copy(DEMO_DIR / "classifier.safetensors", root)
-    return root / "bundle"
+def notes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the notes server keeps latent notes (MAMMO_SAE_NOTES)."""
+    return tmp_path_factory.mktemp("notes")
 
 
 @pytest.fixture(scope="module")
 def notes_server(
-    tmp_path_factory: pytest.TempPathFactory, demo_cache: Path, writable_bundle: Path
+    tmp_path_factory: pytest.TempPathFactory, demo_cache: Path, notes_dir: Path
 ) -> Iterator[str]:
-    """The app on the writable copy (MAMMO_SAE_BUNDLE)."""
-    with streamlit_server(demo_cache, tmp_path_factory.mktemp("notes-server"), writable_bundle) as url:
+    """The app on the shipped demo, keeping the notes the tests save in ``notes_dir``."""
+    with streamlit_server(demo_cache, tmp_path_factory.mktemp("notes-server"), notes_dir) as url:
         yield url
+
+
+def demo_notes(notes_dir: Path) -> dict:
+    """The notes the app saved for the shipped demo."""
+    folder = notes_folder(read_manifest(demo_bundle_dir()), notes_dir)
+    return json.loads((folder / "latent_notes.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +202,66 @@ def test_pages_open_with_the_banner_and_screenshots(server: str, browser) -> Non
         open_page(page, server, title)
         assert "Research use only" in page.content()
         shoot(page, name)
+    page.close()
+
+
+def test_nothing_is_fetched_from_outside_the_server(server: str, browser) -> None:
+    """Every request of a page load and a click through every page goes to the server itself (a
+    `:material/` page icon, for one, makes the browser fetch a font from an outside host)."""
+    own = urllib.parse.urlsplit(server).netloc
+    requested: list[str] = []
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("websocket", lambda socket: requested.append(socket.url))
+    try:
+        page.goto(server)
+        settle(page)
+        page.wait_for_selector("text=Research use only", timeout=60_000)
+        for title in PAGE_TITLES[1:]:
+            go_to(page, title)
+            settle(page)
+            page.wait_for_selector(f"h1:has-text('{title.split()[0]}')", timeout=120_000)
+        page.wait_for_timeout(1500)  # late requests: fonts, icons, images
+    finally:
+        context.close()
+    assert requested, "the recorder saw the page load"
+    outside = sorted({url for url in requested if urllib.parse.urlsplit(url).netloc != own})
+    assert outside == [], f"requests left the machine: {outside}"
+
+
+def bar_labels(page) -> list[str]:
+    """The y-axis labels (``#latent``) of the page's last chart, top to bottom."""
+    chart = page.locator("[data-testid=stVegaLiteChart]").last
+    return chart.evaluate(
+        """e => [...e.querySelectorAll('g.role-axis-label text')]
+            .filter(t => t.textContent.startsWith('#'))
+            .sort((a, b) => a.getBoundingClientRect().top - b.getBoundingClientRect().top)
+            .map(t => t.textContent)"""
+    )
+
+
+def test_contribution_bars_stay_ranked_when_the_view_changes(server: str, browser, demo_cache: Path) -> None:
+    """Vega keeps a previous dataset's axis order when a chart is redrawn with new data, unless the order
+    is in the spec: every view of the case must show its largest contributions first."""
+    from mammo_sae.analysis.interventions import contributions
+
+    ensure_demo_dataset(cache=demo_cache)
+    bundle = Bundle.open(demo_bundle_dir())
+    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    open_page(page, server, "Case review")
+    study = page.get_by_role("combobox", name="Study").first.input_value()
+    views = [v for v in hanging_views(bundle, study) if v.position is not None]
+    for view in [*views[1:], views[0]]:
+        box = page.get_by_role("combobox", name="View").last
+        box.click()
+        box.fill(f"{view.laterality} {view.view}")
+        page.keyboard.press("Enter")
+        page.wait_for_timeout(500)
+        settle(page)
+        page.wait_for_timeout(1000)
+        ranked = contributions(bundle.mean_latents[view.position], bundle.heads, "mass").head(15)
+        assert bar_labels(page) == [f"#{t}" for t in ranked["latent"]], f"{view.laterality} {view.view}"
     page.close()
 
 
@@ -384,18 +462,16 @@ def name_latent(page, latent: int, name: str | None = None, note: str | None = N
     settle(page)
     page.wait_for_selector(f"h2:has-text('#{latent}')", timeout=60_000)
     if name is not None:
-        page.get_by_role("textbox", name="Name").first.fill(name)
+        page.get_by_role("textbox", name="Name", exact=True).first.fill(name)
     if note is not None:
-        page.get_by_role("textbox", name="Note").first.fill(note)
+        page.get_by_role("textbox", name="Note", exact=True).first.fill(note)
 
 
 def save_form(page) -> None:
     page.get_by_role("button", name="Save").first.click()
 
 
-def test_two_sessions_naming_at_once_keep_both_edits(
-    notes_server: str, browser, writable_bundle: Path
-) -> None:
+def test_two_sessions_naming_at_once_keep_both_edits(notes_server: str, browser, notes_dir: Path) -> None:
     contexts = [browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(2)]
     first, second = pages = [context.new_page() for context in contexts]
     try:
@@ -418,7 +494,7 @@ def test_two_sessions_naming_at_once_keep_both_edits(
     finally:
         for context in contexts:
             context.close()
-    saved = json.loads((writable_bundle / "latent_notes.json").read_text())
+    saved = demo_notes(notes_dir)
     assert saved["101"]["name"] == "ducts" and saved["202"]["name"] == "skin line"
     assert (saved["303"]["name"], saved["303"]["note"]) == ("specks", "fine, clustered")
 

@@ -17,9 +17,10 @@ from mammo_sae.bundle.cases import (
     view_boxes,
     view_probabilities,
 )
-from mammo_sae.bundle.live import LiveModels, decode_png
+from mammo_sae.bundle.live import LiveModels
 from mammo_sae.core.errors import DataError
 from mammo_sae.data.dicom import read_mammogram
+from mammo_sae.data.png import decode_png
 from mammo_sae.data.vindr import VindrIndex
 
 

@@ -4,7 +4,9 @@ quality figures are re-measured here from the shipped files."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -26,10 +28,12 @@ from mammo_sae.demo import (
     quality,
     read_demo_manifest,
 )
+from mammo_sae.demo.build import TOY_WARNING
 from mammo_sae.models import load_classifier
 from mammo_sae.sae import load_sae
 
 SIZE_BUDGET = 30 * 2**20
+COMMAND_NAMES = ("phantom", "finetune", "extract", "train", "analyze")
 shipped = pytest.mark.skipif(not (DEMO_DIR / "demo.json").is_file(), reason="no demo built in weights/demo")
 
 
@@ -38,8 +42,14 @@ def test_quick_demo_runs_the_whole_pipeline(tmp_path: Path, capsys) -> None:
     from mammo_sae.demo.__main__ import main
 
     assert main(["--quick", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
     manifest = read_demo_manifest(tmp_path / "out")
+    # a toy build says that its targets do not apply: in its output, its demo.json and its bundle
+    assert summary["toy_build"] is True and manifest["toy_build"] is True
+    assert summary["missed_targets"] and "NOT meant to meet" in summary["warnings"][0]
+    assert "NOT meant to meet" in captured.err
+    assert TOY_WARNING in Bundle.open(tmp_path / "out" / "bundle").manifest["warnings"]
     assert manifest["synthetic"] and "SYNTHETIC PHANTOMS" in manifest["what"]
     assert set(manifest["stages"]) == {
         "phantom-train",
@@ -155,6 +165,7 @@ def test_shipped_demo_meets_every_quality_target() -> None:
 
 
 @shipped
+@pytest.mark.slow  # regenerates the held-out phantoms (minutes on two cores)
 def test_a_generator_that_changes_pixels_fails_until_the_demo_is_rebuilt(
     tmp_path: Path, heldout: Path
 ) -> None:
@@ -172,6 +183,7 @@ def test_a_generator_that_changes_pixels_fails_until_the_demo_is_rebuilt(
 
 
 @shipped
+@pytest.mark.slow  # regenerates the held-out phantoms (minutes on two cores)
 def test_a_cached_dataset_is_reused_and_a_damaged_one_is_not(heldout: Path, tmp_path: Path) -> None:
     from mammo_sae.demo.dataset import dataset_ready
 
@@ -197,14 +209,12 @@ def test_a_plan_with_crops_pre_trains_then_continues_on_whole_frames(tmp_path: P
     from mammo_sae.demo.build import QUICK, stages
 
     plan = replace(QUICK, crop="64x64", crop_epochs=2)
-    by_name = {stage.name: stage.argv for stage in stages(plan, tmp_path / "work", tmp_path / "out", 0)}
+    by_name = {stage.name: stage.config for stage in stages(plan, tmp_path / "work", tmp_path / "out", 0)}
     assert list(by_name)[2:4] == ["finetune-crops", "finetune"]
     crops, whole = by_name["finetune-crops"], by_name["finetune"]
-    assert crops[crops.index("--crop") + 1] == "64x64" and crops[crops.index("--epochs") + 1] == "2"
-    assert whole[whole.index("--init") + 1] == str(
-        tmp_path / "work" / "finetune-crops" / "classifier.safetensors"
-    )
-    assert "--crop" not in whole
+    assert crops.crop == (64, 64) and crops.epochs == 2
+    assert whole.init == str(tmp_path / "work" / "finetune-crops" / "classifier.safetensors")
+    assert whole.crop is None
     plain = [stage.name for stage in stages(QUICK, tmp_path / "work", tmp_path / "out", 0)]
     assert "finetune-crops" not in plain and "finetune" in plain
 
@@ -233,10 +243,58 @@ def test_rebuild_discards_the_work_folders_and_timings_from_its_stage_on(tmp_pat
     planned = stages(QUICK, work, out, 0)
     for stage in planned:
         (stage.output / "done").mkdir(parents=True)
-    timings = {stage.name: {"command": stage.command, "seconds": 1.0} for stage in planned}
+    timings = {stage.name: {"command": stage.command_line, "seconds": 1.0} for stage in planned}
     said: list[str] = []
     discard_from(planned, "extract", work, timings, said.append)
     assert list(timings) == ["phantom-train", "phantom-heldout", "finetune"]
     assert [s.output.exists() for s in planned] == [True, True, True, False, False, True]
-    assert planned[-1].name == "analyze" and planned[-1].argv[-1] == "--overwrite"  # the shipped bundle
+    assert planned[-1].name == "analyze" and planned[-1].config.overwrite  # the shipped bundle
+    assert " --overwrite" in planned[-1].command_line
     assert len(said) == 2 and all("deleting" in line for line in said)
+
+
+def test_every_stage_records_the_command_line_that_gives_back_its_config(tmp_path: Path) -> None:
+    """The demo is config objects passed to the library; the command recorded for each stage is generated
+    from its config and parses back to the same config."""
+    from dataclasses import replace
+
+    from mammo_sae.demo.build import FULL, QUICK, stages
+
+    commands = {name: importlib.import_module(f"mammo_sae.{name}").COMMAND for name in COMMAND_NAMES}
+    for plan in (QUICK, FULL, replace(QUICK, crop="64x64", crop_epochs=1, topk=True)):
+        for stage in stages(plan, tmp_path / "work", tmp_path / "out", 2):
+            words = shlex.split(stage.command_line)
+            assert words[:3] == ["python", "-m", f"mammo_sae.{stage.command}"]
+            assert commands[stage.command].parse(words[3:]) == stage.config, stage.name
+
+
+def test_only_a_toy_build_records_the_toy_warning_in_its_bundle(tmp_path: Path) -> None:
+    from mammo_sae.demo.build import FULL, QUICK, stages
+
+    quick = stages(QUICK, tmp_path / "work", tmp_path / "out", 0)[-1].config
+    full = stages(FULL, tmp_path / "work", tmp_path / "out", 0)[-1].config
+    assert quick.warning == (TOY_WARNING,) and "not meant to meet" in TOY_WARNING
+    assert full.warning == ()
+
+
+def test_demo_without_out_builds_in_the_cache_never_into_the_shipped_demo(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from mammo_sae.demo.__main__ import COMMAND, main
+
+    monkeypatch.setenv("MAMMO_SAE_CACHE", str(tmp_path / "cache"))
+    default = COMMAND.parse([])
+    assert default.out_dir() == tmp_path / "cache" / "demo-full"
+    assert default.work_dir() == tmp_path / "cache" / "demo-full-work"
+    assert COMMAND.parse(["--quick"]).out_dir() == tmp_path / "cache" / "demo-quick"
+    shipped = {p: p.stat().st_mtime_ns for p in DEMO_DIR.rglob("*")} if DEMO_DIR.exists() else {}
+    work = ["--work", str(tmp_path / "work")]
+    assert main(["--out", str(DEMO_DIR), *work]) == 2
+    assert "add --replace-shipped" in capsys.readouterr().err
+    assert main(["--quick", "--out", str(DEMO_DIR), "--replace-shipped", *work]) == 2
+    assert "--quick never writes into the shipped demo" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists() and not (tmp_path / "cache").exists(), (
+        "a refused build runs nothing"
+    )
+    assert shipped == ({p: p.stat().st_mtime_ns for p in DEMO_DIR.rglob("*")} if DEMO_DIR.exists() else {})
+    assert COMMAND.parse(["--out", str(DEMO_DIR), "--replace-shipped"]).out_dir() == DEMO_DIR

@@ -1,13 +1,17 @@
-"""The lossless JPEG (SOF3, predictor 1) encoder decodes exactly with libjpeg, the runtime decoder."""
+"""The tests' lossless JPEG (SOF3, predictor 1) encoder decodes exactly with libjpeg, the runtime decoder;
+without it the package's writer refuses JPEG Lossless (it ships no encoder: no command writes such files)."""
 
 from __future__ import annotations
 
 import libjpeg
 import numpy as np
 import pytest
-from dicom_fixtures import smooth_intensity
+from dicom_fixtures import smooth_intensity, write_test_image
+from ljpeg_encoder import encode_lossless_jpeg
 
-from mammo_sae.data.dicom.ljpeg import encode_lossless_jpeg
+from mammo_sae.data.dicom import DicomEncoding
+from mammo_sae.data.dicom import write as dicom_write
+from mammo_sae.data.dicom.errors import DicomWriteError
 
 
 @pytest.mark.parametrize("precision", [2, 8, 12, 16])
@@ -49,3 +53,13 @@ def test_bad_input_is_refused():
         encode_lossless_jpeg(np.zeros((2, 2, 2), np.uint16), 12)
     with pytest.raises(ValueError, match="precision"):
         encode_lossless_jpeg(np.zeros((2, 2), np.uint16), 17)
+
+
+def test_the_package_writes_jpeg_lossless_only_with_a_registered_encoder(tmp_path, monkeypatch):
+    encoding = DicomEncoding(transfer_syntax="jpeg-lossless")
+    stored = write_test_image(tmp_path / "a.dcm", encoding)  # conftest registered the tests' encoder
+    assert stored.size and (tmp_path / "a.dcm").is_file()
+    monkeypatch.setattr(dicom_write, "FRAME_ENCODERS", {})
+    with pytest.raises(DicomWriteError, match="mammo-sae ships none"):
+        write_test_image(tmp_path / "b.dcm", encoding)
+    assert not (tmp_path / "b.dcm").exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from analysis_fixtures import constant_feature_classifier
 from model_fixtures import lukemelas_state, released_checkpoint, save
 
 from mammo_sae import extract
@@ -96,6 +97,27 @@ def test_classifier_file_supplies_its_backbone(phantoms: Path, tmp_path: Path, c
     )
     assert code == 0, err
     assert open_store(summary["store"]).identity["backbone"]["classifier_sha256"]
+
+
+def test_features_that_are_the_same_for_every_image_are_flagged_in_the_store(
+    phantoms: Path, tmp_path: Path, capsys
+) -> None:
+    clf = constant_feature_classifier(tmp_path / "constant.safetensors")
+    code, summary, err = run(
+        base_args(phantoms, tmp_path / "broken", "--classifier", str(clf), "--split", "all"), capsys
+    )
+    assert code == 0, err  # the store is written, with the warning beside its numbers
+    assert len(summary["warnings"]) == 1 and "the same for every image" in summary["warnings"][0]
+    assert f"warning: {summary['warnings'][0]}" in err
+    metadata = json.loads((Path(summary["store"]) / "metadata.json").read_text())
+    assert metadata["warnings"] == summary["warnings"]
+    features = np.concatenate(list(open_store(summary["store"]).iter_batches(64)))
+    assert features.std() > 0, "the features vary over positions, only not across images"
+    code, healthy, err = run(
+        base_args(phantoms, tmp_path / "healthy", "--backbone", TIMM, "--split", "all"), capsys
+    )
+    assert code == 0 and healthy["warnings"] == [] and "warning" not in err
+    assert "warnings" not in json.loads((Path(healthy["store"]) / "metadata.json").read_text())
 
 
 def test_images_that_fail_to_decode_are_skipped_and_listed(phantoms: Path, tmp_path: Path, capsys) -> None:

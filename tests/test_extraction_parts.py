@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from mammo_sae.core.errors import DataError
+from mammo_sae.data.frame_policy import FramePolicy, ImageRecord, model_frame
 from mammo_sae.data.vindr import VindrIndex
 from mammo_sae.extraction.augment import augment_frame
-from mammo_sae.extraction.images import FrameDataset, ImageRecord, collate_frames, load_frame, select_records
+from mammo_sae.extraction.images import FrameDataset, collate_frames
 from mammo_sae.extraction.tokens import sample_tokens, tokens_per_image
 
 
@@ -50,10 +51,15 @@ def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def select_records(index: VindrIndex, split: str, limit: int | None = None):
+    return FramePolicy.resolve("auto", index).select(index, split, limit)
+
+
 def test_records_follow_the_split_and_report_missing_files(phantoms: Path) -> None:
     index = VindrIndex.load(phantoms)
     records, skipped = select_records(index, "all", limit=5)
     assert [r.image_id for r in records] == index.images["image_id"].tolist()[:5] and not skipped
+    assert all(r.frames == "dicom" and r.png_path is None for r in records)  # phantoms have no PNGs
     moved = Path(records[0].dicom_path)
     moved.rename(moved.with_suffix(".gone"))
     try:
@@ -74,15 +80,15 @@ def test_dataset_returns_model_inputs_and_reports_bad_files(phantoms: Path, tmp_
     ids, pixels, errors = collate_frames([dataset[i] for i in range(len(dataset))])
     assert ids == [r.image_id for r in records] and set(errors) == {"bad"}
     assert isinstance(pixels, torch.Tensor) and pixels.shape == (2, 3, 128, 80)
-    assert np.array_equal(load_frame(records[0], (128, 80)).shape, (128, 80))
+    assert np.array_equal(model_frame(records[0], (128, 80)).shape, (128, 80))
 
 
-def test_png_frames_are_preferred_and_resized(phantoms: Path, tmp_path: Path) -> None:
+def test_png_frames_are_resized_to_the_frame_size(tmp_path: Path) -> None:
     import cv2
 
     png = tmp_path / "frame.png"
     cv2.imwrite(str(png), np.full((152, 91), 77, dtype=np.uint8))
-    frame = load_frame(ImageRecord("p", "/nonexistent.dicom", str(png)), (76, 45))
+    frame = model_frame(ImageRecord("p", None, str(png), "png"), (76, 45))
     assert frame.shape == (76, 45) and int(frame.mean()) == 77
 
 

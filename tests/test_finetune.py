@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from mammo_sae import finetune as finetune_cli
+from mammo_sae.data.frame_policy import FramePolicy
 from mammo_sae.data.vindr import VindrIndex
 from mammo_sae.finetuning import loop
 from mammo_sae.finetuning.data import FinetuneError, make_slices, positive_weights
@@ -21,6 +22,9 @@ from mammo_sae.models import create_backbone, load_classifier
 @pytest.fixture(scope="module")
 def phantoms(finetune_phantoms: Path) -> Path:
     return finetune_phantoms
+
+
+DICOM = FramePolicy("dicom", "dicom", (128, 80))  # the phantoms have no Mammo-CLIP PNGs
 
 
 def args(data: Path, out: Path, *extra: str) -> list[str]:
@@ -41,13 +45,13 @@ def test_learning_rate_warms_up_then_decays_to_zero() -> None:
 
 def test_validation_holds_out_whole_studies(phantoms: Path) -> None:
     index = VindrIndex.load(phantoms)
-    slices = make_slices(index, ("mass", "calcification"), 0.34, seed=0, limit=None)
+    slices = make_slices(index, ("mass", "calcification"), 0.34, seed=0, limit=None, frames=DICOM)
     studies = index.images.set_index("image_id")["study_id"]
     train = {studies[r.image_id] for r in slices.train}
     held = {studies[r.image_id] for r in slices.validation}
     assert held and train and not train & held
     assert len(slices.train) + len(slices.validation) == len(index.images)
-    again = make_slices(index, ("mass", "calcification"), 0.34, seed=0, limit=None)
+    again = make_slices(index, ("mass", "calcification"), 0.34, seed=0, limit=None, frames=DICOM)
     assert [r.image_id for r in again.validation] == [r.image_id for r in slices.validation]
     weights = positive_weights(slices.labels, slices.train, ("mass",))
     y = slices.labels.loc[[r.image_id for r in slices.train], "mass"].to_numpy()
@@ -57,9 +61,9 @@ def test_validation_holds_out_whole_studies(phantoms: Path) -> None:
 def test_bad_tasks_and_single_class_slices_are_refused(phantoms: Path) -> None:
     index = VindrIndex.load(phantoms)
     with pytest.raises(FinetuneError, match="not label columns"):
-        make_slices(index, ("tumour",), 0.2, 0, None)
+        make_slices(index, ("tumour",), 0.2, 0, None, DICOM)
     with pytest.raises(FinetuneError, match="both classes"):
-        make_slices(index, ("mass",), 0.2, 0, 2)
+        make_slices(index, ("mass",), 0.2, 0, 2, DICOM)
 
 
 @pytest.mark.parametrize("ema", ["0", "0.9"])
@@ -94,6 +98,31 @@ def test_finetune_saves_the_best_epoch_and_resumes_to_the_same_weights(
     for part in ("model", "ema") if ema != "0" else ("model",):
         for key, value in whole[part].items():
             assert torch.equal(value, resumed[part][key]), (part, key)
+
+
+def test_a_validation_slice_without_positives_for_a_head_is_warned_and_not_judged(
+    phantoms: Path, tmp_path: Path, capsys
+) -> None:
+    """The fixture's validation slice (seed 0, 0.34 of six studies) holds no calcification: its AUROC is
+    undefined, so the best epoch is chosen by the mass head, and every file says so in strict JSON."""
+    assert finetune_cli.main(args(phantoms, tmp_path, "--epochs", "1")) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert len(summary["warnings"]) == 1
+    assert "has no positives for the calcification head" in summary["warnings"][0]
+    assert "chosen by the mean validation AUROC of mass" in summary["warnings"][0]
+    assert f"warning: {summary['warnings'][0]}" in captured.err
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"{token} is not JSON")
+
+    for line in (tmp_path / "metrics.jsonl").read_text().splitlines():
+        entry = json.loads(line, parse_constant=refuse)
+        assert entry["undefined"] == {"calcification": "no positives"}
+        assert entry["tasks"]["calcification"]["auroc"] is None
+        assert entry["selection"] == pytest.approx(entry["tasks"]["mass"]["auroc"])
+    best = json.loads((tmp_path / "validation.json").read_text(), parse_constant=refuse)
+    assert best["warnings"] == summary["warnings"]
 
 
 def test_an_ema_run_validates_and_saves_the_averaged_weights(phantoms: Path, tmp_path: Path) -> None:

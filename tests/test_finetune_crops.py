@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mammo_sae import finetune as finetune_cli
-from mammo_sae.extraction.images import ImageRecord
+from mammo_sae.data.frame_policy import ImageRecord
 from mammo_sae.finetuning.crops import box_masks, crop_labels, pick_crop, token_grid_targets
 from mammo_sae.finetuning.data import LabelledFrames
 

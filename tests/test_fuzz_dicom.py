@@ -19,7 +19,6 @@ from dicom_fixtures import identifying_tags, leaked, write_test_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mammo_sae.bundle.live import decode_png
 from mammo_sae.core.errors import DataError
 from mammo_sae.data.dicom import (
     DicomEncoding,
@@ -29,6 +28,7 @@ from mammo_sae.data.dicom import (
     read_mammogram,
     write_mammogram,
 )
+from mammo_sae.data.png import decode_png
 from mammo_sae.data.preprocess import model_input, preprocess_mammogram
 
 SYNTAXES = ("explicit-little", "implicit-little", "deflated", "jpeg2000-lossless", "rle", "jpeg-lossless")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mammo_sae import cli
@@ -54,26 +54,46 @@ def test_torch_pair_is_pinned_exactly() -> None:
     assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
 
 
-def test_console_script_lists_commands_and_rejects_unknown(capsys) -> None:
+def command_modules() -> set[str]:
+    """Every `python -m mammo_sae.<x>` entry point: a package-root module or a package ``__main__`` that
+    runs ``main()`` when executed (the console script itself aside)."""
+    package = ROOT / "mammo_sae"
+    candidates = [*package.glob("*.py"), *package.glob("*/__main__.py")]
+    found = set()
+    for path in candidates:
+        if path.name != "cli.py" and 'if __name__ == "__main__":' in path.read_text():
+            found.add(".".join(path.relative_to(ROOT).with_suffix("").parts))
+    return found
+
+
+def test_the_command_table_holds_every_command_module() -> None:
+    assert {module for module, _ in cli.COMMANDS.values()} == command_modules()
+    assert "demo" in cli.COMMANDS
+
+
+def test_console_script_lists_every_command_and_rejects_unknown(capsys) -> None:
     assert cli.main(["--help"]) == 0
-    assert "phantom" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    for name, (_, about) in cli.COMMANDS.items():
+        assert f"  {name}" in out and about in out
     assert cli.main(["no-such-command"]) == 2
     assert "unknown command" in capsys.readouterr().err
 
 
-def test_every_registered_command_answers_help() -> None:
-    """Each ``python -m`` entry point starts and prints its usage (two at a time: each imports torch)."""
+def test_every_registered_command_answers_help(capsys) -> None:
+    """`mammo-sae <x> --help` (and each subcommand's) exits 0 and prints its usage."""
+    for name, (module, _) in cli.COMMANDS.items():
+        assert cli.main([name, "--help"]) == 0, name
+        assert "usage" in capsys.readouterr().out.lower(), name
+        for sub in importlib.import_module(module).COMMAND.subcommands:
+            assert cli.main([name, sub, "--help"]) == 0, (name, sub)
+            assert f"{name} {sub}" in capsys.readouterr().out
 
-    def answer(module: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", module.removesuffix(".__main__"), "--help"]
-        return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
-    names = list(cli.COMMANDS)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        answers = list(pool.map(answer, [cli.COMMANDS[name][0] for name in names]))
-    for name, done in zip(names, answers, strict=True):
-        assert done.returncode == 0, f"{name}: {done.stderr}"
-        assert "usage" in done.stdout.lower()
+def test_a_command_module_runs_as_a_script() -> None:
+    command = [sys.executable, "-m", "mammo_sae.cli", "demo", "--help"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0 and "--replace-shipped" in done.stdout, done.stderr
 
 
 def test_streamlit_config_keeps_the_server_private() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mammo_sae.render import draw_boxes, fit_height, to_rgb
+from mammo_sae.bundle.render import draw_boxes, fit_height, to_rgb
 
 
 def test_fit_height_downscales_only() -> None:

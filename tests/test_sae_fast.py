@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from sae_train_helpers import arch_kwargs
 
 from mammo_sae.sae import ARCHITECTURES, SAEError, SparseAutoencoder, create_sae, fast
 
@@ -13,7 +14,7 @@ F64 = torch.float64
 
 
 def make(arch: str, dtype: torch.dtype = F64, **kwargs) -> SparseAutoencoder:
-    sae = create_sae(arch, D_IN, D_SAE, k=K, dtype=dtype, **kwargs)
+    sae = create_sae(arch, D_IN, D_SAE, dtype=dtype, **arch_kwargs(arch, k=K, **kwargs))
     with torch.no_grad():
         gen = torch.Generator().manual_seed(11)
         sae.b_enc.copy_(0.2 * torch.randn(D_SAE, generator=gen))
@@ -96,7 +97,9 @@ def test_relu_l1_override_reaches_the_fast_path() -> None:
     sae, x = make("relu"), batch()
     for kernel in ("dense", "sparse"):
         assert_same(
-            fast_path(sae, x, l1_coeff=0.5, kernel=kernel), reference(sae, x, l1_coeff=0.5), rtol=1e-11
+            fast_path(sae, x, sparsity_coeff=0.5, kernel=kernel),
+            reference(sae, x, sparsity_coeff=0.5),
+            rtol=1e-11,
         )
 
 

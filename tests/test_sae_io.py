@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from sae_train_helpers import arch_kwargs
 from safetensors.torch import load_file, save_file
 
 from mammo_sae.sae import (
@@ -16,19 +17,19 @@ from mammo_sae.sae import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     SAEError,
-    check_mammosae_state,
     create_sae,
     import_mammosae,
     load_sae,
     save_sae,
 )
+from mammo_sae.sae.io import check_mammosae_state
 
 D_IN, D_SAE, K = 10, 40, 3
 META = {"backbone": "mammoclip-b5", "layer": "blocks.6", "store": "0123abcd", "train": {"lr": 5e-4}}
 
 
 def trained(arch: str):
-    sae = create_sae(arch, D_IN, D_SAE, k=K, aux_k=4, l1_coeff=1e-3, seed=2)
+    sae = create_sae(arch, D_IN, D_SAE, seed=2, **arch_kwargs(arch, k=K, aux_k=4, l1_coeff=1e-3))
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in sae.parameters():

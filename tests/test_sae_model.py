@@ -8,6 +8,7 @@ import pickle
 
 import pytest
 import torch
+from sae_train_helpers import arch_kwargs
 
 from mammo_sae.sae import ARCHITECTURES, BatchTopKSAE, SAEError, SparseAutoencoder, create_sae
 from mammo_sae.sae.fast import batch_topk_select
@@ -17,7 +18,9 @@ F64 = torch.float64
 
 
 def make(arch: str, **kwargs) -> SparseAutoencoder:
-    sae = create_sae(arch, D_IN, D_SAE, k=K, seed=kwargs.pop("seed", 0), dtype=F64, **kwargs)
+    sae = create_sae(
+        arch, D_IN, D_SAE, seed=kwargs.pop("seed", 0), dtype=F64, **arch_kwargs(arch, k=K, **kwargs)
+    )
     with torch.no_grad():  # move away from the symmetric init so that every term is exercised
         gen = torch.Generator().manual_seed(7)
         sae.b_enc.copy_(0.1 * torch.randn(D_SAE, generator=gen, dtype=F64))
@@ -32,7 +35,7 @@ def batch(n: int = 32, seed: int = 1) -> torch.Tensor:
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_parameters_have_saelens_shapes_and_the_stated_init(arch: str) -> None:
-    sae = create_sae(arch, D_IN, D_SAE, k=K, seed=3)
+    sae = create_sae(arch, D_IN, D_SAE, seed=3, **arch_kwargs(arch, k=K))
     assert sae.architecture == arch and (sae.d_in, sae.d_sae) == (D_IN, D_SAE)
     assert sae.W_enc.shape == (D_IN, D_SAE) and sae.W_dec.shape == (D_SAE, D_IN)
     assert sae.b_enc.shape == (D_SAE,) and sae.b_dec.shape == (D_IN,)
@@ -40,8 +43,8 @@ def test_parameters_have_saelens_shapes_and_the_stated_init(arch: str) -> None:
     torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(D_SAE))
     assert torch.equal(sae.W_enc, sae.W_dec.T)
     assert not sae.b_enc.any() and not sae.b_dec.any()
-    assert torch.equal(create_sae(arch, D_IN, D_SAE, k=K, seed=3).W_dec, sae.W_dec)
-    assert not torch.equal(create_sae(arch, D_IN, D_SAE, k=K, seed=4).W_dec, sae.W_dec)
+    assert torch.equal(create_sae(arch, D_IN, D_SAE, seed=3, **arch_kwargs(arch, k=K)).W_dec, sae.W_dec)
+    assert not torch.equal(create_sae(arch, D_IN, D_SAE, seed=4, **arch_kwargs(arch, k=K)).W_dec, sae.W_dec)
     assert sae.hparams["seed"] == 3
 
 
@@ -83,7 +86,7 @@ def test_relu_encode_decode_and_loss_are_the_paper_formula() -> None:
     torch.testing.assert_close(parts.sparsity, 0.01 * z.abs().sum(dim=1).mean())
     torch.testing.assert_close(parts.total, parts.mse + parts.sparsity)
     assert parts.total.requires_grad and not parts.mse.requires_grad
-    torch.testing.assert_close(sae.loss(x, l1_coeff=0.0).total, mse)  # the trainer's L1 warm-up
+    torch.testing.assert_close(sae.loss(x, sparsity_coeff=0.0).total, mse)  # the trainer's L1 warm-up
     assert torch.equal(parts.z_count, (z > 0).sum(dim=0))
     torch.testing.assert_close(parts.l0, (z > 0).sum(dim=1).double().mean())
     torch.testing.assert_close(parts.sse, ((x_hat - x) ** 2).sum())
@@ -185,7 +188,7 @@ def test_parallel_gradient_removal_keeps_only_the_perpendicular_part() -> None:
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_decoder_rows_stay_unit_norm_through_adam_steps(arch: str) -> None:
-    sae = create_sae(arch, D_IN, D_SAE, k=K)
+    sae = create_sae(arch, D_IN, D_SAE, **arch_kwargs(arch, k=K))
     opt = torch.optim.Adam(sae.parameters(), lr=1e-2)
     for step in range(5):
         x = torch.randn(64, D_IN, generator=torch.Generator().manual_seed(step)) + 1.0

@@ -13,6 +13,13 @@ import numpy as np
 import pytest
 import torch
 from sae_train_helpers import dictionary_store, recovery
+from store_fixtures import (
+    LABEL_COLUMNS,
+    synthetic_identity,
+    synthetic_image_ids,
+    synthetic_shard,
+    write_synthetic_store,
+)
 
 from mammo_sae import train as train_cli
 from mammo_sae.core.errors import TrainError
@@ -20,8 +27,10 @@ from mammo_sae.core.hashing import sha256_file
 from mammo_sae.sae import create_sae, load_sae
 from mammo_sae.sae.config import TrainConfig, config_toml, read_config_file
 from mammo_sae.sae.metrics import LatentActivity, evaluate_sae
-from mammo_sae.sae.trainer import CHECKPOINT_FILE, Trainer, l1_at, lr_at, train
-from mammo_sae.store.synthetic import write_synthetic_store
+from mammo_sae.sae.schedules import lr_at, penalty_at, resample_due
+from mammo_sae.sae.trainer import CHECKPOINT_FILE, Trainer, train
+from mammo_sae.sae.validation import choose_split
+from mammo_sae.store import StoreWriter
 
 SMALL = {"batch_size": 256, "progress": False, "dead_window": 20_000}
 
@@ -162,7 +171,10 @@ def test_schedules() -> None:
     assert [lr_at(s, shaped, 10) for s in range(10)] == pytest.approx(
         [0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2]
     )
-    assert [l1_at(s, shaped) for s in range(4)] == [1.0, 2.0, 2.0, 2.0]
+    assert [penalty_at(s, shaped.l1, shaped.l1_warmup_steps) for s in range(4)] == [1.0, 2.0, 2.0, 2.0]
+    assert penalty_at(0, None, 2) is None  # an SAE without a sparsity penalty (the TopK family)
+    every_3 = dataclasses.replace(plain, epochs=12, resample_every=3)
+    assert [e for e in range(1, 13) if resample_due(e, every_3)] == [3, 6, 9]  # never after the last epoch
 
 
 def test_latent_activity_dead_and_dense_windows() -> None:
@@ -213,6 +225,11 @@ def test_metrics_and_eval_files_hold_sane_values(store, tmp_path: Path) -> None:
     evaluation = json.loads((out / "eval.json").read_text())
     val_tokens = sum(int(reader.shard_token_counts[k]) for k in evaluation["shards"])
     assert evaluation["n_tokens"] == val_tokens and evaluation["on"] == "validation"
+    assert (
+        evaluation["validation"]["kind"] == "shards"
+        and evaluation["validation"]["held_out_tokens"] == val_tokens
+    )
+    assert evaluation["warnings"] == []
     for key in ("mse", "fvu", "explained_variance", "nmse", "l0", "dead_fraction", "dense_fraction"):
         assert math.isfinite(evaluation[key]), key
     assert evaluation["fvu"] == pytest.approx(1 - evaluation["explained_variance"])
@@ -259,7 +276,7 @@ def test_resampling_revives_forced_dead_latents(store, tmp_path: Path) -> None:
     forced = torch.arange(0, d_sae, 4)
     with torch.no_grad():
         sae.b_enc[forced] = -1e4  # these latents can never fire
-    x = trainer._prepare(torch.from_numpy(reader.features(shards=trainer.train_shards)))
+    x = trainer._prepare(torch.from_numpy(reader.features(shards=trainer.split.train_shards)))
     assert not (sae.encode(x)[:, forced] > 0).any()
     trainer.activity.since_fired[forced] = trainer.config.dead_window
     alive = torch.ones(d_sae, dtype=torch.bool)
@@ -326,14 +343,18 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(store, tmp_path: Pa
     assert not (out / "eval.json").exists()
 
 
-def test_existing_runs_store_mismatches_and_single_shard_stores_are_refused(
-    store, tmp_path: Path, capsys
-) -> None:
+def test_reruns_resume_or_replace_and_store_mismatches_are_refused(store, tmp_path: Path, capsys) -> None:
     reader, _ = store
     out = tmp_path / "run"
-    train(config(reader, out, max_steps=5))
-    with pytest.raises(TrainError, match="already holds a training run"):
-        Trainer(config(reader, out, max_steps=5))
+    first = train(config(reader, out, max_steps=5))
+    again = Trainer(config(reader, out, max_steps=5))  # --resume is the default: a rerun carries on
+    assert again.step == 5 and again.fit()["steps_this_run"] == 0
+    assert [r["step"] for r in read_metrics(out)] == [5]
+    replaced = Trainer(config(reader, out, max_steps=3, resume=False))  # --no-resume starts from scratch
+    assert (
+        replaced.step == 0 and not (out / CHECKPOINT_FILE).exists() and not (out / "metrics.jsonl").exists()
+    )
+    assert replaced.fit()["steps"] == 3 and first["steps"] == 5
     other, _ = dictionary_store(
         tmp_path / "other", d=16, n_images=16, tokens_per_image=40, images_per_shard=4
     )
@@ -344,10 +365,91 @@ def test_existing_runs_store_mismatches_and_single_shard_stores_are_refused(
     assert code == 2 and "was trained on store" in err and "d=32" in err and "d=16" in err
     with pytest.raises(TrainError, match=r"--lr: saved 0\.0003, now 0\.001"):
         Trainer(config(reader, out, max_steps=5, lr=1e-3, resume=True))
-    single = write_synthetic_store(tmp_path / "single", n_images=4, images_per_shard=4)
-    with pytest.raises(TrainError, match="validation-fraction 0"):
-        Trainer(config(single, tmp_path / "single-run", batch_size=8))
-    Trainer(config(single, tmp_path / "single-run", batch_size=8, validation_fraction=0.0))
+    with pytest.raises(TrainError, match=r"--arch topk with these settings: k=300 is larger than d_sae=256"):
+        Trainer(config(reader, tmp_path / "k", arch="topk", k=300))
+
+
+def test_train_with_defaults_on_a_one_shard_store_holds_out_tokens(tmp_path: Path, capsys) -> None:
+    """Defect 9: a new user extracts a few images (one shard, fewer tokens than a batch) and runs
+    ``train --store S --out D``: a trained SAE, validated on held-out tokens, and eval.json says so."""
+    single = write_synthetic_store(tmp_path / "single", n_images=4, images_per_shard=4, tokens_per_image=10)
+    assert single.n_shards == 1 and single.n_tokens == 40
+    out = tmp_path / "run"
+    code, summary, err = run_cli(["--store", str(single.path), "--out", str(out), "--no-progress"], capsys)
+    assert code == 0, err
+    assert "held out at random instead of whole shards" in err and "fewer than one batch" in err
+    evaluation = json.loads((out / "eval.json").read_text())
+    assert evaluation["on"] == "validation" and evaluation["n_tokens"] == 2  # 5 % of 40 tokens
+    validation = evaluation["validation"]
+    assert (
+        validation["kind"] == "tokens"
+        and validation["held_out_tokens"] == 2
+        and validation["fraction"] == 0.05
+    )
+    assert "needs at least 2" in validation["reason"] and "also give training tokens" in validation["reason"]
+    warnings = evaluation["warnings"]  # the split, the batch, and a dead window no run this short reaches
+    assert len(warnings) == 3 and warnings[0] == validation["reason"] and "--dead-window" in warnings[2]
+    assert summary["steps"] == 200 and summary["eval"] == evaluation  # 200 epochs of one 38-token batch
+    metadata = json.loads((out / "cfg.json").read_text())["metadata"]
+    assert metadata["eval"] == evaluation and metadata["training"]["batch_size"] == 38
+    split = choose_split(single, 0.05, seed=0)
+    assert split.kind == "tokens" and np.intersect1d(split.train_tokens, split.val_tokens).size == 0
+    assert len(split.train_tokens) + len(split.val_tokens) == single.n_tokens
+    held = torch.from_numpy(single.features()[split.val_tokens])
+    again = evaluate_sae(load_sae(out), [held])
+    assert again["n_tokens"] == 2 and again["mse"] == pytest.approx(evaluation["mse"], rel=1e-6)
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN / Infinity (Python's json accepts them; other readers do not)."""
+
+    def refuse(token: str):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_undefined_metrics_are_null_in_every_json_file(tmp_path: Path) -> None:
+    """Tokens without variance make FVU undefined (0 / 0): the files say null, never NaN."""
+    ids = synthetic_image_ids(4)
+    writer = StoreWriter.create_or_resume(
+        tmp_path / "stores",
+        synthetic_identity(ids, d=8),
+        ids,
+        images_per_shard=2,
+        label_columns=list(LABEL_COLUMNS),
+    )
+    for k in writer.pending_shards():
+        _, index, skipped = synthetic_shard(writer.shard_images(k), d=8, grid=(6, 4), tokens_per_image=8)
+        writer.write_shard(k, np.full((len(index), 8), 0.5, dtype=np.float16), index, skipped)
+    reader = writer.finalize()
+    out = tmp_path / "run"
+    summary = train(config(reader, out, batch_size=8, max_steps=6, log_every=2, validation_fraction=0.5))
+    evaluation = strict_json((out / "eval.json").read_text())
+    assert evaluation["fvu"] is None and evaluation["explained_variance"] is None
+    assert math.isfinite(evaluation["mse"]) and summary["eval"] == evaluation
+    records = [strict_json(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all(r["fvu"] is None and math.isfinite(r["loss"]) for r in records)
+    assert strict_json((out / "cfg.json").read_text())["metadata"]["eval"] == evaluation
+    state = torch.load(out / CHECKPOINT_FILE, weights_only=True)
+    for key in ("config", "split", "resamples", "stream"):
+        json.dumps(state[key], allow_nan=False)
+
+
+def test_the_split_falls_back_and_says_why(tmp_path: Path) -> None:
+    many = write_synthetic_store(tmp_path / "many", n_images=12, images_per_shard=4)
+    shards = choose_split(many, 0.25, seed=0)
+    assert shards.kind == "shards" and shards.warning is None and shards.train_tokens is None
+    assert shards.eval_record(many)["held_out_tokens"] == 32 * len(shards.val_shards)  # 4 images x 8 tokens
+    too_greedy = choose_split(many, 0.9, seed=0)  # every shard would be held out: tokens instead
+    assert too_greedy.kind == "tokens" and len(too_greedy.val_tokens) == round(0.9 * many.n_tokens)
+    assert "leaves no training shard" in too_greedy.reason
+    none = choose_split(many, 0.0, seed=0)
+    assert none.kind == "none" and none.train_shards == [0, 1, 2] and "--validation-fraction 0" in none.reason
+    one = write_synthetic_store(tmp_path / "one", n_images=1, tokens_per_image=1, images_per_shard=1)
+    tiny = choose_split(one, 0.05, seed=0)
+    assert tiny.kind == "none" and "too few to hold out tokens" in tiny.reason
+    assert tiny.checkpoint_record() == {"train": [0], "validation": []}
 
 
 def test_resume_continues_to_the_same_weights(store, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mammo_sae.core.hashing import NotPlainJsonError, canonical_json
-from mammo_sae.store import StoreError, identity_hash, image_list_digest, store_path, suggest_images_per_shard
+from mammo_sae.store import StoreError, identity_hash, image_list_digest, store_path
 from mammo_sae.store.format import format_ranges
 
 IDENTITY = {
@@ -88,6 +88,3 @@ def test_image_list_digest_depends_on_order() -> None:
 def test_helpers() -> None:
     assert format_ranges([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"
     assert format_ranges([]) == ""
-    # VinDr head features at 25%: 348 tokens x 2048 x 2 bytes = 1.4 MB per image -> 94 images per 128 MiB
-    assert suggest_images_per_shard(348, 2048) == 94
-    assert suggest_images_per_shard(10**9, 2048) == 1

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from mammo_sae.store import StoreError, StoreReader, StoreWriter, open_store
-from mammo_sae.store.synthetic import (
+from store_fixtures import (
     LABEL_COLUMNS,
     synthetic_identity,
     synthetic_image_ids,
     synthetic_shard,
     write_synthetic_store,
 )
+
+from mammo_sae.store import StoreError, StoreReader, StoreWriter, open_store
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_sequential_batches_are_the_exact_tokens_in_order(store: StoreReader) ->
     assert [len(b) for b in batches] == [10] * 11 + [2]
     np.testing.assert_array_equal(np.concatenate(batches), everything)
     assert [len(b) for b in store.iter_batches(10, drop_last=True)] == [10] * 11
-    with_index = list(store.iter_batches_with_index(25))
+    with_index = list(store.stream(25, with_index=True))
     np.testing.assert_array_equal(token_numbers(with_index), np.arange(112))
     for features, rows in with_index:
         np.testing.assert_array_equal(features, everything[rows.index])
@@ -130,7 +130,7 @@ def test_sequential_batches_are_the_exact_tokens_in_order(store: StoreReader) ->
 def test_a_shuffled_epoch_has_every_token_exactly_once(store: StoreReader) -> None:
     everything = store.features()
     for buffer_tokens in (40, 60, 10**6):
-        batches = list(store.iter_batches_with_index(8, shuffle=True, seed=1, buffer_tokens=buffer_tokens))
+        batches = list(store.stream(8, shuffle=True, seed=1, buffer_tokens=buffer_tokens, with_index=True))
         numbers = token_numbers(batches)
         assert sorted(numbers.tolist()) == list(range(112))
         assert not np.array_equal(numbers, np.arange(112))
@@ -170,7 +170,7 @@ def test_memory_stays_bounded_by_the_buffer_on_a_store_much_larger_than_it(tmp_p
     shard_bytes = 128 * d * 4
     batch_size, buffer_tokens = 64, 512
     stream = big.stream(batch_size, shuffle=True, seed=0, buffer_tokens=buffer_tokens)
-    assert stream.buffer_bytes == buffer_tokens * (d * 2 + 8)
+    buffer_bytes = buffer_tokens * (d * 2 + 8)  # fp16 features + int64 token numbers (docs, section 6)
 
     tracemalloc.start()
     try:
@@ -186,7 +186,7 @@ def test_memory_stays_bounded_by_the_buffer_on_a_store_much_larger_than_it(tmp_p
     for k in range(big.n_shards):
         reference += np.asarray(big.shard_features(k), dtype=np.float64).sum(axis=0)
     np.testing.assert_allclose(total, reference, rtol=1e-9)
-    bound = stream.buffer_bytes + shard_bytes + 4 * batch_size * d * 4 + 64 * 1024
+    bound = buffer_bytes + shard_bytes + 4 * batch_size * d * 4 + 64 * 1024
     assert peak < bound, f"peak {peak} bytes exceeds the documented bound {bound}"
     assert peak < store_bytes / 8
 
@@ -217,6 +217,34 @@ def test_a_stream_resumes_mid_epoch_with_the_same_remaining_batches(store: Store
         np.testing.assert_array_equal(np.concatenate(again), np.concatenate(rest))
 
 
+def test_a_token_selection_streams_exactly_those_tokens_and_resumes(store: StoreReader) -> None:
+    everything = store.features()
+    tokens = np.sort(np.random.default_rng(3).choice(store.n_tokens, size=50, replace=False))
+    batches = list(store.stream(8, tokens=tokens, with_index=True))  # sequential: in token order
+    np.testing.assert_array_equal(token_numbers(batches), tokens)
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in batches]), everything[tokens])
+    settings = {"shuffle": True, "seed": 5, "buffer_tokens": 40, "tokens": tokens}
+    shuffled = list(store.stream(8, **settings, with_index=True))
+    got = token_numbers(shuffled)
+    assert sorted(got.tolist()) == tokens.tolist() and not np.array_equal(got, tokens)
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in shuffled]), everything[got])
+    stream = store.stream(8, **settings)
+    iterator = iter(stream)
+    head = [next(iterator) for _ in range(3)]
+    state = json.loads(json.dumps(stream.state_dict()))
+    assert state["tokens_sha256"] is not None
+    rest = list(store.stream(8, **settings, state=state))
+    np.testing.assert_array_equal(np.concatenate(head + rest), np.concatenate([x for x, _ in shuffled]))
+    with pytest.raises(StoreError, match="tokens_sha256"):  # a state saved for other tokens
+        store.stream(8, shuffle=True, seed=5, buffer_tokens=40, tokens=tokens[1:], state=state)
+    with pytest.raises(StoreError, match="outside the stream's shards"):
+        store.stream(8, shards=[0], tokens=tokens)
+    with pytest.raises(StoreError, match="sorted and unique"):
+        store.stream(8, tokens=tokens[::-1])
+    old_state = {k: v for k, v in store.stream(8).state_dict().items() if k != "tokens_sha256"}
+    assert store.stream(8, state=old_state).batch == 0  # states saved before selections existed still load
+
+
 def test_only_the_newest_iterator_of_a_stream_may_run(store: StoreReader) -> None:
     expected = list(store.iter_batches(8, shuffle=True, buffer_tokens=40))
     stream = store.stream(8, shuffle=True, buffer_tokens=40)
@@ -242,11 +270,11 @@ def test_a_state_from_other_settings_is_refused(store: StoreReader) -> None:
 # --- splits and index ----------------------------------------------------------------------------------------
 
 
-def test_split_tokens_holds_out_whole_shards_deterministically(store: StoreReader) -> None:
-    train, validation = store.split_tokens(0.25, seed=0)
-    assert store.split_tokens(0.25, seed=0) == (train, validation)
+def test_split_shards_holds_out_whole_shards_deterministically(store: StoreReader) -> None:
+    train, validation = store.split_shards(0.25, seed=0)
+    assert store.split_shards(0.25, seed=0) == (train, validation)
     assert sorted(train + validation) == [0, 1, 2, 3] and validation and train
-    assert {store.split_tokens(0.25, seed=s)[1][0] for s in range(10)} != {validation[0]}
+    assert {store.split_shards(0.25, seed=s)[1][0] for s in range(10)} != {validation[0]}
     images = set(store.index(train)["image_id"])
     assert not images & set(store.index(validation)["image_id"])
     held = sum(store.shard_token_counts[k] for k in validation)
@@ -254,9 +282,9 @@ def test_split_tokens_holds_out_whole_shards_deterministically(store: StoreReade
     streamed = np.concatenate(list(store.iter_batches(16, shuffle=True, shards=validation)))
     assert len(streamed) == held
     with pytest.raises(StoreError, match="leaves no training shard"):
-        store.split_tokens(0.99)
+        store.split_shards(0.99)
     with pytest.raises(StoreError, match=r"in \(0, 1\)"):
-        store.split_tokens(0.0)
+        store.split_shards(0.0)
 
 
 def test_index_and_shard_accessors(store: StoreReader) -> None:

@@ -13,15 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from mammo_sae.store import METADATA_FILE, StoreError, StoreReader, StoreWriter, store_path
-from mammo_sae.store.synthetic import (
+from store_fixtures import (
     LABEL_COLUMNS,
     synthetic_identity,
     synthetic_image_ids,
     synthetic_shard,
     write_synthetic_store,
 )
+
+from mammo_sae.store import METADATA_FILE, StoreError, StoreReader, StoreWriter, store_path
 
 D, GRID, TOKENS = 16, (6, 4), 8
 REPO = Path(__file__).resolve().parents[1]
@@ -144,7 +144,7 @@ CHILD = """
 import contextlib, sys, time
 import mammo_sae.store.writer as store_writer
 from mammo_sae.store import StoreWriter
-from mammo_sae.store.synthetic import LABEL_COLUMNS, synthetic_identity, synthetic_image_ids, synthetic_shard
+from store_fixtures import LABEL_COLUMNS, synthetic_identity, synthetic_image_ids, synthetic_shard
 
 real_atomic_open = store_writer.atomic_open
 
@@ -174,7 +174,7 @@ def test_a_writer_killed_with_sigkill_mid_write_resumes_to_the_same_store(
     tmp_path: Path, reference: Path
 ) -> None:
     parent = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
     with subprocess.Popen(
         [sys.executable, "-c", CHILD, str(parent)], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO
     ) as child:
@@ -263,7 +263,7 @@ def test_finalize_names_a_damaged_shard_and_the_fix(tmp_path: Path) -> None:
     data[-1] ^= 0xFF
     (writer.path / "shard-00001.npy").write_bytes(bytes(data))
     with pytest.raises(
-        StoreError, match=r"shard 1: .*shard-00001.npy does not match the sha256.*rm -f .*shard-00001\.\*"
+        StoreError, match=r"shard 1: .*shard-00001.npy does not match its sha256.*rm -f .*shard-00001\.\*"
     ):
         writer.finalize()
     (writer.path / "shard-00002.index.parquet").unlink()

@@ -71,7 +71,8 @@ def test_summary_prints_indented_json(root: Path, capsys: pytest.CaptureFixture[
 def test_bad_root_or_csv_exits_2_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["summary", str(tmp_path / "absent")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "is not a folder" in err and "Traceback" not in err
+    assert err.startswith("python -m mammo_sae.data summary: error: ") and "is not a folder" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     (tmp_path / "breast-level_annotations.csv").write_text("study_id,image_id\ns1,a\n")
     assert main(["summary", str(tmp_path)]) == 2
     assert "lacks the required column(s) laterality, view_position" in capsys.readouterr().err
@@ -84,6 +85,18 @@ def test_help_and_usage_errors_return_codes(capsys: pytest.CaptureFixture[str]) 
     assert "--no-check-files" in capsys.readouterr().out
     assert main([]) == 2
     assert main(["frobnicate"]) == 2
+
+
+def test_summary_reads_its_root_and_flags_from_a_config_file(root: Path, tmp_path: Path, capsys) -> None:
+    config = tmp_path / "summary.toml"
+    config.write_text(f'root = "{root}"\ncheck-files = false\nlist_missing = 0\n')
+    assert main(["summary", "--config", str(config)]) == 0
+    assert json.loads(capsys.readouterr().out)["missing_files"]["checked"] is False
+    assert main(["summary", "--config", str(config), "--check-files"]) == 0  # a flag beats the file
+    assert json.loads(capsys.readouterr().out)["missing_files"]["count"] == 1
+    config.write_text('roots = "x"\n')
+    assert main(["summary", "--config", str(config)]) == 2
+    assert "unknown key 'roots' (did you mean 'root'?)" in capsys.readouterr().err
 
 
 def test_module_runs_as_a_subprocess(root: Path) -> None:

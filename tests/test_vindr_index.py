@@ -374,3 +374,13 @@ def test_csv_saved_with_a_byte_order_mark_still_loads(root: Path) -> None:
     text = (root / BREAST_CSV).read_text()
     (root / BREAST_CSV).write_text(text, encoding="utf-8-sig")
     assert len(VindrIndex.load(root).images) == 4
+
+
+def test_the_table_writer_keeps_the_release_columns_and_refuses_stray_keys(root: Path) -> None:
+    from mammo_sae.data.csv_tables import table_text
+
+    rows = pd.read_csv(root / BREAST_CSV, dtype=str, keep_default_na=False).to_dict("records")
+    text = table_text(BREAST_COLUMNS, rows)
+    assert text.splitlines()[0] == ",".join(BREAST_COLUMNS) and len(text.splitlines()) == len(rows) + 1
+    with pytest.raises(AssertionError, match="row keys differ"):
+        table_text(BREAST_COLUMNS, [{k: v for k, v in rows[0].items() if k != "split"}])

@@ -1,5 +1,6 @@
 """Concept neurons: latents ranked per finding and class; a latent's top patches, activation histogram,
-where it fires and its effect on each head; naming latents (saved in the bundle, exported as CSV)."""
+where it fires and its effect on each head; naming latents (kept in the user's data folder with their
+author and time, exported as CSV)."""
 
 from __future__ import annotations
 
@@ -7,29 +8,20 @@ import accessors
 import altair as alt
 import streamlit as st
 
-from mammo_sae.analysis.scores import describe_ranking
-from mammo_sae.bundle.queries import concept_table, latent_by_label, latent_effects, latent_histogram
-from mammo_sae.overlays import patch_crop
-
 st.title("Concept neurons")
 bundle = accessors.require_bundle()
-notes = accessors.LatentNotes(bundle.path, bundle.d_sae)
-if bundle.synthetic:
-    st.caption("**Synthetic phantoms:** generated images with planted lesions, not patient data.")
+notes = accessors.latent_notes(bundle)
 
 left, right = st.columns([1, 1])
 concept = left.selectbox("Concept", list(bundle.concepts))
 cls = right.radio(
     "Class", [1, 0], horizontal=True, format_func=lambda c: f"class {c} ({'positive' if c else 'negative'})"
 )
-table = concept_table(bundle, concept, cls, top=50, notes=notes)
-try:
-    ranked_by = f"Ranked by {describe_ranking(bundle.rank_by, cls)}"
-except accessors.MammoSaeError as error:  # a hand-edited manifest: say so, the table itself is intact
-    ranked_by = f"Ranking score not recognised in this bundle's manifest ({error})"
+table = accessors.concept_table(bundle, concept, cls, top=50)
 st.caption(
-    f"{ranked_by}, on the {bundle.manifest['splits']['score']} split; "
-    f"localisation against the {concept} boxes of the analysed split."
+    accessors.md_text(
+        f"{accessors.ranking_caption(bundle, cls)}; localisation against the {concept} boxes of the analysed split."
+    )
 )
 selection = st.dataframe(
     table,
@@ -49,7 +41,7 @@ latent = int(st.number_input("Latent", 0, bundle.d_sae - 1, value=default))
 st.session_state["latent"] = latent
 
 st.header(accessors.md_text(notes.label(latent)))
-stats = bundle.latents.loc[latent]
+stats = accessors.latent_stats(bundle, latent)
 cols = st.columns(4)
 cols[0].metric("Fires on tokens", f"{100 * stats['frequency']:.2f}%")
 cols[1].metric("Fires on images", f"{100 * stats['images']:.1f}%")
@@ -57,7 +49,7 @@ cols[2].metric("Mean when active", f"{stats['mean_active']:.3f}")
 cols[3].metric("Max", f"{stats['max']:.3f}")
 
 st.subheader("Top-activating patches")
-patches = bundle.patches[bundle.patches["latent"] == latent].sort_values("rank").head(12)
+patches = accessors.top_patches(bundle, latent, 12)
 if patches.empty:
     st.info("This latent never fires on the analysed split.")
 else:
@@ -65,38 +57,29 @@ else:
     if root is None:
         st.dataframe(patches, hide_index=True)
     else:
-        paths = accessors.dataset_index(root).images.set_index("image_id")["path"]
         grid = st.columns(6)
-        for i, patch in enumerate(patches.itertuples()):
-            try:
-                image = accessors.mammogram(paths[patch.image_id])
-                box = (patch.orig_x0, patch.orig_y0, patch.orig_x1, patch.orig_y1)
-                crop = patch_crop(accessors.display_image(image), box)
-            except accessors.MammoSaeError as error:
-                grid[i % 6].error(accessors.md_text(error))
-                continue
-            grid[i % 6].image(crop, caption=f"{patch.value:.2f} · {patch.image_id[:8]}", width="stretch")
+        for i, (crop, caption) in enumerate(accessors.patch_gallery(bundle, root, patches)):
+            if crop is None:
+                grid[i % 6].error(caption)  # already escaped
+            else:
+                grid[i % 6].image(crop, caption=caption, width="stretch")
 
 chart_cols = st.columns(3)
-hist = latent_histogram(bundle, latent)
 chart_cols[0].altair_chart(
-    alt.Chart(hist, title="Activation histogram (non-zero tokens)")
+    alt.Chart(accessors.latent_histogram(bundle, latent), title="Activation histogram (non-zero tokens)")
     .mark_bar()
     .encode(
         x=alt.X("from:Q", title="activation", bin="binned"), x2="to:Q", y=alt.Y("tokens:Q", title="tokens")
     ),
     width="stretch",
 )
-by_label = latent_by_label(bundle, latent).melt(
-    ["image_id", "study_id", "mean activation"], var_name="concept", value_name="label"
-)
 chart_cols[1].altair_chart(
-    alt.Chart(by_label, title="Mean activation per image, by label")
+    alt.Chart(accessors.latent_by_label(bundle, latent), title="Mean activation per image, by label")
     .mark_boxplot()
     .encode(x=alt.X("label:N"), y=alt.Y("mean activation:Q"), column=alt.Column("concept:N", title=None)),
 )
 chart_cols[2].altair_chart(
-    alt.Chart(latent_effects(bundle, latent), title="Direct effect on each head's logit")
+    alt.Chart(accessors.latent_effects(bundle, latent), title="Direct effect on each head's logit")
     .mark_bar()
     .encode(x="effect:Q", y="head:N"),
     width="stretch",
@@ -109,9 +92,9 @@ def save_latent_notes(notes: accessors.LatentNotes, latent: int) -> None:
     state = st.session_state
     fields = {field: state[f"note-{field}-{latent}"] for field in ("name", "category", "note")}
     try:
-        saved = notes.save(latent, **fields, base=state[f"note-base-{latent}"])
+        saved = accessors.save_note(notes, latent, base=state[f"note-base-{latent}"], **fields)
     except accessors.MammoSaeError as error:
-        state["note-message"] = ("error", str(error))
+        state["note-message"] = ("error", accessors.md_text(error))
         return
     state[f"note-base-{latent}"] = saved
     for field in fields:
@@ -142,6 +125,11 @@ if kind == "success":
     st.success(message)
 elif kind == "error":
     st.error(message)
+author = accessors.note_author()
+st.caption(
+    f"Saved as {accessors.md_text(author)} (the name in the sidebar)." if author else
+    "Type your name in the sidebar to sign the notes you save."
+)  # fmt: skip
 named = notes.table()
 if not named.empty:
     st.dataframe(named, hide_index=True, width="stretch")

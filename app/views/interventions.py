@@ -4,25 +4,18 @@ full redraw) and the whole split's AUROC move; the precomputed keep/suppress cur
 from __future__ import annotations
 
 import accessors
-import pandas as pd
 import streamlit as st
-
-from mammo_sae.analysis import paper
-from mammo_sae.analysis.charts import curves_chart
-from mammo_sae.bundle.queries import case_intervention, dataset_metrics, intervention_scale
 
 st.title("Interventions")
 bundle = accessors.require_bundle()
-notes = accessors.LatentNotes(bundle.path, bundle.d_sae)
-if bundle.synthetic:
-    st.caption("**Synthetic phantoms:** generated images with planted lesions, not patient data.")
+notes = accessors.latent_notes(bundle)
 
-studies = accessors.studies(bundle)["study_id"].tolist()
+studies = accessors.study_ids(bundle)
 current = st.session_state.get("study")
 study = st.selectbox("Case", studies, index=studies.index(current) if current in studies else 0)
 st.session_state["study"] = study
-views = [v for v in accessors.hanging_views(bundle, study) if v.position is not None]
-names = [f"{v.laterality} {v.view}" for v in views]
+views = accessors.present_views(bundle, study)
+names = [accessors.view_name(v) for v in views]
 view = views[names.index(st.radio("View", names, horizontal=True))]
 
 
@@ -32,7 +25,7 @@ def intervention_panel() -> None:
     cols = st.columns([1, 1, 1, 1])
     mode = cols[0].radio("Intervention", ["suppress", "keep"], horizontal=True)
     concept = cols[1].selectbox("Top-k of concept", ["(none)", *bundle.concepts])
-    k = cols[2].select_slider("k per class", [0, 1, 5, 10, 50, 100, 250, 500, 1000], value=10)
+    k = cols[2].select_slider("k per class", accessors.intervention_ks(), value=10)
     error_term = cols[3].toggle("Add the reconstruction error back", value=False)
     extra = st.multiselect(
         "Also these latents",
@@ -42,61 +35,53 @@ def intervention_panel() -> None:
         key="extra-latents",
     )
     scales_table = st.data_editor(
-        pd.DataFrame({"latent": pd.Series([], dtype="int64"), "scale": pd.Series([], dtype="float64")}),
-        num_rows="dynamic", key="scales", width="stretch",
+        accessors.empty_scales(), num_rows="dynamic", key="scales", width="stretch",
         column_config={"latent": st.column_config.NumberColumn(min_value=0, max_value=bundle.d_sae - 1, step=1),
                        "scale": st.column_config.NumberColumn(min_value=-5.0, max_value=5.0, step=0.1)},
     )  # fmt: skip
-    scales = {int(r.latent): float(r.scale) for r in scales_table.dropna().itertuples()}
     try:
-        scale = intervention_scale(
+        scale = accessors.intervention_scale(
             bundle,
             concept=None if concept == "(none)" else concept,
             k=k,
             mode=mode,
             latents=extra,
-            scales=scales,
+            scales=accessors.scales_from_editor(scales_table),
         )
     except accessors.MammoSaeError as error:
-        st.error(str(error))
+        st.error(accessors.md_text(error))
         return
-    changed = int((scale != 1).sum())
-    st.caption(f"{changed:,} of {bundle.d_sae:,} latents changed.")
-    result = case_intervention(bundle, view.position, scale, error_term=error_term)
+    st.caption(f"{accessors.changed_latents(scale):,} of {bundle.d_sae:,} latents changed.")
+    result = accessors.case_intervention(bundle, view.position, scale, error_term=error_term)
     metric_cols = st.columns(len(result))
     for column, row in zip(metric_cols, result.itertuples(), strict=True):
         column.metric(
             f"{row.head} probability", f"{row.after:.3f}", f"{row.change:+.3f}",
             help=f"with the SAE in place {row.before:.3f}; original features {row.original:.3f}",
         )  # fmt: skip
-    metrics = dataset_metrics(bundle, scale, error_term=error_term)
-    base = dataset_metrics(bundle, None, error_term=error_term).set_index("head")
     st.markdown("**Whole split with this intervention** (per image)")
     st.dataframe(
-        metrics.assign(**{"AUROC with SAE, no intervention": [float(base.loc[h, "auroc"]) for h in metrics["head"]]}),
-        hide_index=True, width="stretch",
-    )  # fmt: skip
+        accessors.split_metrics(bundle, scale, error_term=error_term), hide_index=True, width="stretch"
+    )
 
 
 intervention_panel()
 
 st.subheader("Keep / suppress the top-k latents per class, over the split")
-curves = bundle.curves
 choice = st.columns(3)
 unit = choice[0].radio(
     "Unit", ["image", "row"], horizontal=True, help="row: one per finding-CSV row, as the paper counted"
 )
 metric = choice[1].radio("Metric", ["auroc", "auprc"], horizontal=True)
 with_error = choice[2].toggle("With the error term", value=False, key="curve-error")
-view_curves = curves[(curves["unit"] == unit) & (curves["error_term"] == with_error)]
 reference = None
 if not bundle.synthetic and metric == "auroc" and st.toggle("Overlay the paper's VinDr curves", value=True):
-    reference = paper.paper_curves()
+    reference = accessors.paper_curves()
 try:
-    chart = curves_chart(view_curves, metric=metric, reference=reference)
+    chart = accessors.curves_chart(accessors.curve_rows(bundle, unit, with_error), metric, reference)
     st.altair_chart(chart)
 except accessors.MammoSaeError as error:
-    st.error(str(error))
+    st.error(accessors.md_text(error))
 if bundle.synthetic:
     st.caption(
         "The paper's VinDr-Mammo curves are not overlaid: they describe real mammograms, this bundle phantoms."

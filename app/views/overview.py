@@ -1,4 +1,5 @@
-"""Overview: what is loaded (dataset, backbone, SAE, quality) and how to read the other pages."""
+"""Overview: what is loaded (dataset, backbone, SAE, quality), the analysis's warnings and how to read
+the other pages."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ if bundle.synthetic:
         "**Synthetic phantoms.** This bundle was built on generated images with planted lesions, not on patients. "
         "It shows how the workbench works; its numbers say nothing about real mammograms.",
     )
+for warning in accessors.bundle_warnings(bundle):
+    st.warning(accessors.md_text(warning), icon="⚠️")
 
 inputs = manifest["inputs"]
 sae = manifest["sae"]
@@ -30,23 +33,14 @@ cols[2].metric(
 cols[3].metric("SAE", f"{sae['architecture']} {sae['d_in']}→{sae['d_sae']:,}")
 cols = st.columns(4)
 cols[0].metric("L0 (active latents per token)", f"{quality['l0']:.1f}")
-cols[1].metric("Fraction of variance unexplained", f"{quality['fvu']:.3f}")
+cols[1].metric(
+    "Fraction of variance unexplained", "undefined" if quality["fvu"] is None else f"{quality['fvu']:.3f}"
+)
 cols[2].metric("Dead latents", f"{100 * quality['dead_fraction']:.1f}%")
 cols[3].metric("Tokens analysed", f"{quality['tokens']:,}")
 
 st.subheader("Classifier AUROC, with and without the SAE in place")
-baselines = bundle.baselines
-table = baselines[baselines["unit"] == "image"].pivot_table(index="head", columns="variant", values="auroc")
-st.dataframe(
-    table.rename(
-        columns={
-            "original": "original features",
-            "sae": "SAE reconstruction",
-            "sae_error": "reconstruction + error",
-        }
-    ),
-    width="stretch",
-)
+st.dataframe(accessors.baseline_table(bundle), width="stretch")
 st.caption(
     "Per image on the analysed split. The report in the bundle (report.md) also gives the per-CSV-row numbers."
 )
@@ -60,12 +54,13 @@ st.markdown(
 - **Interventions**: keep or suppress latents and watch a case's probabilities and the dataset AUROC move.
 - **Upload**: run the bundle's models on a DICOM or PNG of your own (kept in memory only).
 - **Training report**: the SAE's training curves.
+- **Dataset**: browse the studies of a VinDr-layout folder (or phantoms) with their boxes and metadata.
 """
 )
 with st.expander("Bundle manifest"):
     st.json(
         {
-            k: manifest[k]
+            k: manifest.get(k)
             for k in ("command", "created", "package_version", "splits", "frame_size", "grid", "warnings")
         }
     )

@@ -4,11 +4,7 @@ it is never written to disk, and only allow-listed metadata is shown."""
 from __future__ import annotations
 
 import accessors
-import altair as alt
 import streamlit as st
-
-from mammo_sae.bundle.cases import sigmoid
-from mammo_sae.overlays import COLOUR_MAPS
 
 st.title("Upload a mammogram")
 bundle = accessors.require_bundle()
@@ -19,49 +15,29 @@ st.caption(
 upload = st.file_uploader("DICOM or PNG", type=["dcm", "dicom", "png"], accept_multiple_files=False)
 if upload is None:
     st.stop()
-data = upload.getvalue()
 try:
-    live = accessors.live_models(bundle)
-    if upload.name.lower().endswith(".png"):
-        case = live.run_png(accessors.decode_png(data, upload.name))
-        metadata = {}
-    else:
-        image = accessors.read_mammogram(data, name=upload.name)
-        case = live.run_dicom(image)
-        metadata = image.metadata.as_dict()
+    case, metadata = accessors.run_upload(bundle, upload.name, upload.getvalue())
 except accessors.MammoSaeError as error:
     st.error(accessors.md_text(error))  # the message quotes the file name and DICOM values: untrusted
     st.stop()
 
-cols = st.columns(len(bundle.tasks))
-for column, task in zip(cols, bundle.tasks, strict=True):
+probabilities = accessors.live_probabilities(bundle, case)
+cols = st.columns(len(probabilities))
+for column, row in zip(cols, probabilities.itertuples(), strict=True):
     column.metric(
-        f"{task} probability", f"{float(sigmoid(case.logits_original[task])):.3f}",
-        help=f"with the SAE in place: {float(sigmoid(case.logits_sae[task])):.3f}",
-    )  # fmt: skip
+        f"{row.head} probability", f"{row.original:.3f}", help=f"with the SAE in place: {row.sae:.3f}"
+    )
 head = st.selectbox("Explain head", list(bundle.tasks))
-notes = accessors.LatentNotes(bundle.path, bundle.d_sae)
-table = live.contributions(case, head).head(15)
-label = notes.labeller()
-table["label"] = [label(int(t)) for t in table["latent"]]
+table = accessors.live_contributions(bundle, case, head, top=15)
+labels = dict(zip(table["latent"], table["label"], strict=True))
 left, right = st.columns([1, 1])
 with left:
-    latent = int(
-        st.selectbox("Heatmap of", table["latent"].tolist(), format_func=notes.label) if len(table) else 0
-    )
-    colour_map = st.selectbox("Colour map", list(COLOUR_MAPS))
-    overlay = accessors.render_live_case(case, latent, colour_map)
+    latent = st.selectbox("Heatmap of", list(labels), format_func=labels.get) if labels else None
+    colour_map = st.selectbox("Colour map", accessors.colour_maps())
+    overlay = accessors.render_live_case(case, None if latent is None else int(latent), colour_map)
     st.image(overlay, caption=accessors.md_text(upload.name), width="stretch")
 with right:
-    st.altair_chart(
-        alt.Chart(table)
-        .mark_bar()
-        .encode(
-            x=alt.X("contribution:Q", title=f"contribution to the {head} logit"),
-            y=alt.Y("label:N", sort=None),
-        ),
-        width="stretch",
-    )
+    st.altair_chart(accessors.contributions_chart(table, head), width="stretch")
 if metadata:
     with st.expander("Metadata (allow-listed)"):
         st.table(accessors.md_table(metadata))

@@ -7,7 +7,10 @@
 - ``localisation``: latent maps upsampled and thresholded into boxes; pointing game, IoU, AP.
 - ``interventions``: keep / suppress / scale latents with the exact linear shortcut; keep/suppress curves;
   per-case contributions. ``splice`` is the literal version (SAE hooked into the feature map).
-- ``run`` / ``stream`` / ``assemble`` / ``report``: ``python -m mammo_sae.analyze`` writing a bundle.
+- ``stream``: one chunk of images through backbone + SAE; ``tables`` / ``latent_table``: the bundle's tables
+  as pure functions; ``checks``: degenerate inputs (a class absent, logits at float noise, a useless SAE).
+
+Pure computation over arrays and iterators: the run that writes a bundle is ``mammo_sae.bundle.writing``.
 
 docs/analysis.md explains the definitions; docs/bundle.md the output folder.
 """

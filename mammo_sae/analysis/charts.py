@@ -1,7 +1,9 @@
-"""Charts of intervention curves (Altair / Vega-Lite) and an atomic writer for their spec and PNG.
+"""Charts of intervention curves and of one case's latent contributions (Altair / Vega-Lite), and an
+atomic writer for a chart's spec and PNG.
 
 chart = curves_chart(table, metric="auroc", reference=paper_vindr)   # table from intervention_curves
 save_chart(chart, "out/mass_auroc.vl.json", "out/mass_auroc.png", scale=2)
+bars = contributions_chart(table, "mass")                            # table from contributions + label
 
 The x axis is ordinal (k_label), so k = 0 and "all" sit beside the powers of ten; rendering uses vl-convert,
 which works offline.
@@ -23,6 +25,8 @@ THIS_RUN = "this run"
 # Solid for this run, then dashed patterns for each reference source.
 DASHES = ([1, 0], [6, 3], [2, 2], [8, 3, 2, 3], [1, 3])
 REQUIRED = ("concept", "head", "unit", "mode", "k_label")
+POSITIVE_COLOUR, NEGATIVE_COLOUR = "#e0a040", "#5b8def"
+CONTRIBUTION_COLUMNS = ("latent", "label", "contribution")
 
 
 def _k_value(label: str) -> float:
@@ -105,6 +109,38 @@ def curves_chart(
             width=260,
             height=180,
             title=f"Head {title} when keeping or suppressing the top-k {subject} latents (T_k(0) ∪ T_k(1))",
+        )
+    )
+
+
+def contributions_chart(table: pd.DataFrame, head: str) -> alt.Chart:
+    """Horizontal bars of a case's latent contributions to ``head``'s logit, largest |contribution| on
+    top whatever the table's row order (ties by latent id), orange where it raises the logit, blue where
+    it lowers it. The y order is written into the spec, so a chart redrawn with new data (another view of
+    the case) cannot keep the previous data's order."""
+    missing = [name for name in CONTRIBUTION_COLUMNS if name not in table.columns]
+    if missing:
+        raise InterventionError(
+            f"the contributions table lacks columns {missing}; label a contributions() table"
+        )
+    if table["label"].duplicated().any():
+        raise InterventionError("every bar needs its own label; label the latents as '#id name'")
+    data = table.assign(magnitude=table["contribution"].abs())
+    data = data.sort_values(["magnitude", "latent"], ascending=[False, True], kind="stable")
+    data = data.drop(columns="magnitude").reset_index(drop=True)
+    data["rank"] = range(1, len(data) + 1)
+    tooltip = ["rank:Q", "latent:Q", "label:N", "contribution:Q"]
+    tooltip += [f"{name}:Q" for name in ("zbar", "effect") if name in data.columns]
+    return (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            x=alt.X("contribution:Q", title=f"contribution to the {head} logit"),
+            y=alt.Y("label:N", sort=data["label"].tolist(), title="latent"),
+            color=alt.condition(
+                "datum.contribution > 0", alt.value(POSITIVE_COLOUR), alt.value(NEGATIVE_COLOUR)
+            ),
+            tooltip=tooltip,
         )
     )
 

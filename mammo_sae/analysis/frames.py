@@ -1,64 +1,58 @@
 """Analysis inputs: each image as a model input together with its map back to original pixels.
 
-Analysis needs the :class:`~mammo_sae.data.frames.FrameTransform` of every image (to put latent maps,
-patches and boxes in original pixels), so it preprocesses the DICOM even where a Mammo-CLIP PNG exists:
-the preprocessing is the same bit for bit. Transforms travel as compact JSON strings (run-length kept
-indices) so they fit a parquet column.
+The pixels are the frame policy's (:mod:`mammo_sae.data.frame_policy`), the very ones extraction fed the
+model for the same policy; the map is the policy's too (onto the DICOM, or onto a PNG that has none).
+Transforms travel as compact JSON strings so they fit a parquet column; a PNG frame's JSON also says how
+its map was found (``"check"``).
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from mammo_sae.core.errors import MammoSaeError
-from mammo_sae.data.dicom import read_mammogram
-from mammo_sae.data.frames import AxisMap, FrameTransform
-from mammo_sae.data.preprocess import model_input, preprocess_mammogram
-
-
-def encode_runs(kept: np.ndarray) -> list[int]:
-    """Sorted indices -> [start, stop, start, stop, ...] of their contiguous runs."""
-    kept = np.asarray(kept, dtype=np.int64)
-    breaks = np.flatnonzero(np.diff(kept) != 1)
-    starts = np.concatenate([[kept[0]], kept[breaks + 1]])
-    stops = np.concatenate([kept[breaks] + 1, [kept[-1] + 1]])
-    return [int(v) for pair in zip(starts, stops, strict=True) for v in pair]
-
-
-def decode_runs(runs: list[int]) -> np.ndarray:
-    assert len(runs) % 2 == 0 and runs, "runs come in (start, stop) pairs"
-    return np.concatenate(
-        [np.arange(a, b, dtype=np.int64) for a, b in zip(runs[::2], runs[1::2], strict=True)]
-    )
-
-
-def transform_to_json(transform: FrameTransform) -> str:
-    axes = {
-        name: [axis.offset, axis.size, *encode_runs(axis.kept)]
-        for name, axis in (("x", transform.x), ("y", transform.y))
-    }
-    return json.dumps({"shape": list(transform.original_shape), **axes}, separators=(",", ":"))
-
-
-def transform_from_json(text: str) -> FrameTransform:
-    record = json.loads(text)
-
-    def axis(values: list[int]) -> AxisMap:
-        return AxisMap(offset=int(values[0]), size=int(values[1]), kept=decode_runs(values[2:]))
-
-    return FrameTransform(original_shape=tuple(record["shape"]), x=axis(record["x"]), y=axis(record["y"]))
+from mammo_sae.data.frame_policy import FramePolicy, ImageRecord, mapped_frame
+from mammo_sae.data.frames import transform_to_json
+from mammo_sae.data.preprocess import model_input
+from mammo_sae.data.vindr import VindrIndex
 
 
 @dataclass(frozen=True)
 class AnalysisRecord:
     position: int  # row of the image in the bundle's image table
     image_id: str
-    dicom_path: str
+    dicom_path: str | None
+    png_path: str | None = None
+    frames: str = "dicom"
+
+    @property
+    def image(self) -> ImageRecord:
+        return ImageRecord(self.image_id, self.dicom_path, self.png_path, self.frames)
+
+
+def analysis_records(
+    policy: FramePolicy, index: VindrIndex, split: str, limit: int | None
+) -> tuple[list[AnalysisRecord], dict[str, str]]:
+    """The policy's images of a split, numbered in order, and those skipped for want of a file."""
+    records, missing = policy.select(index, split, limit)
+    out = [AnalysisRecord(i, r.image_id, r.dicom_path, r.png_path, r.frames) for i, r in enumerate(records)]
+    return out, missing
+
+
+def resolve_frames(
+    requested: str, index: VindrIndex, frame_size: tuple[int, int], sae_metadata: Mapping[str, Any] | None
+) -> tuple[FramePolicy, list[str]]:
+    """The analysis's frame policy for its root, and a warning when the SAE's training store (as its
+    metadata records it) was extracted from other frames."""
+    policy = FramePolicy.resolve(requested, index, frame_size)
+    store = (sae_metadata or {}).get("store_identity") or {}
+    warning = policy.mismatch(store.get("preprocessing"), "the SAE's training store")
+    return policy, [warning] if warning else []
 
 
 FrameItem = tuple[int, torch.Tensor | None, str | None, str | None]
@@ -77,11 +71,12 @@ class AnalysisFrames(Dataset):
     def __getitem__(self, i: int) -> FrameItem:
         record = self.records[i]
         try:
-            prepared = preprocess_mammogram(read_mammogram(record.dicom_path), self.frame_size)
+            mapped = mapped_frame(record.image, self.frame_size)
         except MammoSaeError as error:
             return record.position, None, None, str(error)
-        pixels = torch.from_numpy(model_input(prepared.png))
-        return record.position, pixels, transform_to_json(prepared.transform), None
+        pixels = torch.from_numpy(model_input(mapped.pixels))
+        extra = {} if mapped.check == "dicom" else {"check": mapped.check}
+        return record.position, pixels, transform_to_json(mapped.transform, **extra), None
 
 
 def collate_analysis(

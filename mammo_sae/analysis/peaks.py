@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 
 from mammo_sae.analysis.codes import TokenCodes
-from mammo_sae.analysis.frames import transform_from_json
+from mammo_sae.data.csv_tables import RESIZED_BOX_COLUMNS
+from mammo_sae.data.frame_policy import boxes_in_space
+from mammo_sae.data.frames import transform_from_json
 from mammo_sae.data.phantom import TRUTH_CSV, is_phantom_dataset
 from mammo_sae.data.vindr import VindrIndex
 
@@ -35,8 +37,12 @@ def truth_boxes(
     for kind in index.categories:
         if kind in findings:
             rows = findings[findings[kind] == 1]
+            # Mammo-CLIP's resized boxes, for frames mapped onto a PNG
+            clip_boxes = {c: rows[c] for c in RESIZED_BOX_COLUMNS if c in rows}
             parts.append(
-                pd.DataFrame({"image_id": rows["image_id"], "kind": kind, **{c: rows[c] for c in BOX}})
+                pd.DataFrame(
+                    {"image_id": rows["image_id"], "kind": kind, **{c: rows[c] for c in BOX}, **clip_boxes}
+                )
             )
     truth_path = Path(root) / TRUTH_CSV
     if is_phantom_dataset(root) and truth_path.is_file():
@@ -48,11 +54,16 @@ def truth_boxes(
     boxes.insert(0, "position", position.loc[boxes["image_id"]].to_numpy().astype(np.int64))
     frame = np.zeros((len(boxes), 4))
     transforms = images["transform"].to_numpy()
+    resized = list(RESIZED_BOX_COLUMNS) if set(RESIZED_BOX_COLUMNS) <= set(boxes) else None
     for p, group in boxes.groupby("position"):
-        frame[group.index.to_numpy()] = transform_from_json(transforms[int(p)]).boxes_to_frame(
-            group[BOX].to_numpy()
+        transform = transform_from_json(transforms[int(p)])
+        source = boxes_in_space(
+            transform, group[BOX].to_numpy(), group[resized].to_numpy() if resized else None
         )
+        boxes.loc[group.index, BOX] = source  # in the transform's original pixels (a PNG's, without a DICOM)
+        frame[group.index.to_numpy()] = transform.boxes_to_frame(source)
     boxes[FRAME_BOX] = frame
+    boxes = boxes[~np.isnan(frame).any(axis=1)].drop(columns=resized or [])
     assert frame_size[0] > 0 and frame_size[1] > 0
     return boxes.sort_values(["position", "kind"], kind="stable").reset_index(drop=True)
 

@@ -8,7 +8,7 @@ resumed and merged, so a long run never needs all images' mean latents at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -315,3 +315,38 @@ def with_aurocs(
         a = values[k.astype(int), latent]
         out[column] = np.where(cls1, a, 1.0 - a)
     return out
+
+
+def split_scores(
+    chunks: Iterable[tuple[np.ndarray, np.ndarray, pd.DataFrame]],
+    concepts: Sequence[str],
+    d_sae: int,
+    zbar_nl: np.ndarray,
+    zmax_nl: np.ndarray,
+) -> pd.DataFrame:
+    """The score table of a split, one chunk in memory at a time: class-wise means of per-image mean and peak
+    latents, and their class AUROCs.
+
+    ``chunks`` yields (mean latents [n, d_sae], peak latents [n, d_sae], labels [n, concepts]); ``zbar_nl`` and
+    ``zmax_nl`` (e.g. memory maps, one row per image of the split) receive every chunk's rows, which the class
+    AUROCs then rank."""
+    means, peaks = ClassMeans(d_sae, concepts), ClassMeans(d_sae, concepts)
+    parts, filled = [], 0
+    for chunk_zbar, chunk_zmax, chunk_labels in chunks:
+        n = len(chunk_labels)
+        means.update(chunk_zbar, chunk_labels)
+        peaks.update(chunk_zmax, chunk_labels)
+        zbar_nl[filled : filled + n] = chunk_zbar
+        zmax_nl[filled : filled + n] = chunk_zmax
+        release_pages(zbar_nl, zmax_nl)  # written rows stay in the files, not in memory
+        parts.append(chunk_labels.reset_index(drop=True))
+        filled += n
+    assert filled == len(zbar_nl) == len(zmax_nl), "every image of the split has its row"
+    labels = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(concepts))
+    table = with_peaks(means.table(), peaks.table())
+    return with_aurocs(
+        table,
+        class_aurocs(zbar_nl, labels, concepts),
+        class_aurocs(zmax_nl, labels, concepts),
+        concepts,
+    )

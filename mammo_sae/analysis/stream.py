@@ -1,17 +1,16 @@
-"""One pass of images through backbone + SAE, in chunks that are committed to disk as they finish.
+"""One pass of images through backbone + SAE, one chunk of a split at a time.
 
 A chunk is a fixed slice of a split's images; its results (sparse codes of every token, per-image mean
-latents, head logits and error terms, frame transforms, reconstruction sums) go to one ``.npz`` written
-atomically, so an interrupted analysis resumes at the first missing chunk. Chunks are independent: their
-numbers do not depend on which other chunks ran in the same process.
+latents, head logits and error terms, frame transforms, reconstruction sums) are one ``ChunkResult``, which
+the bundle writer commits to disk (``mammo_sae.bundle.writing.work``) so that an interrupted analysis resumes
+at the first missing chunk. Chunks are independent: their numbers do not depend on which other chunks ran
+in the same process.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +18,6 @@ from torch.utils.data import DataLoader
 
 from mammo_sae.analysis.codes import TokenCodes
 from mammo_sae.analysis.frames import AnalysisFrames, AnalysisRecord, collate_analysis
-from mammo_sae.core.atomic import atomic_open
 from mammo_sae.models import Classifier
 from mammo_sae.sae import SparseAutoencoder
 
@@ -53,58 +51,6 @@ class ChunkResult:
     )
     nnz: int = 0  # entries of the codes (known without loading them)
     grid: tuple[int, int] | None = None
-
-    def save(self, path: Path) -> None:
-        arrays = {
-            "positions": self.positions,
-            "errors": np.array(json.dumps({str(k): v for k, v in self.errors.items()})),
-            "zbar": self.zbar_nl,
-            "zmax": self.zmax_nl,
-            "logit_original": self.logit_original_nh,
-            "error_term": self.error_term_nh,
-            "transforms": np.array(self.transforms, dtype=object).astype(str),
-            "recon": self.recon,
-            "nnz": np.array(self.codes.nnz if self.codes is not None else 0),
-            "fired": self.fired_l if self.fired_l is not None else np.zeros(0, np.int64),
-        }
-        if self.codes is not None:
-            arrays |= {
-                "grid": np.array(self.codes.grid),
-                "indptr": self.codes.indptr,
-                "latent": self.codes.latent,
-                "value": self.codes.value,
-            }
-        with atomic_open(path, "wb") as handle:
-            np.savez(handle, **arrays)
-
-    @classmethod
-    def load(cls, path: Path, d_sae: int, *, heavy: bool = True) -> ChunkResult:
-        """Read a chunk; ``heavy=False`` skips the mean latents and codes (zbar then has 0 columns)."""
-        with np.load(path, allow_pickle=False) as data:
-            codes = None
-            if heavy and "indptr" in data:
-                codes = TokenCodes(
-                    grid=tuple(int(v) for v in data["grid"]),
-                    d_sae=d_sae,
-                    indptr=data["indptr"],
-                    latent=data["latent"],
-                    value=data["value"],
-                )
-            positions = data["positions"]
-            return cls(
-                positions=positions,
-                errors={int(k): v for k, v in json.loads(str(data["errors"])).items()},
-                zbar_nl=data["zbar"] if heavy else np.zeros((len(positions), 0), np.float32),
-                zmax_nl=data["zmax"] if heavy else np.zeros((len(positions), 0), np.float32),
-                logit_original_nh=data["logit_original"],
-                error_term_nh=data["error_term"],
-                codes=codes,
-                transforms=[str(t) for t in data["transforms"]],
-                recon=data["recon"],
-                nnz=int(data["nnz"]),
-                fired_l=data["fired"],
-                grid=tuple(int(v) for v in data["grid"]) if "grid" in data else None,
-            )
 
 
 def _encode_map(

@@ -7,7 +7,23 @@
 The format is documented in docs/bundle.md.
 """
 
-from mammo_sae.bundle.format import FORMAT, FORMAT_VERSION, MANIFEST, BundleError, BundleStaleError
+from mammo_sae.bundle.format import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    BundleError,
+    BundleStaleError,
+    DatasetNotFoundError,
+)
 from mammo_sae.bundle.reader import Bundle, open_bundle
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "Bundle", "BundleError", "BundleStaleError", "open_bundle"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "Bundle",
+    "BundleError",
+    "BundleStaleError",
+    "DatasetNotFoundError",
+    "open_bundle",
+]

@@ -45,17 +45,20 @@ def filter_studies(
     *,
     split: str | None = None,
     positive: tuple[str, ...] = (),
+    negative: tuple[str, ...] = (),
     birads: tuple[str, ...] = (),
     density: tuple[str, ...] = (),
     search: str = "",
 ) -> pd.DataFrame:
-    """Studies matching every given filter (positive: all named concepts present; search: a substring of
-    the study id, case-insensitive)."""
+    """Studies matching every given filter (positive: all named concepts present; negative: none of the
+    named concepts present; search: a substring of the study id, case-insensitive)."""
     mask = pd.Series(True, index=studies.index)
     if split:
         mask &= studies["split"] == split
     for concept in positive:
         mask &= studies[concept].astype(int) == 1
+    for concept in negative:
+        mask &= studies[concept].astype(int) == 0
     if birads:
         mask &= studies["birads"].astype(str).isin([str(b) for b in birads])
     if density:

@@ -1,9 +1,10 @@
-"""The bundle folder: file names, the manifest, and the fingerprints that tell a stale bundle.
+"""The bundle folder's on-disk format: file names, the manifest's schema, and its checks.
 
 A bundle ties a dataset, a backbone, classification heads and an SAE to the analysis tables computed
 from them. ``manifest.json`` is written last, so its presence means the bundle is complete; it records
-every input's content hash (and each output file's size and sha256) so that a bundle whose inputs have
-changed since is detected, never silently shown. docs/bundle.md describes every file.
+every input's identity (content hashes; a path only for an input inside the bundle folder) and each
+output file's size and sha256, so that a bundle whose inputs have changed since is detected, never
+silently shown. It is strict JSON (no NaN). docs/bundle.md describes every file.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from typing import Any
 
 from mammo_sae.core.atomic import atomic_write_text
 from mammo_sae.core.errors import MammoSaeError
-from mammo_sae.core.hashing import file_record
+from mammo_sae.core.hashing import file_record, strict_json_text
 
 FORMAT = "mammo-sae-bundle"
-FORMAT_VERSION = 1
+#: 2: inputs recorded by identity (a path only inside the bundle), top-level "frames"; 1 recorded paths
+#: relative to the bundle (still read)
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 WORK_DIR = "work"  # chunks of an unfinished run (removed when the bundle completes)
 
@@ -41,9 +45,55 @@ CURVES_SPEC = "curves.vl.json"
 CURVES_PNG = "curves.png"
 REPORT = "report.md"
 
+#: every output file (or folder) of a complete bundle, in the manifest's order
+OUTPUTS = (
+    IMAGES,
+    ROWS,
+    MEAN_LATENTS,
+    CODES_DIR,
+    HEADS,
+    LATENTS,
+    HISTOGRAMS,
+    SCORES,
+    RANKINGS,
+    PATCHES,
+    BOXES,
+    LOCALISATION,
+    BASELINES,
+    CURVES,
+    CURVES_JSON,
+    CURVES_SPEC,
+    CURVES_PNG,
+    REPORT,
+)
+#: top-level manifest keys every readable version has
+REQUIRED_KEYS = (
+    "format",
+    "format_version",
+    "run_id",
+    "command",
+    "config",
+    "dataset_kind",
+    "synthetic",
+    "inputs",
+    "tasks",
+    "concepts",
+    "splits",
+    "frame_size",
+    "grid",
+    "sae",
+    "warnings",
+    "summary",
+    "files",
+)
+
 
 class BundleError(MammoSaeError):
     """A bundle folder is missing, incomplete, corrupted or from an unsupported version."""
+
+
+class DatasetNotFoundError(BundleError):
+    """A bundle's dataset (its images and boxes) is not on this machine; its tables still open."""
 
 
 class BundleStaleError(BundleError):
@@ -57,22 +107,25 @@ class BundleStaleError(BundleError):
         super().__init__(f"the bundle {path} is stale: " + "; ".join(reasons) + "." + rebuild)
 
 
-def relative_to(path: str | os.PathLike[str], folder: Path) -> str:
-    """``path`` as written in a manifest: relative to the bundle folder (so bundle and inputs can move
-    together), or absolute when it lies on another drive."""
-    target = Path(path).resolve()
-    try:
-        return os.path.relpath(target, folder.resolve())
-    except ValueError:
-        return str(target)
+def inside(path: str | os.PathLike[str], folder: Path) -> str | None:
+    """``path`` relative to the bundle ``folder`` (POSIX form) when it lies inside it, else None: a manifest
+    records no path outside its bundle."""
+    target, root = Path(path).resolve(), folder.resolve()
+    return target.relative_to(root).as_posix() if target.is_relative_to(root) else None
 
 
 def resolve_from(recorded: str, folder: Path) -> Path:
+    """A path recorded in a manifest (relative to the bundle ``folder``, or absolute in old bundles)."""
     return (folder / recorded).resolve() if not Path(recorded).is_absolute() else Path(recorded)
 
 
+def manifest_text(manifest: dict[str, Any]) -> str:
+    """The manifest as strict JSON (NaN and infinities become null, never the non-standard NaN token)."""
+    return strict_json_text(manifest, indent=1) + "\n"
+
+
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=False) + "\n")
+    atomic_write_text(folder / MANIFEST, manifest_text(manifest))
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -94,10 +147,15 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{path} is not a mammo-sae bundle manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE_VERSIONS:
         raise BundleError(
-            f"{path} has bundle format version {manifest.get('format_version')}; this mammo-sae reads version "
-            f"{FORMAT_VERSION}: rebuild the bundle with this version's analyze command"
+            f"{path} has bundle format version {manifest.get('format_version')}; this mammo-sae reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}: rebuild the bundle with this version's analyze command"
+        )
+    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise BundleError(
+            f"{path} lacks {', '.join(missing)}; rebuild the bundle with python -m mammo_sae.analyze --overwrite"
         )
     return manifest
 
@@ -113,9 +171,8 @@ def file_records(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
     return records
 
 
-def damaged_error(folder: Path, manifest: dict[str, Any], problems: list[str]) -> BundleError:
+def damaged_error(folder: Path, command: str, problems: list[str]) -> BundleError:
     """The error for a bundle whose output files fail their checks: what is wrong and the rebuild command."""
     return BundleError(
-        f"the bundle {folder} is damaged: {'; '.join(problems[:5])}; rebuild it with:\n  "
-        f"{manifest['command']} --overwrite"
+        f"the bundle {folder} is damaged: {'; '.join(problems[:5])}; rebuild it with:\n  {command} --overwrite"
     )

@@ -1,28 +1,27 @@
 """Live inference for a case that is not in the bundle (an uploaded DICOM or PNG): the bundle's own
-classifier and SAE run on it, and the result answers the same questions as a bundle case."""
+classifier and SAE run on it, and the result answers the same questions as a bundle case.
+
+Uploads are framed by the data layer's frame policy (:mod:`mammo_sae.data.frame_policy`) with the
+bundle's recorded source, so an uploaded DICOM gets the pixels the analysis would have given it."""
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 
 from mammo_sae.analysis.codes import TokenCodes
 from mammo_sae.analysis.interventions import contributions, shortcut_logits
-from mammo_sae.bundle.format import BundleError, resolve_from
+from mammo_sae.bundle.format import BundleError
 from mammo_sae.bundle.reader import Bundle
-from mammo_sae.core.errors import DataError
 from mammo_sae.data.dicom import MammogramDicom
-from mammo_sae.data.frames import AxisMap, FrameTransform
-from mammo_sae.data.preprocess import model_input, preprocess_mammogram
+from mammo_sae.data.frame_policy import MappedFrame, frame_from_dicom, frame_from_png
+from mammo_sae.data.frames import FrameTransform
+from mammo_sae.data.preprocess import model_input
 from mammo_sae.models import Classifier, create_backbone, load_classifier, stacked_heads
 from mammo_sae.sae import SparseAutoencoder, load_sae
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-MAX_PNG_PIXELS = 60_000_000
 
 
 @dataclass(frozen=True)
@@ -41,19 +40,16 @@ class LiveModels:
     """The bundle's classifier heads, feature encoder and SAE, loaded once (CPU by default)."""
 
     def __init__(self, bundle: Bundle, device: str = "cpu") -> None:
-        inputs = bundle.manifest["inputs"]
-        paths = [resolve_from(c["path"], bundle.path) for c in inputs["classifiers"]]
-        missing = [str(p) for p in paths if not p.is_file()]
-        sae_dir = resolve_from(inputs["sae"]["path"], bundle.path)
-        if missing or not sae_dir.is_dir():
+        try:
+            paths, sae_dir, spec = bundle.classifier_paths, bundle.sae_dir, bundle.backbone_spec
+        except BundleError as error:
             raise BundleError(
-                f"live inference needs the bundle's classifier and SAE files; missing: {missing or [str(sae_dir)]}"
-            )
+                f"live inference needs the bundle's classifier and SAE files: {error}"
+            ) from None
         self.bundle = bundle
         self.classifiers: list[Classifier] = [load_classifier(p).to(device).eval() for p in paths]
-        backbone = inputs["backbone"]
-        if backbone["source"] == "spec":
-            self.backbone = create_backbone(backbone["spec"]).to(device).eval()
+        if spec is not None:
+            self.backbone = create_backbone(spec).to(device).eval()
         else:
             self.backbone = self.classifiers[0].backbone
         self.sae: SparseAutoencoder = load_sae(
@@ -87,49 +83,20 @@ class LiveModels:
             logits_sae=dict(zip(self.bundle.tasks, map(float, sae_logits), strict=True)),
         )
 
+    @property
+    def frame_source(self) -> str:
+        """The bundle's frame source ("dicom" for bundles made before frame policies were recorded)."""
+        return str((self.bundle.manifest.get("frames") or {}).get("source", "dicom"))
+
+    def run_mapped(self, mapped: MappedFrame) -> LiveCase:
+        return self.run_frame(mapped.pixels, mapped.transform)
+
     def run_dicom(self, image: MammogramDicom) -> LiveCase:
-        prepared = preprocess_mammogram(image, self.bundle.frame_size)
-        return self.run_frame(prepared.png, prepared.transform)
+        return self.run_mapped(frame_from_dicom(image, self.bundle.frame_size, self.frame_source))
 
     def run_png(self, png: np.ndarray) -> LiveCase:
         """A PNG is taken as a Mammo-CLIP frame (already cropped): resized to the bundle's frame size."""
-        height, width = self.bundle.frame_size
-        frame = (
-            cv2.resize(png, (width, height), interpolation=cv2.INTER_AREA)
-            if png.shape != (height, width)
-            else png
-        )
-        transform = FrameTransform(
-            original_shape=png.shape,
-            x=AxisMap(offset=0, kept=np.arange(png.shape[1]), size=width),
-            y=AxisMap(offset=0, kept=np.arange(png.shape[0]), size=height),
-        )
-        return self.run_frame(frame, transform)
+        return self.run_mapped(frame_from_png(png, self.bundle.frame_size))
 
     def contributions(self, case: LiveCase, task: str):
         return contributions(case.zbar, self.bundle.heads, task)
-
-
-def decode_png(data: bytes, name: str = "uploaded file") -> np.ndarray:
-    """A greyscale uint8 image from PNG bytes, refusing what is not a PNG or too large before decoding."""
-    if not data.startswith(PNG_MAGIC):
-        raise DataError(
-            f"{name}: not a PNG file (its first bytes are not the PNG signature); upload a .png or a DICOM"
-        )
-    if len(data) < 24:
-        raise DataError(f"{name}: the PNG ends inside its header; it is truncated")
-    if data[12:16] != b"IHDR":
-        raise DataError(f"{name}: the PNG's first chunk is not its IHDR header; the file is corrupt")
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if width * height == 0 or width * height > MAX_PNG_PIXELS:
-        raise DataError(f"{name}: a {width} x {height} PNG is empty or larger than {MAX_PNG_PIXELS:,} pixels")
-    if b"IEND" not in data:
-        raise DataError(f"{name}: the PNG has no IEND chunk; it is truncated or corrupt: upload it again")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise DataError(f"{name}: the PNG data is corrupt and cannot be decoded")
-    if image.ndim == 3:
-        image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2GRAY)
-    if image.dtype != np.uint8:
-        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    return image

@@ -1,4 +1,10 @@
-"""Radiologists' names and notes for latents, kept in the bundle folder (``latent_notes.json``).
+"""Radiologists' names and notes for latents, kept in the user's data folder, never in the bundle.
+
+A bundle may be shipped or read-only, so its notes live in ``BASE/<identity>/latent_notes.json``, where
+BASE is the app's notes location (``MAMMO_SAE_NOTES``, or ``notes/`` in the user cache) and the identity
+is a hash of what the bundle was computed from (backbone, heads, SAE, dataset content; no path), so a
+bundle moved or rebuilt from the same inputs keeps its notes. Every entry records its author (optional)
+and the UTC time of its last save.
 
 Several app sessions may write at once: every save takes an exclusive lock on ``latent_notes.lock``,
 re-reads the file, changes one latent and replaces the file atomically, so concurrent edits of different
@@ -23,12 +29,41 @@ import pandas as pd
 from mammo_sae.bundle.format import BundleError
 from mammo_sae.core.atomic import atomic_write_text
 from mammo_sae.core.errors import os_error_message
+from mammo_sae.core.hashing import sha256_json
 
 NOTES_FILE, LOCK_FILE = "latent_notes.json", "latent_notes.lock"
+NOTES_ENV = "MAMMO_SAE_NOTES"
 CATEGORIES = ("calcification", "mass", "artifact / marker", "anatomy", "unclear")
-MAX_NAME, MAX_NOTE = 80, 2000
-COLUMNS = ["latent", "name", "category", "note", "updated"]
+MAX_NAME, MAX_NOTE, MAX_AUTHOR = 80, 2000, 80
+COLUMNS = ["latent", "name", "category", "note", "author", "updated"]
 EMPTY_ENTRY = {"name": "", "category": "unclear", "note": ""}
+LOCATION_KEYS = frozenset(  # where inputs were found (bundle.inputs.LOCATION_KEYS): not part of what they are
+    {"root", "path", "name", "weights_file", "weights_path", "weights_name"}
+)
+
+
+def _without_locations(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _without_locations(v) for k, v in value.items() if k not in LOCATION_KEYS}
+    if isinstance(value, list):
+        return [_without_locations(v) for v in value]
+    return value
+
+
+def bundle_identity(manifest: Mapping[str, Any]) -> str:
+    """A short hash of what a bundle was computed from (its inputs' content hashes, the SAE, the heads),
+    without any location: the same for a copy, a move or a rebuild from the same inputs."""
+    identity = {
+        "inputs": _without_locations(manifest["inputs"]),
+        "sae": manifest.get("sae"),
+        "tasks": manifest.get("tasks"),
+    }
+    return sha256_json(identity)[:24]
+
+
+def notes_folder(manifest: Mapping[str, Any], base: str | os.PathLike[str]) -> Path:
+    """Where the notes of the bundle with ``manifest`` live under the notes location ``base``."""
+    return Path(base).expanduser() / bundle_identity(manifest)
 
 
 @contextlib.contextmanager
@@ -36,6 +71,7 @@ def _locked(folder: Path) -> Iterator[None]:
     """Hold the folder's notes lock; a file-system error inside (a full disk, a read-only folder) becomes
     a BundleError that says so, and the notes file keeps its previous content."""
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         with open(folder / LOCK_FILE, "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
@@ -77,10 +113,15 @@ def _label(latent: int, entry: Mapping[str, Any] | None) -> str:
 
 
 class LatentNotes:
-    """Names, categories and notes of a bundle's latents."""
+    """Names, categories and notes of a bundle's latents, in ``folder`` (see ``for_bundle``)."""
 
     def __init__(self, folder: str | os.PathLike[str], d_sae: int) -> None:
         self.folder, self.d_sae = Path(folder), d_sae
+
+    @classmethod
+    def for_bundle(cls, manifest: Mapping[str, Any], base: str | os.PathLike[str]) -> LatentNotes:
+        """The notes of the bundle with ``manifest``, kept under the notes location ``base``."""
+        return cls(notes_folder(manifest, base), int(manifest["sae"]["d_sae"]))
 
     @property
     def path(self) -> Path:
@@ -102,9 +143,17 @@ class LatentNotes:
         return lambda latent: _label(latent, entries.get(int(latent)))
 
     def save(
-        self, latent: int, name: str, category: str, note: str = "", *, base: Mapping[str, Any] | None = None
+        self,
+        latent: int,
+        name: str,
+        category: str,
+        note: str = "",
+        *,
+        base: Mapping[str, Any] | None = None,
+        author: str = "",
     ) -> dict[str, Any]:
-        """Set one latent's entry (an empty name, category "unclear" and empty note remove it).
+        """Set one latent's entry (an empty name, category "unclear" and empty note remove it), stamped
+        with ``author`` (may be empty) and the UTC time.
 
         ``base``: the entry as the editor loaded it; fields equal to it are not written, so edits made by
         others since are kept (the same field edited by both: the last save wins)."""
@@ -113,15 +162,17 @@ class LatentNotes:
             raise BundleError(f"latent {latent} is outside 0..{self.d_sae - 1}")
         if category not in CATEGORIES:
             raise BundleError(f"category must be one of {', '.join(CATEGORIES)}, got {category!r}")
-        name, note = str(name).strip(), str(note).strip()
-        if len(name) > MAX_NAME or len(note) > MAX_NOTE:
-            raise BundleError(f"a name holds at most {MAX_NAME} characters and a note {MAX_NOTE}")
+        name, note, author = str(name).strip(), str(note).strip(), " ".join(str(author).split())
+        if len(name) > MAX_NAME or len(note) > MAX_NOTE or len(author) > MAX_AUTHOR:
+            raise BundleError(
+                f"a name holds at most {MAX_NAME} characters, a note {MAX_NOTE} and an author {MAX_AUTHOR}"
+            )
         edited = {"name": name, "category": category, "note": note}
         with _locked(self.folder):
             data = _read(self.path)
             if base is not None:
                 edited = _merge(edited, base, data.get(str(latent), {}))
-            entry = {**edited, "updated": datetime.now(UTC).isoformat(timespec="seconds")}
+            entry = {**edited, "author": author, "updated": datetime.now(UTC).isoformat(timespec="seconds")}
             if edited == EMPTY_ENTRY:
                 data.pop(str(latent), None)
             else:

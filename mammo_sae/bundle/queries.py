@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mammo_sae.analysis.interventions import scale_vector
-from mammo_sae.bundle.cases import sigmoid
-from mammo_sae.bundle.format import BundleError, resolve_from
+from mammo_sae.analysis.scores import describe_ranking
+from mammo_sae.bundle.cases import sigmoid, view_boxes
+from mammo_sae.bundle.format import BundleError
 from mammo_sae.bundle.notes import LatentNotes
 from mammo_sae.bundle.reader import Bundle
+from mammo_sae.core.errors import MammoSaeError
 from mammo_sae.core.metrics import auprc, auroc
+
+BASELINE_NAMES = {
+    "original": "original features",
+    "sae": "SAE reconstruction",
+    "sae_error": "reconstruction + error",
+}
+TRAINING_PANELS = (
+    ("Loss parts", ("loss", "mse", "sparsity", "aux")),
+    ("Active latents per token (L0)", ("l0",)),
+    ("Fraction of variance unexplained", ("fvu",)),
+    ("Dead and dense latents (fraction)", ("dead_fraction", "dense_fraction")),
+)
+ZOOM_CENTRES = ("heatmap peak", "first box", "image centre")
 
 
 def intervention_scale(
@@ -86,14 +100,78 @@ def dataset_metrics(
     return pd.DataFrame.from_records(records)
 
 
+def labelled(table: pd.DataFrame, top: int, notes: LatentNotes | None) -> pd.DataFrame:
+    """The first ``top`` rows of a contributions table with a ``label`` column (``#id name``)."""
+    out = table.head(top).copy()
+    label = notes.labeller() if notes else (lambda t: f"#{t}")
+    out["label"] = [label(int(t)) for t in out["latent"]]
+    return out
+
+
 def contributions_table(
     bundle: Bundle, position: int, task: str, top: int = 15, notes: LatentNotes | None = None
 ) -> pd.DataFrame:
     """A case's largest latent contributions to one head's logit, labelled with latent names."""
-    table = bundle.contributions(position, task).head(top).copy()
-    label = notes.labeller() if notes else (lambda t: f"#{t}")
-    table["label"] = [label(int(t)) for t in table["latent"]]
-    return table
+    return labelled(bundle.contributions(position, task), top, notes)
+
+
+def strongest_view(bundle: Bundle, positions: list[int], task: str) -> int:
+    """Of a study's analysed views (bundle positions), the one with the highest original ``task`` logit."""
+    assert positions, "a study has at least one analysed view"
+    logits = bundle.images[f"logit_{task}_original"].to_numpy()
+    return max(positions, key=lambda p: float(logits[p]))
+
+
+def baseline_table(bundle: Bundle, unit: str = "image") -> pd.DataFrame:
+    """AUROC per head (rows) and variant (original features, SAE reconstruction, + error; columns)."""
+    baselines = bundle.baselines
+    table = baselines[baselines["unit"] == unit].pivot_table(index="head", columns="variant", values="auroc")
+    return table.rename(columns=BASELINE_NAMES)
+
+
+def ranking_caption(bundle: Bundle, cls: int) -> str:
+    """What orders the concept table, in words; a manifest naming an unknown score says so, not raises."""
+    try:
+        ranked_by = f"Ranked by {describe_ranking(bundle.rank_by, cls)}"
+    except MammoSaeError as error:  # a hand-edited manifest: the table itself is intact
+        ranked_by = f"Ranking score not recognised in this bundle's manifest ({error})"
+    return f"{ranked_by}, on the {bundle.manifest['splits']['score']} split"
+
+
+def curve_rows(bundle: Bundle, unit: str, error_term: bool) -> pd.DataFrame:
+    """The precomputed keep / suppress curves of one unit (image or row), with or without the error term."""
+    curves = bundle.curves
+    return curves[(curves["unit"] == unit) & (curves["error_term"] == error_term)]
+
+
+def top_patches(bundle: Bundle, latent: int, n: int = 12) -> pd.DataFrame:
+    """The latent's ``n`` top-activating patches, strongest first."""
+    patches = bundle.patches
+    return patches[patches["latent"] == latent].sort_values("rank").head(n)
+
+
+def latent_stats(bundle: Bundle, latent: int) -> dict[str, float]:
+    """How often and how strongly a latent fires on the analysed split."""
+    row = bundle.latents.loc[latent]
+    return {key: float(row[key]) for key in ("frequency", "images", "mean_active", "max")}
+
+
+def live_probabilities(case, tasks: tuple[str, ...]) -> pd.DataFrame:
+    """Per head, an uploaded case's probability with the original features and with the SAE in place."""
+    return pd.DataFrame(
+        {
+            "head": list(tasks),
+            "original": [float(sigmoid(case.logits_original[t])) for t in tasks],
+            "sae": [float(sigmoid(case.logits_sae[t])) for t in tasks],
+        }
+    )
+
+
+def live_contributions_table(
+    live, case, task: str, top: int = 15, notes: LatentNotes | None = None
+) -> pd.DataFrame:
+    """An uploaded case's largest latent contributions to one head's logit, labelled like a bundle case."""
+    return labelled(live.contributions(case, task), top, notes)
 
 
 def concept_table(
@@ -143,6 +221,13 @@ def latent_by_label(bundle: Bundle, latent: int) -> pd.DataFrame:
     return frame
 
 
+def latent_by_label_long(bundle: Bundle, latent: int) -> pd.DataFrame:
+    """``latent_by_label`` with one row per (image, concept): columns concept and label, for a box plot."""
+    return latent_by_label(bundle, latent).melt(
+        ["image_id", "study_id", "mean activation"], var_name="concept", value_name="label"
+    )
+
+
 def latent_effects(bundle: Bundle, latent: int) -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -154,8 +239,7 @@ def latent_effects(bundle: Bundle, latent: int) -> pd.DataFrame:
 
 def training_metrics(bundle: Bundle) -> pd.DataFrame:
     """The SAE's logged training metrics (``metrics.jsonl`` beside its weights)."""
-    sae_dir = resolve_from(bundle.manifest["inputs"]["sae"]["path"], bundle.path)
-    path = Path(sae_dir) / "metrics.jsonl"
+    path = bundle.sae_dir / "metrics.jsonl"
     if not path.is_file():
         raise BundleError(f"no training log at {path}: the SAE was imported or its log was not kept")
     rows = []
@@ -168,9 +252,38 @@ def training_metrics(bundle: Bundle) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def training_panels(metrics: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """The training report's panels: (title, x column, long table of x / metric / value) for each panel
+    whose metrics were logged; x is tokens seen when logged, else the step."""
+    x = "tokens" if "tokens" in metrics else "step"
+    panels = []
+    for title, wanted in TRAINING_PANELS:
+        fields = [f for f in wanted if f in metrics]
+        if fields:
+            panels.append((title, x, metrics[[x, *fields]].melt(x, var_name="metric", value_name="value")))
+    return panels
+
+
+def zoom_centre(
+    bundle: Bundle, position: int, choice: str, latent: int | None, shape: tuple[int, ...]
+) -> tuple[float, float]:
+    """(x, y) in original pixels where the zoom window centres: the latent's peak, the first ground-truth
+    box or the image centre (``shape``: the full-resolution image's), falling back to the centre."""
+    if choice not in ZOOM_CENTRES:
+        raise BundleError(f"the zoom centres on one of {', '.join(ZOOM_CENTRES)}, got {choice!r}")
+    if choice == "heatmap peak" and latent is not None:
+        return latent_peak(bundle, position, latent)
+    if choice == "first box":
+        boxes = view_boxes(bundle, position, bundle.concepts)
+        if len(boxes):
+            b = boxes.iloc[0]
+            return float((b.xmin + b.xmax) / 2), float((b.ymin + b.ymax) / 2)
+    return shape[1] / 2, shape[0] / 2
+
+
 def latent_peak(bundle: Bundle, position: int, latent: int) -> tuple[float, float]:
     """(x, y) in original pixels of the centre of the latent's strongest token on an image."""
-    from mammo_sae.analysis.frames import transform_from_json
+    from mammo_sae.data.frames import transform_from_json
 
     row, col = np.unravel_index(int(np.argmax(bundle.latent_map(position, latent))), bundle.grid)
     (gh, gw), (frame_h, frame_w) = bundle.grid, bundle.frame_size

@@ -2,7 +2,9 @@
 the app asks ("which latents drive this case's logit?", "what if these latents were suppressed?").
 
 Every file is checked against the sha256 in the manifest the first time it is loaded, so a damaged or
-edited table is refused with the command that rebuilds the bundle, never shown."""
+edited table is refused with the command that rebuilds the bundle, never shown. The inputs (classifiers,
+SAE, dataset) are found by identity (``bundle.inputs``): the manifest names no folder of the machine that
+built it."""
 
 from __future__ import annotations
 
@@ -17,17 +19,27 @@ import pandas as pd
 from mammo_sae.analysis.codes import TokenCodes
 from mammo_sae.analysis.interventions import HeadLinear, contributions, shortcut_logits, topk_union
 from mammo_sae.bundle import format as bf
-from mammo_sae.bundle.inputs import stale_reasons
+from mammo_sae.bundle.fingerprints import phantom_command
+from mammo_sae.bundle.inputs import DATA_ENV, InputLocations, backbone_spec, dataset_matches, locate_inputs
+from mammo_sae.bundle.locations import recall, remember, user_data_dir
 from mammo_sae.core.hashing import check_files
 
 
 class Bundle:
     """A complete analysis bundle, read-only."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], *, verified: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        manifest: dict[str, Any],
+        *,
+        verified: bool = False,
+        data_root: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.path = path
         self.manifest = manifest
         self._verified: set[str] = set(manifest["files"]) if verified else set()
+        self._data_root = Path(data_root) if data_root else None
 
     @classmethod
     def open(
@@ -40,22 +52,131 @@ class Bundle:
     ) -> Bundle:
         """Open ``path``; BundleError when incomplete or damaged, BundleStaleError when its inputs changed.
 
-        ``check_inputs`` re-hashes the classifier, SAE and dataset files; ``verify`` re-hashes every output
-        file now (sizes are always checked; without it each file is hashed when it is first loaded)."""
+        ``check_inputs`` finds and re-hashes the classifier, SAE and dataset files; ``verify`` re-hashes every
+        output file now (sizes are always checked; without it each file is hashed when it is first loaded).
+        ``data_root``: where the analysed dataset is, when it is nowhere the bundle looks by itself."""
         folder = Path(path)
         manifest = bf.read_manifest(folder)
+        bundle = cls(folder, manifest, verified=verify, data_root=data_root)
         problems = list(check_files(folder, manifest["files"], hashes=verify).values())
         if problems:
-            raise bf.damaged_error(folder, manifest, problems)
-        bundle = cls(folder, manifest, verified=verify)
+            raise bf.damaged_error(folder, bundle.rebuild_command, problems)
         if check_inputs:
-            reasons = bundle.stale_reasons(data_root)
+            reasons = bundle.stale_reasons()
             if reasons:
-                raise bf.BundleStaleError(folder, reasons, manifest.get("command"))
+                raise bf.BundleStaleError(folder, reasons, bundle.rebuild_command)
         return bundle
 
+    # --- where its inputs are -----------------------------------------------------------------------------
+
+    @functools.cached_property
+    def _remembered(self) -> dict[str, Any]:
+        return recall(self.path, self.manifest["run_id"])
+
+    @property
+    def rebuild_command(self) -> str:
+        """The command that rebuilds this bundle: with this machine's paths when it was built here, else the
+        manifest's portable one (run in the folder holding the bundle; see its ``placeholders``)."""
+        return str(self._remembered.get("command") or self.manifest["command"])
+
+    def locate(self, data_root: str | os.PathLike[str] | None = None) -> InputLocations:
+        """Every input on this machine, checked against the manifest's hashes (re-hashed on each call)."""
+        root = Path(data_root) if data_root else self._data_root
+        return locate_inputs(self.manifest["inputs"], self.path, self._remembered, root)
+
+    @functools.cached_property
+    def inputs(self) -> InputLocations:
+        """The inputs as found the first time they were asked for."""
+        return self.locate()
+
     def stale_reasons(self, data_root: str | os.PathLike[str] | None = None) -> list[str]:
-        return stale_reasons(self.manifest["inputs"], self.path, Path(data_root) if data_root else None)
+        return self.locate(data_root).reasons
+
+    def find_data_root(self) -> Path | None:
+        """The analysed dataset's root on this machine, or None."""
+        return self.inputs.dataset
+
+    @property
+    def data_root(self) -> Path:
+        """The analysed dataset's root; ``DatasetNotFoundError`` saying how to provide it when it is absent."""
+        root = self.find_data_root()
+        if root is None:
+            raise bf.DatasetNotFoundError(self.missing_dataset_message())
+        return root
+
+    def remember_data_root(self, root: str | os.PathLike[str]) -> Path:
+        """Record (in the user data folder) that this bundle's dataset is at ``root``, after checking that it
+        is the dataset analysed; BundleError otherwise."""
+        folder = Path(root).resolve()
+        if not dataset_matches(self.manifest["inputs"]["dataset"], folder):
+            raise bf.BundleError(
+                f"{folder} is not the dataset this bundle analysed: {self._dataset_identity()}"
+            )
+        if not remember(self.path, self.manifest["run_id"], {"dataset": folder}):
+            raise bf.BundleError(
+                f"cannot record the dataset root in {user_data_dir()}: the folder is not writable"
+            )
+        for name in ("_remembered", "inputs"):
+            self.__dict__.pop(name, None)
+        return folder
+
+    def _dataset_identity(self) -> str:
+        dataset = self.manifest["inputs"]["dataset"]
+        phantom = dataset.get("phantom")
+        if phantom:
+            return (
+                f"synthetic phantoms (generator {phantom['generator_version']}, pixel checksum "
+                f"{phantom['pixel_checksum'][:12]}), made by: {phantom_command(phantom, 'DIR')}"
+            )
+        hashes = ", ".join(f"{name} sha256 {sha[:12]}" for name, sha in dataset["files"].items())
+        return f"a {dataset['kind']} root with {hashes}"
+
+    def missing_dataset_message(self) -> str:
+        """Where the dataset was looked for, what it is and how to provide it."""
+        return (
+            f"the dataset of the bundle {self.path} is not on this machine (looked beside the bundle, where this "
+            f"machine built it, in {DATA_ENV} and in {user_data_dir()}); it is {self._dataset_identity()}. Set "
+            f"{DATA_ENV} to its root (DIR above for phantoms); the tables and charts work without it"
+        )
+
+    def _found(self, path: Path | None, what: str) -> Path:
+        if path is None:
+            raise bf.BundleError(
+                f"the bundle's {what} is not on this machine (looked beside the bundle and where this machine "
+                "built it); put it beside the bundle folder, or rebuild the bundle with:\n  "
+                f"{self.rebuild_command} --overwrite"
+            )
+        return path
+
+    @property
+    def classifier_paths(self) -> list[Path]:
+        """The classifier files, found on this machine (BundleError naming what is missing)."""
+        records = self.manifest["inputs"]["classifiers"]
+        return [
+            self._found(path, f"classifier file {record.get('name') or record.get('path')}")
+            for path, record in zip(self.inputs.classifiers, records, strict=True)
+        ]
+
+    @property
+    def sae_dir(self) -> Path:
+        """The SAE folder, found on this machine (BundleError when it is not)."""
+        record = self.manifest["inputs"]["sae"]
+        return self._found(self.inputs.sae, f"SAE folder {record.get('name') or record.get('path')}")
+
+    @property
+    def backbone_spec(self) -> str | None:
+        """The spec that rebuilds a spec-built feature backbone here (None: it is the first classifier's)."""
+        record = self.manifest["inputs"]["backbone"]
+        if record.get("source") != "spec":
+            return None
+        weights = self.inputs.backbone_weights
+        if record.get("weights_sha256") and weights is None:
+            self._found(
+                None, f"backbone weights file {record.get('weights_name') or record.get('weights_file')}"
+            )
+        spec = backbone_spec(record, weights)
+        assert spec is not None
+        return spec
 
     # --- what it is ------------------------------------------------------------------------------------
 
@@ -88,10 +209,6 @@ class Bundle:
     def d_sae(self) -> int:
         return int(self.manifest["sae"]["d_sae"])
 
-    @property
-    def data_root(self) -> Path:
-        return bf.resolve_from(self.manifest["inputs"]["dataset"]["root"], self.path)
-
     # --- tables and arrays -----------------------------------------------------------------------------
 
     def _file(self, name: str) -> Path:
@@ -100,7 +217,7 @@ class Bundle:
         pending = [n for n in records if (n == name or n.startswith(f"{name}/")) and n not in self._verified]
         problems = list(check_files(self.path, {n: records[n] for n in pending}, hashes=True).values())
         if problems:
-            raise bf.damaged_error(self.path, self.manifest, problems)
+            raise bf.damaged_error(self.path, self.rebuild_command, problems)
         self._verified.update(pending)
         return self.path / name
 

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from mammo_sae.analysis.localisation import MapThreshold, predicted_boxes
+from mammo_sae.bundle.cases import view_boxes
+from mammo_sae.bundle.overlays import blend_heatmap, frame_heatmap, heatmap_on_original
+from mammo_sae.bundle.reader import Bundle
+from mammo_sae.bundle.render import DEFAULT_COLOUR, FINDING_COLOURS, draw_boxes, fit_height
 from mammo_sae.data.dicom import MammogramDicom, display_image
-from mammo_sae.data.frames import FrameTransform, needs_display_flip
-from mammo_sae.overlays import blend_heatmap, frame_heatmap, heatmap_on_original
-from mammo_sae.render import DEFAULT_COLOUR, FINDING_COLOURS, draw_boxes, fit_height
+from mammo_sae.data.frames import FrameTransform, needs_display_flip, transform_from_json
 
 PREDICTED_COLOUR = (57, 255, 20)
 
@@ -20,7 +22,7 @@ PREDICTED_COLOUR = (57, 255, 20)
 @dataclass(frozen=True)
 class ViewOptions:
     preset: str | None = None  # a window preset name; None = the file's first preset
-    invert: bool = False
+    invert: bool = False  # grey levels only: the mirroring does not depend on it
     max_height: int = 560
     show_boxes: bool = True
     colour_map: str = "inferno"
@@ -49,9 +51,11 @@ def render_view(
 ) -> RenderedView:
     """Draw one view; ``token_map`` (with the view's ``transform``) adds a latent's heatmap."""
     pixels = display_image(image, options.preset)
+    # The side is read from the grey levels as the file shows them: inverting changes grey levels, never
+    # which way a view hangs.
+    flip = options.hang and needs_display_flip(pixels, laterality)
     if options.invert:
         pixels = 255 - pixels
-    flip = options.hang and needs_display_flip(pixels, laterality)
     small, scale = fit_height(pixels, options.max_height)
     out = np.repeat(small[:, :, None], 3, axis=2)
     if token_map is not None and transform is not None and float(np.max(token_map)) > 0:
@@ -80,6 +84,29 @@ def render_view(
     if flip:
         out = np.ascontiguousarray(out[:, ::-1])
     return RenderedView(out, scale, flip)
+
+
+def render_case_view(
+    bundle: Bundle,
+    position: int,
+    image: MammogramDicom,
+    options: ViewOptions,
+    latent: int | None = None,
+    kinds: tuple[str, ...] | None = None,
+) -> RenderedView:
+    """One analysed view of a bundle (row ``position``, pixels ``image``) with its ground-truth boxes of
+    ``kinds`` and, when ``latent`` is given, that latent's heatmap."""
+    row = bundle.images.iloc[position]
+    boxes = view_boxes(bundle, position, kinds)
+    return render_view(
+        image,
+        row["laterality"],
+        options,
+        boxes=boxes[["xmin", "ymin", "xmax", "ymax"]].to_numpy(),
+        box_kinds=boxes["kind"].tolist(),
+        token_map=bundle.latent_map(position, latent) if latent is not None else None,
+        transform=transform_from_json(row["transform"]),
+    )
 
 
 def render_live(

@@ -121,3 +121,13 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
 def auprc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Average precision of scores [n] for 0/1 labels [n]; NaN if there are no positives."""
     return float(auprc_columns(labels, _column(scores))[0])
+
+
+def undefined_reason(n: int, positives: int) -> str | None:
+    """Why AUROC is undefined for ``n`` 0/1 labels of which ``positives`` are 1 ("no positives" / "no
+    negatives"), or None when both classes are present."""
+    if positives == 0:
+        return "no positives"
+    if positives == n:
+        return "no negatives"
+    return None

@@ -5,6 +5,7 @@ image = read_mammogram(index.images.path[0])         # one read, safe metadata o
 shown = display_image(image, "STANDARD")             # for people: windowed uint8, bright = dense
 frame = preprocess_mammogram(image)                  # for models: the Mammo-CLIP PNG + box transform
 x = model_input(frame.png)                           # float32 (3, 1520, 912)
+policy = FramePolicy.resolve("auto", index)          # DICOM or Mammo-CLIP PNG frames, chosen once per root
 """
 
 from mammo_sae.data.categories import KNOWN_CATEGORIES, TARGETS, category_key, parse_category_list
@@ -16,6 +17,7 @@ from mammo_sae.data.dicom import (
     list_presets,
     read_mammogram,
 )
+from mammo_sae.data.frame_policy import FramePolicy
 from mammo_sae.data.frames import FrameTransform, flip_boxes_horizontally, needs_display_flip
 from mammo_sae.data.preprocess import Preprocessed, model_input, preprocess, preprocess_mammogram
 from mammo_sae.data.vindr import BREAST_CSV, FINDING_CSV, MAMMO_CLIP_CSV, VindrIndex
@@ -27,6 +29,7 @@ __all__ = [
     "MAMMO_CLIP_CSV",
     "TARGETS",
     "DicomReadError",
+    "FramePolicy",
     "FrameTransform",
     "MammogramDicom",
     "Preprocessed",

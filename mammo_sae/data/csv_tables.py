@@ -68,7 +68,9 @@ def table_text(columns: Sequence[str], rows: Iterable[dict[str, object]]) -> str
     writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        assert set(row) == set(columns), f"row keys differ from the columns: {sorted(set(row) ^ set(columns))}"
+        assert set(row) == set(columns), (
+            f"row keys differ from the columns: {sorted(set(row) ^ set(columns))}"
+        )
         writer.writerow(row)
     return buffer.getvalue()
 

@@ -20,6 +20,7 @@ import pandas as pd
 
 from mammo_sae.core.errors import DataError
 from mammo_sae.data import csv_tables as ct
+from mammo_sae.data.categories import NO_FINDING, TARGETS, category_key, order_categories, parse_category_list
 from mammo_sae.data.csv_tables import (
     BOX_COLUMNS,
     BREAST_COLUMNS,
@@ -33,7 +34,6 @@ from mammo_sae.data.csv_tables import (
     MAMMO_CLIP_SEARCH,
     RESIZED_BOX_COLUMNS,
 )
-from mammo_sae.data.categories import NO_FINDING, TARGETS, category_key, order_categories, parse_category_list
 
 # Image-level columns that finding_annotations.csv repeats; the findings table leaves them to the image table.
 _REPEATED = ("series_id", "height", "width", "breast_birads", "breast_density")

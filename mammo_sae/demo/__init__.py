@@ -10,6 +10,8 @@ from mammo_sae.demo.dataset import (
     DemoError,
     cache_dir,
     demo_bundle_dir,
+    demo_dataset_ready,
+    demo_dataset_root,
     ensure_demo_dataset,
     read_demo_manifest,
 )
@@ -19,6 +21,8 @@ __all__ = [
     "DemoError",
     "cache_dir",
     "demo_bundle_dir",
+    "demo_dataset_ready",
+    "demo_dataset_root",
     "ensure_demo_dataset",
     "read_demo_manifest",
 ]

@@ -1,7 +1,8 @@
 """Build the demo with the project's own commands, in sequence, with fixed seeds.
 
 Each stage is the command a researcher would run on real data (phantom, finetune, extract, train,
-analyze), called with its command-line arguments; each resumes or skips when its output is complete, so
+analyze), expressed as that command's config object and passed to its library function; the command line
+recorded for it is generated from the same object. Each resumes or skips when its output is complete, so
 an interrupted build continues where it stopped. The shipped folder gets the classifier, the SAE(s), the
 bundle and ``demo.json`` (generator settings and checksums of both phantom sets, seeds, commands, build
 time and every quality figure). Phantom images stay in the work folder, never in the shipped one.
@@ -9,13 +10,11 @@ time and every quality figure). Phantom images stay in the work folder, never in
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +22,30 @@ import torch
 
 from mammo_sae import __version__
 from mammo_sae.bundle import Bundle
+from mammo_sae.bundle.writing.config import AnalyzeConfig
 from mammo_sae.core.atomic import atomic_write_text
+from mammo_sae.core.config_cli import command_line, config_argv, hw_size, module_prog
+from mammo_sae.core.distributed import LOCAL
+from mammo_sae.core.errors import MammoSaeError
 from mammo_sae.core.precision import cpu_has_native_bf16
-from mammo_sae.data.phantom import GENERATOR_VERSION, load_manifest
+from mammo_sae.data.phantom import GENERATOR_VERSION, PhantomConfig, generate_dataset, load_manifest
+from mammo_sae.data.phantom.config import PhantomRunConfig
 from mammo_sae.demo import quality
+from mammo_sae.demo.config import TOY_NOTE
 from mammo_sae.demo.dataset import DEMO_MANIFEST, DemoError
+from mammo_sae.extraction.config import ExtractConfig
+from mammo_sae.finetuning.config import FinetuneConfig
 from mammo_sae.models import load_classifier, save_classifier
 from mammo_sae.sae import load_sae, save_sae
+from mammo_sae.sae.config import TrainConfig
 
 # The phantom generator's calcification confounder: burned-in markers on half of the positive images.
 CONFOUNDER_RATE = 0.5
+# recorded in a toy build's bundle manifest ("warnings"), so the app's Overview says what it is
+TOY_WARNING = (
+    "toy build (python -m mammo_sae.demo --quick): tiny phantom set, classifier and SAE that only exercise "
+    "the pipeline; its figures mean nothing and are not meant to meet the quality targets of the demo"
+)
 
 
 @dataclass(frozen=True)
@@ -131,179 +144,165 @@ def build_machine() -> dict[str, Any]:
     }
 
 
+STORE_PLACEHOLDER = "<the store of the extract stage>"  # a train stage's --store, known once extract ran
+
+
 @dataclass
 class Stage:
+    """One step of the build: a command's config object (the command line is generated from it)."""
+
     name: str
-    argv: list[str]
-    main: Callable[[list[str]], int]
+    command: str  # the command that runs it: phantom, finetune, extract, train or analyze
+    config: Any
 
     @property
     def output(self) -> Path:
         """The folder this stage writes (its ``--out``)."""
-        return Path(self.argv[self.argv.index("--out") + 1])
+        return Path(self.config.out)
 
     @property
-    def command(self) -> str:
-        module = {"phantom": "phantom", "finetune": "finetune", "extract": "extract", "train": "train"}.get(
-            self.name.split("-")[0], "analyze"
-        )
-        return " ".join(["python -m mammo_sae." + module, *self.argv])
+    def argv(self) -> list[str]:
+        """The command's arguments for this config (generated, so they parse back to it)."""
+        return config_argv(self.config)
+
+    @property
+    def command_line(self) -> str:
+        return command_line(module_prog(self.command), self.config)
 
 
-def finetune_stages(
-    plan: DemoPlan, train_data: Path, work: Path, workers: int, main: Callable[[list[str]], int]
-) -> list[Stage]:
+def finetune_stages(plan: DemoPlan, train_data: Path, work: Path, workers: int) -> list[Stage]:
     """Crop pre-training (when the plan has a crop size), then the whole-frame run that it seeds."""
-
-    def argv(
-        out: Path, epochs: int, batch_size: int, lr: float, backbone_lr: float, extra: list[str]
-    ) -> list[str]:
-        head = ["--data", str(train_data), "--out", str(out), "--backbone", plan.backbone]
-        head += ["--frame-size", plan.frame_size, "--epochs", str(epochs), "--batch-size", str(batch_size)]
-        head += ["--lr", str(lr), "--backbone-lr", str(backbone_lr)]
-        head += ["--box-weight", str(plan.box_weight), "--box-head", plan.box_head]
-        head += ["--ema-decay", str(plan.ema_decay), *extra]
-        return [*head, "--seed", str(plan.seed), "--workers", str(workers), "--no-progress"]
-
-    if plan.crop is None:
-        return [
-            Stage(
-                "finetune",
-                argv(work / "finetune", plan.epochs, plan.batch_size, plan.lr, plan.backbone_lr, []),
-                main,
-            )
-        ]
-    crops = ["--crop", plan.crop, "--crops-per-image", str(plan.crops_per_image)]
-    first = argv(
-        work / "finetune-crops", plan.crop_epochs, plan.crop_batch_size, plan.crop_lr, plan.crop_lr, crops
+    common = FinetuneConfig(
+        data=str(train_data),
+        out=str(work / "finetune"),
+        backbone=plan.backbone,
+        frame_size=hw_size(plan.frame_size),
+        epochs=plan.epochs,
+        batch_size=plan.batch_size,
+        lr=plan.lr,
+        backbone_lr=plan.backbone_lr,
+        box_weight=plan.box_weight,
+        box_head=plan.box_head,
+        ema_decay=plan.ema_decay,
+        seed=plan.seed,
+        workers=workers,
+        progress=False,
     )
-    init = ["--init", str(work / "finetune-crops" / "classifier.safetensors")]
-    second = argv(work / "finetune", plan.epochs, plan.batch_size, plan.lr, plan.backbone_lr, init)
-    return [Stage("finetune-crops", first, main), Stage("finetune", second, main)]
+    if plan.crop is None:
+        return [Stage("finetune", "finetune", common)]
+    crops = replace(
+        common,
+        out=str(work / "finetune-crops"),
+        epochs=plan.crop_epochs,
+        batch_size=plan.crop_batch_size,
+        lr=plan.crop_lr,
+        backbone_lr=plan.crop_lr,
+        crop=hw_size(plan.crop),
+        crops_per_image=plan.crops_per_image,
+    )
+    whole = replace(common, init=str(work / "finetune-crops" / "classifier.safetensors"))
+    return [Stage("finetune-crops", "finetune", crops), Stage("finetune", "finetune", whole)]
 
 
 def stages(plan: DemoPlan, work: Path, out: Path, workers: int) -> list[Stage]:
-    from mammo_sae import analyze, extract, finetune, phantom, train
-
+    """Every stage of a build, in order, as config objects."""
     train_data, heldout = work / "phantoms-train", work / "phantoms-heldout"
-    phantom_common = ["--size", plan.image_size, "--confounder-rate", str(CONFOUNDER_RATE), "--no-progress"]
-    phantom_common += [
-        "--mass-rate",
-        str(plan.mass_rate),
-        "--calcification-rate",
-        str(plan.calcification_rate),
-    ]
-    phantom_common += ["--workers", str(workers)]
-    sae_common = ["--store", "STORE", "--expansion", str(plan.expansion), "--epochs", str(plan.sae_epochs)]
-    sae_common += ["--batch-size", str(plan.sae_batch_size), "--seed", str(plan.seed), "--no-progress"]
-    sae_common += [
-        "--normalize",
-        "center-scale",
-        "--resume",
-        "--resample-every",
-        str(plan.sae_resample_every),
-    ]
-    sae_common += ["--dead-window", str(plan.sae_dead_window)]
-    out_list = [
-        Stage(
-            "phantom-train",
-            [
-                "--out",
-                str(train_data),
-                "--studies",
-                str(plan.train_studies),
-                "--seed",
-                str(plan.train_seed),
-                "--test-fraction",
-                "0",
-                *phantom_common,
-            ],
-            phantom.main,
-        ),
-        Stage(
-            "phantom-heldout",
-            [
-                "--out",
-                str(heldout),
-                "--studies",
-                str(plan.heldout_studies),
-                "--seed",
-                str(plan.heldout_seed),
-                "--test-fraction",
-                "1",
-                *phantom_common,
-            ],
-            phantom.main,
-        ),
-        *finetune_stages(plan, train_data, work, workers, finetune.main),
+    generator = PhantomConfig(
+        confounder_rate=CONFOUNDER_RATE, mass_rate=plan.mass_rate, calcification_rate=plan.calcification_rate
+    )
+    size = hw_size(plan.image_size)
+
+    def phantoms(root: Path, studies: int, seed: int, test_fraction: float) -> PhantomRunConfig:
+        settings = replace(generator, studies=studies, seed=seed, test_fraction=test_fraction)
+        return PhantomRunConfig(out=str(root), size=size, generator=settings, workers=workers, progress=False)
+
+    sae = TrainConfig(
+        store=STORE_PLACEHOLDER,
+        out=str(work / "sae-relu"),
+        arch="relu",
+        l1=plan.l1,
+        expansion=plan.expansion,
+        epochs=plan.sae_epochs,
+        batch_size=plan.sae_batch_size,
+        normalize="center-scale",
+        resample_every=plan.sae_resample_every,
+        dead_window=plan.sae_dead_window,
+        seed=plan.seed,
+        progress=False,
+    )
+    planned = [
+        Stage("phantom-train", "phantom", phantoms(train_data, plan.train_studies, plan.train_seed, 0.0)),
+        Stage("phantom-heldout", "phantom", phantoms(heldout, plan.heldout_studies, plan.heldout_seed, 1.0)),
+        *finetune_stages(plan, train_data, work, workers),
         Stage(
             "extract",
-            [
-                "--data",
-                str(train_data),
-                "--classifier",
-                str(out / "classifier.safetensors"),
-                "--out",
-                str(work / "stores"),
-                "--frame-size",
-                plan.frame_size,
-                "--tokens-per-image",
-                str(plan.tokens_per_image),
-                "--augment",
-                "--images-per-shard",
-                str(plan.images_per_shard),
-                "--workers",
-                str(workers),
-                "--seed",
-                str(plan.seed),
-                "--no-progress",
-            ],
-            extract.main,
+            "extract",
+            ExtractConfig(
+                data=str(train_data),
+                classifier=str(out / "classifier.safetensors"),
+                out=str(work / "stores"),
+                frame_size=hw_size(plan.frame_size),
+                tokens_per_image=plan.tokens_per_image,
+                augment=True,
+                images_per_shard=plan.images_per_shard,
+                workers=workers,
+                seed=plan.seed,
+                progress=False,
+            ),
         ),
-        Stage(
-            "train-relu",
-            [*sae_common, "--out", str(work / "sae-relu"), "--arch", "relu", "--l1", str(plan.l1)],
-            train.main,
-        ),
+        Stage("train-relu", "train", sae),
     ]
     if plan.topk:
-        out_list.append(
-            Stage(
-                "train-topk",
-                [*sae_common, "--out", str(work / "sae-topk"), "--arch", "topk", "--k", "32"],
-                train.main,
-            )
-        )
-    out_list.append(
-        Stage(
-            "analyze",
-            [
-                "--data",
-                str(heldout),
-                "--split",
-                "test",
-                "--score-data",
-                str(train_data),
-                "--score-split",
-                "training",
-                "--classifier",
-                str(out / "classifier.safetensors"),
-                "--sae",
-                str(out / "sae"),
-                "--out",
-                str(out / "bundle"),
-                "--codes-top-n",
-                str(plan.codes_top_n),
-                "--rank-by",
-                plan.rank_by,
-                "--workers",
-                str(workers),
-                "--no-progress",
-            ],
-            analyze.main,
-        )
+        topk = replace(sae, out=str(work / "sae-topk"), arch="topk", k=32)
+        planned.append(Stage("train-topk", "train", topk))
+    analysis = AnalyzeConfig(
+        data=str(heldout),
+        split="test",
+        score_data=str(train_data),
+        score_split="training",
+        classifier=(str(out / "classifier.safetensors"),),
+        sae=str(out / "sae"),
+        out=str(out / "bundle"),
+        codes_top_n=plan.codes_top_n,
+        rank_by=plan.rank_by,
+        workers=workers,
+        progress=False,
     )
-    return out_list
+    if plan.name != FULL.name:
+        analysis = replace(analysis, warning=(TOY_WARNING,))
+    planned.append(Stage("analyze", "analyze", analysis))
+    for stage in planned:
+        stage.config.validate()
+    return planned
+
+
+def run_stage(stage: Stage) -> dict[str, Any]:
+    """Call the library function of a stage's command with its config; returns the command's summary."""
+    config = stage.config
+    if stage.command == "phantom":
+        return generate_dataset(
+            config.out,
+            config.generator,
+            overwrite=config.overwrite,
+            workers=config.workers,
+            progress=config.progress,
+        )
+    if stage.command == "finetune":
+        from mammo_sae.finetuning.loop import finetune
+
+        return finetune(config)
+    if stage.command == "extract":
+        from mammo_sae.extraction.run import run_extraction
+
+        return run_extraction(config, LOCAL)
+    if stage.command == "train":
+        from mammo_sae.sae.trainer import train
+
+        return train(config, LOCAL)
+    assert stage.command == "analyze", stage.command
+    from mammo_sae.bundle.writing import analyze
+
+    return analyze(config)
 
 
 def _store_of(work: Path) -> str:
@@ -320,19 +319,16 @@ def _store_of(work: Path) -> str:
 
 
 def _run(stage: Stage, log_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:
-    say(f"[demo] {stage.name}: {stage.command}")
+    say(f"[demo] {stage.name}: {stage.command_line}")
     started = time.perf_counter()
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        code = stage.main(stage.argv)
-    (log_dir / f"{stage.name}.json").write_text(buffer.getvalue())
-    if code != 0:
-        raise DemoError(
-            f"stage {stage.name} failed (exit {code}); its output is in {log_dir / (stage.name + '.json')}"
-        )
+    try:
+        summary = run_stage(stage)
+    except MammoSaeError as error:
+        raise DemoError(f"stage {stage.name} ({stage.command_line}) failed: {error}") from error
+    atomic_write_text(log_dir / f"{stage.name}.json", json.dumps(summary, indent=1) + "\n")
     seconds = time.perf_counter() - started
     say(f"[demo] {stage.name}: done in {seconds:.0f} s")
-    return {"command": stage.command, "seconds": round(seconds, 1)}
+    return {"command": stage.command_line, "seconds": round(seconds, 1)}
 
 
 SHIPPED_SAE_FILES = ("metrics.jsonl", "eval.json", "train_config.toml")
@@ -383,7 +379,7 @@ def discard_from(
     for stage in planned[names.index(first) :]:
         timings.pop(stage.name, None)
         if stage.name == "analyze":
-            stage.argv.append("--overwrite")
+            stage.config = replace(stage.config, overwrite=True)
             continue
         assert stage.output.resolve().is_relative_to(work.resolve()), "only work folders are deleted"
         if stage.output.exists():
@@ -403,6 +399,7 @@ def build(
     """Run every stage and write ``out/demo.json``; returns it. ``rebuild`` names the first stage to redo
     from scratch (with every later one), for a work folder built with other settings."""
     started = time.perf_counter()
+    toy = plan.name != FULL.name
     out.mkdir(parents=True, exist_ok=True)
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -414,8 +411,8 @@ def build(
         discard_from(planned, rebuild, work, timings, say)
         atomic_write_text(timings_path, json.dumps(timings, indent=1))
     for stage in planned:
-        if stage.name.startswith("train"):
-            stage.argv[stage.argv.index("STORE")] = _store_of(work)
+        if stage.command == "train":
+            stage.config = replace(stage.config, store=_store_of(work))
         result = _run(stage, logs, say)
         previous = timings.get(stage.name, {})
         seconds = result["seconds"] + (
@@ -450,6 +447,17 @@ def build(
         "quality": figures,
         "targets": {name: f"{op} {bound}" for name, (op, bound) in quality.TARGETS.items()},
         "missed_targets": quality.failures(figures),
+        "toy_build": toy,
+        "warnings": [TOY_NOTE] if toy else [],
     }
     atomic_write_text(out / DEMO_MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    if toy:
+        say(f"[demo] {TOY_NOTE}")
     return manifest
+
+
+def summary(manifest: dict[str, Any], out: Path) -> dict[str, Any]:
+    """What `python -m mammo_sae.demo` prints: where the demo is, its time, figures and missed targets (a
+    toy build says that its targets do not apply)."""
+    keys = ("build_seconds", "quality", "missed_targets", "toy_build", "warnings")
+    return {"out": str(out), **{key: manifest[key] for key in keys}}

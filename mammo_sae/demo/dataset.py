@@ -29,6 +29,13 @@ class DemoError(MammoSaeError):
     """The demo bundle is missing, out of date with the phantom generator, or its data cannot be made."""
 
 
+def rebuild_command(demo_dir: Path | None = None) -> str:
+    """The command that (re)builds the demo in ``demo_dir`` (the shipped one needs --replace-shipped)."""
+    folder = demo_dir or DEMO_DIR
+    shipped = folder.resolve() == DEMO_DIR.resolve()
+    return f"python -m mammo_sae.demo --out {folder}" + (" --replace-shipped" if shipped else "")
+
+
 def demo_bundle_dir(demo_dir: Path | None = None) -> Path:
     return (demo_dir or DEMO_DIR) / "bundle"
 
@@ -43,12 +50,10 @@ def read_demo_manifest(demo_dir: Path | None = None) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise DemoError(
-            f"no demo at {path.parent}: build it with python -m mammo_sae.demo --out {path.parent}"
-        ) from None
+        raise DemoError(f"no demo at {path.parent}: build it with {rebuild_command(path.parent)}") from None
     except (OSError, ValueError) as error:
         raise DemoError(
-            f"{path} is unreadable ({error}); rebuild the demo with python -m mammo_sae.demo"
+            f"{path} is unreadable ({error}); rebuild the demo with {rebuild_command(path.parent)}"
         ) from None
 
 
@@ -73,34 +78,49 @@ def dataset_ready(root: Path, record: dict[str, Any]) -> bool:
     )
 
 
+def demo_dataset_root(
+    demo_dir: Path | None = None, *, which: str = "heldout", cache: Path | None = None
+) -> Path:
+    """Where the demo dataset ``which`` is (or will be) regenerated in the cache."""
+    record = read_demo_manifest(demo_dir)["datasets"][which]
+    return (cache or cache_dir()) / f"phantoms-{which}-{record['pixel_checksum'][:12]}"
+
+
+def demo_dataset_ready(
+    demo_dir: Path | None = None, *, which: str = "heldout", cache: Path | None = None
+) -> bool:
+    """Whether the demo dataset ``which`` is in the cache, complete and with the recorded pixels."""
+    record = read_demo_manifest(demo_dir)["datasets"][which]
+    return dataset_ready(demo_dataset_root(demo_dir, which=which, cache=cache), record)
+
+
 def ensure_demo_dataset(
     demo_dir: Path | None = None,
     *,
     which: str = "heldout",
     cache: Path | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """The root of a demo dataset (``heldout`` for the app and the quality test, ``train`` to rebuild),
-    regenerated into the cache when absent; DemoError when the generator no longer makes those pixels."""
+    regenerated into the cache when absent; DemoError when the generator no longer makes those pixels.
+    ``progress(done, total)`` is called after each image generated (never when nothing is generated)."""
     manifest = read_demo_manifest(demo_dir)
     record = manifest["datasets"][which]
-    root = (cache or cache_dir()) / f"phantoms-{which}-{record['pixel_checksum'][:12]}"
+    root = demo_dataset_root(demo_dir, which=which, cache=cache)
     if dataset_ready(root, record):
         return root
     if manifest["generator_version"] != GENERATOR_VERSION:
         raise DemoError(
             f"the demo was built with phantom generator {manifest['generator_version']}, this is {GENERATOR_VERSION}: "
-            "rebuild it with python -m mammo_sae.demo"
+            f"rebuild it with {rebuild_command(demo_dir)}"
         )
-    if progress:
-        progress(f"generating the {which} phantoms ({record['parameters']['studies']} studies) into {root}")
     if root.exists():
         shutil.rmtree(root)
-    generate_dataset(root, phantom_config(record), workers=0)
+    generate_dataset(root, phantom_config(record), workers=0, on_image=progress)
     current = load_manifest(root)["pixel_checksum"]["value"]
     if current != record["pixel_checksum"]:
         raise DemoError(
             f"the phantom generator now makes different pixels for the demo's {which} set (checksum {current[:12]}, the "
-            f"demo expects {record['pixel_checksum'][:12]}): rebuild the demo with python -m mammo_sae.demo"
+            f"demo expects {record['pixel_checksum'][:12]}): rebuild the demo with {rebuild_command(demo_dir)}"
         )
     return root

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mammo_sae.core.config_cli import REQUIRED, hw_size, knob
+from mammo_sae.core.config_cli import REQUIRED, flag_name, hw_size, knob
 from mammo_sae.core.errors import MammoSaeError
+from mammo_sae.data.frame_policy import FRAMES, FRAMES_HELP, SPLITS
 from mammo_sae.data.preprocess import FRAME_HEIGHT, FRAME_WIDTH
 
 DTYPES = {"fp16": np.float16, "fp32": np.float32}
-SPLITS = ("training", "test", "all")
 
 
 class ExtractError(MammoSaeError):
@@ -34,6 +34,7 @@ class ExtractConfig:
     frame_size: tuple[int, int] = knob(
         (FRAME_HEIGHT, FRAME_WIDTH), "model frame height x width", parse=hw_size, metavar="HxW"
     )
+    frames: str = knob("auto", FRAMES_HELP, choices=FRAMES)
     batch_size: int = knob(4, "images per forward pass")
     workers: int = knob(2, "DataLoader processes decoding and preprocessing images")
     images_per_shard: int = knob(64, "images per shard (the unit of commit, resume and work split)")
@@ -47,7 +48,7 @@ class ExtractConfig:
             raise ExtractError("give exactly one of --backbone SPEC or --classifier FILE")
         for name in ("batch_size", "images_per_shard"):
             if getattr(self, name) < 1:
-                raise ExtractError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise ExtractError(f"{flag_name(name)} must be >= 1, got {getattr(self, name)}")
         if self.workers < 0:
             raise ExtractError(f"--workers must be >= 0, got {self.workers}")
         if not 0.0 < self.tokens_per_image <= 1.0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,16 +23,20 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from mammo_sae import __version__
 from mammo_sae.core.distributed import DistContext, barrier, device_for, gather_objects
 from mammo_sae.core.hashing import sha256_file
-from mammo_sae.data.preprocess import PIXEL_MEAN, PIXEL_STD
+from mammo_sae.data.frame_policy import FramePolicy, ImageRecord
 from mammo_sae.data.vindr import VindrIndex
+from mammo_sae.extraction.checks import feature_warnings
 from mammo_sae.extraction.config import DTYPES, ExtractConfig, ExtractError
-from mammo_sae.extraction.images import FrameDataset, ImageRecord, collate_frames, select_records
+from mammo_sae.extraction.images import FrameDataset, collate_frames
 from mammo_sae.extraction.tokens import sample_tokens, tokens_per_image
 from mammo_sae.models import Backbone, capture_layer, create_backbone, load_classifier
 from mammo_sae.store import StoreWriter
+
+#: bumped when extraction computes different features from the same inputs (it renames every store);
+#: a package release that leaves the features alone keeps the stores (the plan records the version)
+FEATURES_VERSION = 1
 
 
 def load_backbone(config: ExtractConfig) -> tuple[Backbone, str | None]:
@@ -65,6 +70,7 @@ def store_identity(
     classifier_sha256: str | None,
     layer: str,
     shape: tuple[int, int, int],
+    frames: dict[str, Any],
     image_ids: list[str],
 ) -> dict[str, Any]:
     """Everything that determines a store's content; its hash names the store folder."""
@@ -77,12 +83,7 @@ def store_identity(
         "layer": layer,
         "d": shape[0],
         "grid": [shape[1], shape[2]],
-        "preprocessing": {
-            "recipe": "mammo-clip",
-            "frame_size": list(config.frame_size),
-            "mean": PIXEL_MEAN,
-            "std": PIXEL_STD,
-        },
+        "preprocessing": frames,  # the frame policy (mammo_sae.data.frame_policy): source, recipe, frame size
         "dtype": np.dtype(DTYPES[config.dtype]).name,
         "sampling": {
             "tokens_per_image": config.tokens_per_image,
@@ -91,7 +92,7 @@ def store_identity(
         },
         "split": config.split,
         "images_sha256": hashlib.sha256("\n".join(image_ids).encode()).hexdigest(),
-        "package_version": __version__,
+        "features_version": FEATURES_VERSION,
     }
 
 
@@ -126,7 +127,8 @@ def run_extraction(config: ExtractConfig, context: DistContext) -> dict[str, Any
     config.validate()
     started = time.perf_counter()
     index = VindrIndex.load(config.data)
-    records, missing = select_records(index, config.split, config.limit)
+    policy = FramePolicy.resolve(config.frames, index, config.frame_size)
+    records, missing = policy.select(index, config.split, config.limit)
     if not records:
         raise ExtractError(f"no readable images in split {config.split!r} of {config.data}")
     device = device_for(context, config.device)
@@ -136,7 +138,9 @@ def run_extraction(config: ExtractConfig, context: DistContext) -> dict[str, Any
     backbone = backbone.to(device).eval().to(memory_format=torch.channels_last)
 
     image_ids = [record.image_id for record in records]
-    identity = store_identity(config, backbone, classifier_sha, layer, shape, image_ids)
+    identity = store_identity(
+        config, backbone, classifier_sha, layer, shape, policy.identity(records), image_ids
+    )
     labels = index.images.set_index("image_id")[list(index.categories)]
 
     def open_writer() -> StoreWriter:
@@ -161,7 +165,10 @@ def run_extraction(config: ExtractConfig, context: DistContext) -> dict[str, Any
     counts = gather_objects(context, written)
     summary: dict[str, Any] = {"rank": context.rank, "shards_written": written["shards"]}
     if context.is_main:
-        reader = writer.finalize()
+        warnings = feature_warnings(writer.path, writer.shard_ids())
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        reader = writer.finalize(warnings=warnings)
         skipped = {**missing, **{k: v for c in counts for k, v in c["skipped"].items()}}
         if reader.n_images == 0:
             example = next(iter(skipped.items()), ("-", "no image selected"))
@@ -175,6 +182,7 @@ def run_extraction(config: ExtractConfig, context: DistContext) -> dict[str, Any
             "store": str(writer.path),
             "backbone": backbone.spec,
             "layer": layer,
+            "frames": policy.to_json(),
             "d": shape[0],
             "grid": [shape[1], shape[2]],
             "tokens_per_image": tokens_per_image((shape[1], shape[2]), config.tokens_per_image),
@@ -184,6 +192,7 @@ def run_extraction(config: ExtractConfig, context: DistContext) -> dict[str, Any
             "shards_this_run": sum(c["shards"] for c in counts),
             "shards_resumed": len(writer.shard_ids()) - sum(c["shards"] for c in counts),
             "skipped": skipped,
+            "warnings": warnings,
             "processes": context.world_size,
             "seconds": round(seconds, 2),
             "images_per_second": round(images / seconds, 3) if seconds > 0 else None,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mammo_sae.core.config_cli import REQUIRED, hw_size, knob
+from mammo_sae.core.config_cli import REQUIRED, flag_name, hw_size, knob, resume_knob
+from mammo_sae.data.frame_policy import FRAMES, FRAMES_HELP
 from mammo_sae.data.preprocess import FRAME_HEIGHT, FRAME_WIDTH
 from mammo_sae.finetuning.data import FinetuneError
 from mammo_sae.finetuning.token_heads import BOX_HEADS
@@ -12,6 +13,8 @@ from mammo_sae.finetuning.token_heads import BOX_HEADS
 
 @dataclass(frozen=True)
 class FinetuneConfig:
+    """Every knob of `python -m mammo_sae.finetune`."""
+
     data: str = knob(
         REQUIRED, "VinDr-Mammo layout root (real release or phantoms); trains on its training split"
     )
@@ -28,6 +31,7 @@ class FinetuneConfig:
     frame_size: tuple[int, int] = knob(
         (FRAME_HEIGHT, FRAME_WIDTH), "model frame height x width", parse=hw_size, metavar="HxW"
     )
+    frames: str = knob("auto", FRAMES_HELP, choices=FRAMES)
     epochs: int = knob(10, "passes over the training slice")
     batch_size: int = knob(8, "images per optimiser step")
     lr: float = knob(1e-3, "AdamW learning rate of the heads")
@@ -69,7 +73,7 @@ class FinetuneConfig:
         True, "mixed precision: fp16 on CUDA, bf16 on CPUs with AVX512-BF16 or AMX (fp32 on other CPUs)"
     )
     seed: int = knob(0, "seed of initialisation, slicing, shuffling and augmentation")
-    resume: bool = knob(True, "continue from out/checkpoint.pt when it holds the same run")
+    resume: bool = resume_knob()
     progress: bool = knob(True, "show a progress bar")
 
     @property
@@ -81,10 +85,10 @@ class FinetuneConfig:
             raise FinetuneError("--tasks names no label column")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise FinetuneError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise FinetuneError(f"{flag_name(name)} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "backbone_lr"):
             if not getattr(self, name) > 0:
-                raise FinetuneError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+                raise FinetuneError(f"{flag_name(name)} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.warmup_fraction < 1:
             raise FinetuneError(f"--warmup-fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.crop is not None:

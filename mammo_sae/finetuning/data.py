@@ -1,8 +1,9 @@
 """Fine-tuning data: a study-level validation slice, labels, and frames (cached in memory when small).
 
-Validation holds out whole studies (all four views), so no breast is seen in both slices. Frames are
-the Mammo-CLIP model frames (preprocessing bit-for-bit); when the whole training set fits in
-``cache_bytes`` they are decoded once and kept as uint8, otherwise decoded every epoch by the workers.
+Validation holds out whole studies (all four views), so no breast is seen in both slices. Frames are the
+frame policy's (:mod:`mammo_sae.data.frame_policy`), with or without box supervision, so a classifier sees
+the pixels that extraction and analysis feed it; when the whole training set fits in ``cache_bytes`` they
+are decoded once and kept as uint8, otherwise decoded every epoch by the workers.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import torch
 from torch.utils.data import Dataset
 
 from mammo_sae.core.errors import MammoSaeError
-from mammo_sae.data.dicom import read_mammogram
-from mammo_sae.data.preprocess import model_input, preprocess_mammogram
+from mammo_sae.data.csv_tables import BOX_COLUMNS, RESIZED_BOX_COLUMNS
+from mammo_sae.data.frame_policy import FramePolicy, ImageRecord, boxes_in_frame, mapped_frame, model_frame
+from mammo_sae.data.preprocess import model_input
 from mammo_sae.data.vindr import VindrIndex
 from mammo_sae.extraction.augment import augment_frame
-from mammo_sae.extraction.images import ImageRecord, load_frame, select_records
 from mammo_sae.extraction.tokens import image_rng
 from mammo_sae.finetuning.crops import box_masks, crop_labels, pick_crop, token_grid_targets
 
@@ -34,18 +35,25 @@ class Slices:
     validation: list[ImageRecord]
     labels: pd.DataFrame  # index image_id, one 0/1 column per task
     skipped: dict[str, str]
+    frames: FramePolicy
 
 
 def make_slices(
-    index: VindrIndex, tasks: tuple[str, ...], validation_fraction: float, seed: int, limit: int | None
+    index: VindrIndex,
+    tasks: tuple[str, ...],
+    validation_fraction: float,
+    seed: int,
+    limit: int | None,
+    frames: FramePolicy,
 ) -> Slices:
-    """Training-split images divided by study into a training and a validation slice."""
+    """Training-split images (framed as ``frames`` says) divided by study into a training and a validation
+    slice."""
     unknown = [t for t in tasks if t not in index.categories]
     if unknown:
         raise FinetuneError(
             f"tasks {unknown} are not label columns of this dataset; known: {list(index.categories)}"
         )
-    records, skipped = select_records(index, "training", limit)
+    records, skipped = frames.select(index, "training", limit)
     if not records:
         raise FinetuneError("the training split has no readable images")
     studies = index.images.set_index("image_id")["study_id"]
@@ -64,7 +72,7 @@ def make_slices(
             raise FinetuneError(
                 f"the training slice has {positives} {task}-positive images of {len(train)}: both classes are needed"
             )
-    return Slices(train, validation, labels, skipped)
+    return Slices(train, validation, labels, skipped, frames)
 
 
 def positive_weights(
@@ -77,25 +85,33 @@ def positive_weights(
 
 
 def frame_with_boxes(
-    record: ImageRecord, frame_size: tuple[int, int], boxes_original: dict[str, np.ndarray] | None
+    record: ImageRecord, frame_size: tuple[int, int], boxes: dict[str, np.ndarray] | None
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The uint8 frame of a record and, when ``boxes_original`` is given, its boxes moved into the frame
-    (box supervision needs the preprocessing transform, so the DICOM is read rather than a PNG)."""
-    if boxes_original is None:
-        return load_frame(record, frame_size), {}
-    prepared = preprocess_mammogram(read_mammogram(record.dicom_path), frame_size)
-    return prepared.png, {task: prepared.transform.boxes_to_frame(b) for task, b in boxes_original.items()}
+    """The uint8 frame of a record and, when ``boxes`` (task -> [n, 8] from :func:`finding_boxes`) is
+    given, those boxes moved into the frame through the frame's transform (the frame is the same either
+    way); boxes that cannot be placed (a PNG frame without Mammo-CLIP boxes) are dropped."""
+    if boxes is None:
+        return model_frame(record, frame_size), {}
+    mapped = mapped_frame(record, frame_size)
+    placed = {}
+    for task, both in boxes.items():
+        frame_boxes = boxes_in_frame(mapped.transform, both[:, :4], both[:, 4:])
+        placed[task] = frame_boxes[~np.isnan(frame_boxes).any(axis=1)]
+    return mapped.pixels, placed
 
 
 def finding_boxes(index: VindrIndex, tasks: tuple[str, ...]) -> dict[str, dict[str, np.ndarray]]:
-    """image_id -> task -> [n, 4] boxes (original pixels) of that task's findings."""
+    """image_id -> task -> [n, 8] boxes of that task's findings: xmin..ymax in original pixels, then the
+    Mammo-CLIP CSV's resized boxes (NaN without that CSV), for frames mapped onto a PNG."""
     findings = index.findings[index.findings["has_box"]]
+    resized = [c for c in RESIZED_BOX_COLUMNS if c in findings]
     out: dict[str, dict[str, np.ndarray]] = {}
     for image_id, rows in findings.groupby("image_id"):
-        out[str(image_id)] = {
-            task: rows.loc[rows[task] == 1, ["xmin", "ymin", "xmax", "ymax"]].to_numpy(np.float64)
-            for task in tasks
-        }
+        both = np.full((len(rows), 8), np.nan)
+        both[:, :4] = rows[list(BOX_COLUMNS)].to_numpy(np.float64)
+        if len(resized) == 4:
+            both[:, 4:] = rows[resized].to_numpy(np.float64)
+        out[str(image_id)] = {task: both[(rows[task] == 1).to_numpy()] for task in tasks}
     return out
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
@@ -20,10 +22,11 @@ from tqdm import tqdm
 from mammo_sae import __version__
 from mammo_sae.core.atomic import atomic_write_text
 from mammo_sae.core.distributed import LOCAL, device_for
-from mammo_sae.core.hashing import sha256_json
-from mammo_sae.core.metrics import auprc, auroc
+from mammo_sae.core.hashing import sha256_json, strict_json_text
+from mammo_sae.core.metrics import auprc, auroc, undefined_reason
 from mammo_sae.core.precision import autocast, autocast_dtype
 from mammo_sae.core.weightfiles import load_checked, save_checked
+from mammo_sae.data.frame_policy import FramePolicy
 from mammo_sae.data.vindr import VindrIndex
 from mammo_sae.extraction.run import feature_shape
 from mammo_sae.finetuning.config import FinetuneConfig
@@ -93,7 +96,14 @@ def evaluate(
         }
         for h, task in enumerate(tasks)
     }
-    finite = [v["auroc"] for v in per_task.values() if not math.isnan(v["auroc"])]
+    undefined = {
+        task: reason
+        for h, task in enumerate(tasks)
+        if (reason := undefined_reason(len(labels), int(labels[:, h].sum()))) is not None
+    }
+    finite = [
+        v["auroc"] for task, v in per_task.items() if task not in undefined and not math.isnan(v["auroc"])
+    ]
     loss = torch.nn.functional.binary_cross_entropy_with_logits(
         torch.from_numpy(scores), torch.from_numpy(labels).float()
     )
@@ -102,10 +112,30 @@ def evaluate(
         "tasks": per_task,
         "mean_auroc": mean_auroc,
         "loss": float(loss),
-        # the best epoch has the highest mean AUROC; a slice with one class only falls back to the lowest loss
+        # the best epoch has the highest mean AUROC of the heads the slice defines; a slice that defines none
+        # falls back to the lowest loss
         "selection": mean_auroc if finite else -float(loss),
+        "undefined": undefined,  # head -> "no positives" / "no negatives" in the validation slice
         "images": len(labels),
     }
+
+
+def validation_warnings(labels: pd.DataFrame, image_ids: list[str], tasks: tuple[str, ...]) -> list[str]:
+    """A warning per head whose validation slice lacks a class: its AUROC cannot judge an epoch, so the best
+    epoch is chosen by the heads the slice defines (or by the loss when it defines none)."""
+    if not image_ids:
+        return []
+    y = labels.loc[image_ids, list(tasks)].to_numpy()
+    reasons = {t: undefined_reason(len(y), int(y[:, h].sum())) for h, t in enumerate(tasks)}
+    defined = [t for t, reason in reasons.items() if reason is None]
+    judge = f"the mean validation AUROC of {', '.join(defined)}" if defined else "the lowest validation loss"
+    return [
+        f"the validation slice ({len(y)} images) has {reason} for the {task} head: its AUROC is undefined, so "
+        f"the best epoch is chosen by {judge}; give more validation studies (--validation-fraction) for a "
+        "slice with both classes"
+        for task, reason in reasons.items()
+        if reason is not None
+    ]
 
 
 def build_model(config: FinetuneConfig) -> Classifier:
@@ -164,7 +194,11 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     device = device_for(LOCAL, config.device)
     tasks = config.task_names
     index = VindrIndex.load(config.data)
-    slices = make_slices(index, tasks, config.validation_fraction, config.seed, config.limit)
+    frames = FramePolicy.resolve(config.frames, index, config.frame_size)
+    slices = make_slices(index, tasks, config.validation_fraction, config.seed, config.limit, frames)
+    warnings = validation_warnings(slices.labels, [r.image_id for r in slices.validation], tasks)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     model = build_model(config)
     boxes, grid, token_head = None, None, None
     if config.box_weight > 0 or config.crop is not None:
@@ -281,12 +315,13 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         validation = evaluate(judged, val_loader, tasks, device)
         record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), **validation}
         with open(out / METRICS, "a") as log:
-            log.write(json.dumps(record) + "\n")
+            log.write(strict_json_text(record, indent=None) + "\n")
         if validation["selection"] > best["selection"]:
             best = {"selection": validation["selection"], "epoch": epoch, "validation": validation}
             save_classifier(judged.eval(), out / CLASSIFIER)
             atomic_write_text(
-                out / VALIDATION, json.dumps(best | {"config": asdict(config)}, indent=1) + "\n"
+                out / VALIDATION,
+                strict_json_text(best | {"warnings": warnings, "config": asdict(config)}) + "\n",
             )
         save_checked(
             {
@@ -307,7 +342,9 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         "validation": best.get("validation"),
         "train_images": len(train_set),
         "validation_images": len(val_set),
+        "frames": frames.to_json(),
         "skipped": len(slices.skipped) + (len(cache.errors) if cache else 0),
+        "warnings": warnings,
         "seconds": round(time.perf_counter() - started, 1),
     }
 

@@ -82,6 +82,8 @@ class SAEConfig:
         return cls(d_in=d_in, d_sae=d_sae, **values)
 
     @classmethod
-    def complete_from_saelens(cls, hparams: dict[str, Any], cfg: Mapping[str, Any], d_sae: int) -> dict[str, Any]:
+    def complete_from_saelens(
+        cls, hparams: dict[str, Any], cfg: Mapping[str, Any], d_sae: int
+    ) -> dict[str, Any]:
         """Fill in what a SAELens ``cfg.json`` without our metadata implies (nothing, by default)."""
         return hparams

@@ -32,7 +32,6 @@ from mammo_sae.sae.errors import SAEError
 
 KERNELS = ("auto", "dense", "sparse", "autograd")
 B_DEC_INITS = ("zeros", "mean", "geometric_median")
-PARAMETER_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")  # the SAELens tensors every architecture has
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,9 @@ class SparseAutoencoder(nn.Module):
 
     architecture: ClassVar[str] = ""
     saelens_architecture: ClassVar[str | None] = None
-    default_for_saelens: ClassVar[bool] = False  # a SAELens file of that name without our metadata loads as this
+    default_for_saelens: ClassVar[bool] = (
+        False  # a SAELens file of that name without our metadata loads as this
+    )
     unit_norm_decoder: ClassVar[bool] = True
     resamples_dead_latents: ClassVar[bool] = False  # the trainer restarts dead latents (Anthropic)
     uses_dead_mask: ClassVar[bool] = False  # the loss takes the dead latents (AuxK)
@@ -343,10 +344,6 @@ class SparseAutoencoder(nn.Module):
         names = {id(p): n for n, p in self.named_parameters()}
         return self.workspace("frozen." + names[id(param)], tuple(param.shape), param)
 
-    def free_workspace(self) -> None:
-        """Drop the fast path's scratch and kept gradient buffers (they are rebuilt on the next step)."""
-        self._workspace = {}
-
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
         state = dict(state)
@@ -412,7 +409,9 @@ class SparseAutoencoder(nn.Module):
             raise SAEError(
                 f"reinit_latents: {indices_n.numel()} indices but {directions_nd.shape[0]} directions"
             )
-        unit_nd = directions_nd / directions_nd.norm(dim=1, keepdim=True).clamp_min(torch.finfo(self.dtype).tiny)
+        unit_nd = directions_nd / directions_nd.norm(dim=1, keepdim=True).clamp_min(
+            torch.finfo(self.dtype).tiny
+        )
         norm_n1 = torch.as_tensor(encoder_norm, device=self.device, dtype=self.dtype).reshape(-1, 1)
         self.W_dec[indices_n] = unit_nd
         self.W_enc[:, indices_n] = (unit_nd * norm_n1).T

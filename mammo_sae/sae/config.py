@@ -2,25 +2,27 @@
 
 Defaults are the Mammo-SAE recipe (docs/sae-training.md lists each knob with its paper value). The same
 keys can come from a TOML file (``--config FILE.toml``); :func:`read_config_file` checks names, types and
-choices before any work starts, and :func:`config_toml` writes the effective config back in that format.
+choices before any work starts, and :func:`config_toml` writes the effective config back in that format
+(both are the generic ones of :mod:`mammo_sae.core.config_cli`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import json
 import math
 import os
-import tomllib
-import typing
 from dataclasses import dataclass
 from typing import Any
 
-from mammo_sae.core.config_cli import REQUIRED, knob
+from mammo_sae.core import config_cli
+from mammo_sae.core.config_cli import REQUIRED, config_toml, knob, resume_knob
+from mammo_sae.core.config_cli import flag_name as flag
 from mammo_sae.core.errors import TrainError
+from mammo_sae.sae.registry import BUILTIN_ARCHITECTURES
 
-ARCHS = ("relu", "topk", "batchtopk")
+__all__ = ["TrainConfig", "config_toml", "flag", "read_config_file"]
+
+ARCHS = BUILTIN_ARCHITECTURES  # the --arch choices: sae/registry.py lists the shipped architectures
 NORMALIZE = ("none", "center-scale")
 B_DEC_INIT = ("zeros", "mean", "geometric-median")
 DEVICES = ("cpu", "cuda")
@@ -70,7 +72,7 @@ class TrainConfig:
     checkpoint_every: int = knob(
         1000, "write checkpoint.pt every N steps (and at every epoch end); 0 = epochs only"
     )
-    resume: bool = knob(False, "continue the run in --out from its checkpoint.pt")
+    resume: bool = resume_knob()
     log_every: int = knob(50, "append a metrics.jsonl line every N steps")
     device: str = knob("cpu", "where to train", choices=DEVICES)
     seed: int = knob(0, "seed of the SAE init, the shuffling, the split and the resampling")
@@ -112,77 +114,6 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-# --- TOML config files -----------------------------------------------------------------------------------
-
-
-def knob_types(cls: type = TrainConfig) -> dict[str, tuple[type, bool]]:
-    """``{field: (scalar type, may be None)}`` for every knob of ``cls``."""
-    hints = typing.get_type_hints(cls)
-    out = {}
-    for field in dataclasses.fields(cls):
-        kind = hints[field.name]
-        args = [arg for arg in typing.get_args(kind) if arg is not type(None)]
-        out[field.name] = (args[0], True) if args else (kind, False)
-    return out
-
-
 def read_config_file(path: str | os.PathLike[str], cls: type = TrainConfig) -> dict[str, Any]:
     """The knob values of a flat TOML file (keys as field names, ``-`` or ``_``), checked against ``cls``."""
-    try:
-        with open(path, "rb") as handle:
-            raw = tomllib.load(handle)
-    except FileNotFoundError:
-        raise TrainError(f"config file {path} does not exist") from None
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise TrainError(f"config file {path} is not valid TOML: {error}") from None
-    types = knob_types(cls)
-    fields = {field.name: field for field in dataclasses.fields(cls)}
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = key.replace("-", "_")
-        if name not in types:
-            close = difflib.get_close_matches(name, list(types), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise TrainError(
-                f"config file {path}: unknown key {key!r}{hint}; the keys are the command-line flags without "
-                f"'--': {', '.join(sorted(types))}"
-            )
-        if name in values:
-            raise TrainError(f"config file {path}: {key!r} is given twice (as - and _ spellings)")
-        kind, _ = types[name]
-        ok = (
-            isinstance(value, bool)
-            if kind is bool
-            else isinstance(value, int | float) and not isinstance(value, bool)
-            if kind is float
-            else isinstance(value, kind) and not isinstance(value, bool)
-        )
-        if not ok:
-            raise TrainError(
-                f"config file {path}: {key!r} must be {kind.__name__}, got {type(value).__name__} {value!r}"
-            )
-        choices = fields[name].metadata.get("choices")
-        if choices and value not in choices:
-            raise TrainError(f"config file {path}: {key!r} must be one of {list(choices)}, got {value!r}")
-        values[name] = float(value) if kind is float else value
-    return values
-
-
-def config_toml(config: Any) -> str:
-    """The config as a flat TOML file that ``--config`` reads back (unset optional knobs are comments)."""
-    lines = [f"# {type(config).__name__} written by mammo-sae; usable as --config FILE"]
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if value is None:
-            lines.append(f"# {field.name} = (not set)")
-        elif isinstance(value, bool):
-            lines.append(f"{field.name} = {'true' if value else 'false'}")
-        elif isinstance(value, int | float):
-            lines.append(f"{field.name} = {value!r}")
-        else:
-            lines.append(f"{field.name} = {json.dumps(str(value))}")
-    return "\n".join(lines) + "\n"
+    return config_cli.read_config_file(path, cls)

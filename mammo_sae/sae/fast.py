@@ -19,6 +19,9 @@ Three kernels:
   (decode gathers k decoder rows per token; dW_dec and dW_enc only touch the selected latents), plus the
   AuxK term over dead latents: dense over the dead latents' columns when the auxiliary code is dense
   among them, sparse pairs when it is not.
+
+Suffixes name tensor axes: b tokens of the batch, d features (d_in), s latents (d_sae, ``h`` in the
+FLOP counts above); ``xc_bd`` is ``x - b_dec``.
 """
 
 from __future__ import annotations
@@ -148,76 +151,80 @@ class SparseCode:
         return z_count, positive.sum()
 
 
-def centred_input(sae: SparseAutoencoder, x: torch.Tensor) -> torch.Tensor:
+def centred_input(sae: SparseAutoencoder, x_bd: torch.Tensor) -> torch.Tensor:
     """``x - b_dec`` [B, d] in a kept buffer."""
-    return torch.sub(x, sae.b_dec, out=sae.workspace("fast.bd1", tuple(x.shape), x))
+    return torch.sub(x_bd, sae.b_dec, out=sae.workspace("fast.bd1", tuple(x_bd.shape), x_bd))
 
 
-def encoder_forward(sae: SparseAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The one dense product every kernel keeps: ``x - b_dec`` and the pre-activations, in kept buffers."""
-    xc = centred_input(sae, x)
-    pre = sae.workspace("fast.bh0", (x.shape[0], sae.d_sae), x)
-    torch.mm(xc, sae.W_enc, out=pre).add_(sae.b_enc)
-    return xc, pre
+def encoder_forward(sae: SparseAutoencoder, x_bd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one dense product every kernel keeps: ``x - b_dec`` [B, d] and the pre-activations [B, s], in
+    kept buffers."""
+    assert x_bd.dim() == 2 and x_bd.shape[1] == sae.d_in, tuple(x_bd.shape)
+    xc_bd = centred_input(sae, x_bd)
+    pre_bs = sae.workspace("fast.bh0", (x_bd.shape[0], sae.d_sae), x_bd)
+    torch.mm(xc_bd, sae.W_enc, out=pre_bs).add_(sae.b_enc)
+    return xc_bd, pre_bs
 
 
 # --- the ReLU SAE ------------------------------------------------------------------------------------
 
 
-def relu_step(sae: SparseAutoencoder, x: torch.Tensor, l1_coeff: float, kernel: str) -> LossParts:
+def relu_step(sae: SparseAutoencoder, x_bd: torch.Tensor, l1_coeff: float, kernel: str) -> LossParts:
     """Loss and gradients of the ReLU SAE; ``kernel`` "dense", "sparse" or "auto" (by this step's L0).
 
     Two [B, d_sae] buffers: z (later dz / dpre) and the firing mask as floats (sign(z); float passes are
     vectorised, bool ones are several times slower), whose column sums give z_count and L0.
     """
-    B, d = x.shape
-    h = sae.d_sae
-    W_enc, b_enc, W_dec, b_dec = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec
-    gW_enc, gb_enc, gW_dec, gb_dec = (sae.grad_target(p) for p in (W_enc, b_enc, W_dec, b_dec))
-    xc, z = encoder_forward(sae, x)
-    z.relu_()
-    mask = torch.sign(z, out=sae.workspace("fast.bh1", (B, h), x))  # 1.0 where z > 0
-    z_count_f = mask.sum(dim=0)
-    active = z_count_f.sum()
+    B, d = x_bd.shape
+    s = sae.d_sae
+    W_enc_ds, b_enc_s, W_dec_sd, b_dec_d = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec
+    gW_enc_ds, gb_enc_s, gW_dec_sd, gb_dec_d = (
+        sae.grad_target(p) for p in (W_enc_ds, b_enc_s, W_dec_sd, b_dec_d)
+    )
+    xc_bd, z_bs = encoder_forward(sae, x_bd)
+    z_bs.relu_()
+    mask_bs = torch.sign(z_bs, out=sae.workspace("fast.bh1", (B, s), x_bd))  # 1.0 where z > 0
+    z_count_s = mask_bs.sum(dim=0)
+    active = z_count_s.sum()
     sparse = kernel == "sparse"
-    if kernel == "auto" and sparse_supported(x):
-        sparse = float(active) < sae.sparse_l0_fraction * B * h
+    if kernel == "auto" and sparse_supported(x_bd):
+        sparse = float(active) < sae.sparse_l0_fraction * B * s
     sae.last_kernel = "sparse" if sparse else "dense"
     c = l1_coeff / B  # d(l1 * mean_b sum_j z)/dz where z > 0
     if sparse:
-        code = SparseCode.from_dense(z)
+        code = SparseCode.from_dense(z_bs)
         l1_sum = code.val.sum()
-        x_hat = code.decode(W_dec, b_dec)
+        x_hat_bd = code.decode(W_dec_sd, b_dec_d)
     else:
-        l1_sum = z.sum()
-        x_hat = torch.addmm(b_dec, z, W_dec, out=sae.workspace("fast.bd0", (B, d), x))
-    err = x_hat.sub_(x)
-    stats = batch_stats(x, err, active, z_count_f.long())
+        l1_sum = z_bs.sum()
+        x_hat_bd = torch.addmm(b_dec_d, z_bs, W_dec_sd, out=sae.workspace("fast.bd0", (B, d), x_bd))
+    err_bd = x_hat_bd.sub_(x_bd)
+    stats = batch_stats(x_bd, err_bd, active, z_count_s.long())
     mse = stats["sse"] / (B * d)
     sparsity = l1_coeff * l1_sum / B
-    g = err.mul_(2.0 / (B * d))
+    g_bd = err_bd.mul_(2.0 / (B * d))
     if sparse:
-        code.add_decoder_grad(gW_dec, g, accumulate=False)
-        dval = code.sampled_dots(g, W_dec).add_(c)
-        code.add_encoder_grad(gW_enc, xc, dval, accumulate=False)
-        code.latent_sums(dval, out=gb_enc, accumulate=False)
+        code.add_decoder_grad(gW_dec_sd, g_bd, accumulate=False)
+        dval = code.sampled_dots(g_bd, W_dec_sd).add_(c)
+        code.add_encoder_grad(gW_enc_ds, xc_bd, dval, accumulate=False)
+        code.latent_sums(dval, out=gb_enc_s, accumulate=False)
     else:
-        torch.mm(z.T, g, out=gW_dec)
-        dpre = torch.mm(g, W_dec.T, out=z)  # z is spent: its buffer takes dz
-        dpre.add_(c).mul_(mask)
-        torch.mm(xc.T, dpre, out=gW_enc)
-        torch.sum(dpre, dim=0, out=gb_enc)
-    torch.addmv(g.sum(dim=0), W_enc, gb_enc, alpha=-1, out=gb_dec)
-    return LossParts(total=mse + sparsity, mse=mse, sparsity=sparsity, aux=x.new_zeros(()), **stats)
+        torch.mm(z_bs.T, g_bd, out=gW_dec_sd)
+        dpre_bs = torch.mm(g_bd, W_dec_sd.T, out=z_bs)  # z is spent: its buffer takes dz
+        dpre_bs.add_(c).mul_(mask_bs)
+        torch.mm(xc_bd.T, dpre_bs, out=gW_enc_ds)
+        torch.sum(dpre_bs, dim=0, out=gb_enc_s)
+    torch.addmv(g_bd.sum(dim=0), W_enc_ds, gb_enc_s, alpha=-1, out=gb_dec_d)
+    return LossParts(total=mse + sparsity, mse=mse, sparsity=sparsity, aux=x_bd.new_zeros(()), **stats)
 
 
 # --- the TopK family ---------------------------------------------------------------------------------
 
 
-def topk_code(pre: torch.Tensor, k: int) -> SparseCode:
+def topk_code(pre_bs: torch.Tensor, k: int) -> SparseCode:
     """TopK_k(ReLU(pre)) per token as a sparse code (k entries per token, zeros kept explicit)."""
-    val, idx = pre.topk(k, dim=1, sorted=False)
-    return SparseCode.from_rows(idx, val.relu_(), pre.shape[1])
+    val_bk, idx_bk = pre_bs.topk(k, dim=1, sorted=False)
+    return SparseCode.from_rows(idx_bk, val_bk.relu_(), pre_bs.shape[1])
 
 
 def batch_topk_select(pre: torch.Tensor, n_keep: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,90 +258,95 @@ def batch_topk_select(pre: torch.Tensor, n_keep: int) -> tuple[torch.Tensor, tor
     return flat, top_val[order]
 
 
-def batch_topk_code(pre: torch.Tensor, n_keep: int) -> SparseCode:
-    flat, val = batch_topk_select(pre, n_keep)
-    return SparseCode.from_flat(flat, val.relu_(), pre.shape[0], pre.shape[1])
+def batch_topk_code(pre_bs: torch.Tensor, n_keep: int) -> SparseCode:
+    """The ``n_keep`` largest ReLU(pre) of the whole batch as a sparse code."""
+    flat, val = batch_topk_select(pre_bs, n_keep)
+    return SparseCode.from_flat(flat, val.relu_(), pre_bs.shape[0], pre_bs.shape[1])
 
 
-def auxk_residual_variance(r: torch.Tensor) -> torch.Tensor:
-    centred = r - r.mean(dim=0)
-    return torch.sum(centred * centred).clamp_min(torch.finfo(r.dtype).tiny)
+def auxk_residual_variance(r_bd: torch.Tensor) -> torch.Tensor:
+    """``||r - mean_b r||^2`` (sums over batch and features), at least the smallest positive float."""
+    centred_bd = r_bd - r_bd.mean(dim=0)
+    return torch.sum(centred_bd * centred_bd).clamp_min(torch.finfo(r_bd.dtype).tiny)
 
 
 def _aux_step(
     sae: SparseAutoencoder,
-    xc: torch.Tensor,
-    pre: torch.Tensor,
-    residual: torch.Tensor,
-    dead_mask: torch.Tensor,
+    xc_bd: torch.Tensor,
+    pre_bs: torch.Tensor,
+    residual_bd: torch.Tensor,
+    dead_mask_s: torch.Tensor,
     grads: list[torch.Tensor],
 ) -> torch.Tensor:
     """AuxK: the dead latents' top ``aux_k`` (ReLU) pre-activations reconstruct the residual; adds the
     weighted term's gradients to ``grads`` (W_enc, b_enc, W_dec) and returns the weighted term."""
-    gW_enc, gb_enc, gW_dec = grads
-    W_dec = sae.W_dec
-    dead = dead_mask.nonzero().squeeze(1)
+    gW_enc_ds, gb_enc_s, gW_dec_sd = grads
+    W_dec_sd = sae.W_dec
+    dead = dead_mask_s.nonzero().squeeze(1)
     n_dead = dead.numel()
     if n_dead == 0:
-        return xc.new_zeros(())
+        return xc_bd.new_zeros(())
     k_aux = min(sae.aux_k, n_dead)
-    variance = auxk_residual_variance(residual)
+    variance = auxk_residual_variance(residual_bd)
     if k_aux * AUX_PAIRS_RATIO < n_dead:  # sparse among the dead latents: pairs
-        masked = sae.workspace("fast.bh1", tuple(pre.shape), pre)
-        masked.copy_(pre).masked_fill_(~dead_mask, float("-inf"))
-        code = topk_code(masked, k_aux)
-        diff = code.decode(W_dec, None).sub_(residual)
-        aux = sae.aux_coeff * torch.sum(diff * diff) / variance
-        ga = diff.mul_(2 * sae.aux_coeff / variance)
-        code.add_decoder_grad(gW_dec, ga, accumulate=True)
-        dval = code.sampled_dots(ga, W_dec).mul_(code.val_t > 0)
-        code.add_encoder_grad(gW_enc, xc, dval, accumulate=True)
-        code.latent_sums(dval, out=gb_enc, accumulate=True)
+        masked_bs = sae.workspace("fast.bh1", tuple(pre_bs.shape), pre_bs)
+        masked_bs.copy_(pre_bs).masked_fill_(~dead_mask_s, float("-inf"))
+        code = topk_code(masked_bs, k_aux)
+        diff_bd = code.decode(W_dec_sd, None).sub_(residual_bd)
+        aux = sae.aux_coeff * torch.sum(diff_bd * diff_bd) / variance
+        ga_bd = diff_bd.mul_(2 * sae.aux_coeff / variance)
+        code.add_decoder_grad(gW_dec_sd, ga_bd, accumulate=True)
+        dval = code.sampled_dots(ga_bd, W_dec_sd).mul_(code.val_t > 0)
+        code.add_encoder_grad(gW_enc_ds, xc_bd, dval, accumulate=True)
+        code.latent_sums(dval, out=gb_enc_s, accumulate=True)
         return aux
-    pre_dead = pre.index_select(1, dead)  # dense among the dead latents: their columns
+    pre_dead_bn = pre_bs.index_select(1, dead)  # dense among the n dead latents: their columns
     if k_aux < n_dead:
-        val, idx = pre_dead.topk(k_aux, dim=1, sorted=False)
-        a = torch.zeros_like(pre_dead).scatter_(1, idx, val.relu_())
+        val, idx = pre_dead_bn.topk(k_aux, dim=1, sorted=False)
+        a_bn = torch.zeros_like(pre_dead_bn).scatter_(1, idx, val.relu_())
     else:
-        a = pre_dead.relu_()
-    w_dead = W_dec.index_select(0, dead)
-    diff = (a @ w_dead).sub_(residual)
-    aux = sae.aux_coeff * torch.sum(diff * diff) / variance
-    ga = diff.mul_(2 * sae.aux_coeff / variance)
-    gW_dec.index_add_(0, dead, a.T @ ga)
-    da = (ga @ w_dead.T).mul_(a > 0)
-    gW_enc.index_add_(1, dead, xc.T @ da)
-    gb_enc.index_add_(0, dead, da.sum(dim=0))
+        a_bn = pre_dead_bn.relu_()
+    w_dead_nd = W_dec_sd.index_select(0, dead)
+    diff_bd = (a_bn @ w_dead_nd).sub_(residual_bd)
+    aux = sae.aux_coeff * torch.sum(diff_bd * diff_bd) / variance
+    ga_bd = diff_bd.mul_(2 * sae.aux_coeff / variance)
+    gW_dec_sd.index_add_(0, dead, a_bn.T @ ga_bd)
+    da_bn = (ga_bd @ w_dead_nd.T).mul_(a_bn > 0)
+    gW_enc_ds.index_add_(1, dead, xc_bd.T @ da_bn)
+    gb_enc_s.index_add_(0, dead, da_bn.sum(dim=0))
     return aux
 
 
 def code_step(
     sae: SparseAutoencoder,
-    x: torch.Tensor,
+    x_bd: torch.Tensor,
     select: Callable[[torch.Tensor], SparseCode],
-    dead_mask: torch.Tensor | None,
+    dead_mask_s: torch.Tensor | None,
 ) -> tuple[LossParts, SparseCode]:
     """Loss and gradients of a TopK-family SAE whose code ``select(pre)`` picks; returns the code too."""
-    B, d = x.shape
-    W_enc, b_enc, W_dec, b_dec = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec
-    gW_enc, gb_enc, gW_dec, gb_dec = (sae.grad_target(p) for p in (W_enc, b_enc, W_dec, b_dec))
-    xc, pre = encoder_forward(sae, x)
-    code = select(pre)
+    B, d = x_bd.shape
+    W_enc_ds, b_enc_s, W_dec_sd, b_dec_d = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec
+    gW_enc_ds, gb_enc_s, gW_dec_sd, gb_dec_d = (
+        sae.grad_target(p) for p in (W_enc_ds, b_enc_s, W_dec_sd, b_dec_d)
+    )
+    xc_bd, pre_bs = encoder_forward(sae, x_bd)
+    code = select(pre_bs)
+    assert code.shape == tuple(pre_bs.shape), (code.shape, tuple(pre_bs.shape))
     sae.last_kernel = "sparse"
-    x_hat = code.decode(W_dec, b_dec)
-    err = x_hat.sub_(x)
-    z_count, active = code.fired()
-    stats = batch_stats(x, err, active, z_count)
+    x_hat_bd = code.decode(W_dec_sd, b_dec_d)
+    err_bd = x_hat_bd.sub_(x_bd)
+    z_count_s, active = code.fired()
+    stats = batch_stats(x_bd, err_bd, active, z_count_s)
     mse = stats["sse"] / (B * d)
-    residual = -err if dead_mask is not None else None  # x - x_hat, before err becomes the gradient
-    g = (err * (2.0 / (B * d))) if residual is not None else err.mul_(2.0 / (B * d))
-    code.add_decoder_grad(gW_dec, g, accumulate=False)
-    dval = code.sampled_dots(g, W_dec).mul_(code.val_t > 0)
-    code.add_encoder_grad(gW_enc, xc, dval, accumulate=False)
-    code.latent_sums(dval, out=gb_enc, accumulate=False)
-    aux = x.new_zeros(())
-    if residual is not None:
-        aux = _aux_step(sae, xc, pre, residual, dead_mask, [gW_enc, gb_enc, gW_dec])
-    torch.addmv(g.sum(dim=0), W_enc, gb_enc, alpha=-1, out=gb_dec)
-    parts = LossParts(total=mse + aux, mse=mse, sparsity=x.new_zeros(()), aux=aux, **stats)
+    residual_bd = -err_bd if dead_mask_s is not None else None  # x - x_hat, before err becomes the gradient
+    g_bd = (err_bd * (2.0 / (B * d))) if residual_bd is not None else err_bd.mul_(2.0 / (B * d))
+    code.add_decoder_grad(gW_dec_sd, g_bd, accumulate=False)
+    dval = code.sampled_dots(g_bd, W_dec_sd).mul_(code.val_t > 0)
+    code.add_encoder_grad(gW_enc_ds, xc_bd, dval, accumulate=False)
+    code.latent_sums(dval, out=gb_enc_s, accumulate=False)
+    aux = x_bd.new_zeros(())
+    if residual_bd is not None:
+        aux = _aux_step(sae, xc_bd, pre_bs, residual_bd, dead_mask_s, [gW_enc_ds, gb_enc_s, gW_dec_sd])
+    torch.addmv(g_bd.sum(dim=0), W_enc_ds, gb_enc_s, alpha=-1, out=gb_dec_d)
+    parts = LossParts(total=mse + aux, mse=mse, sparsity=x_bd.new_zeros(()), aux=aux, **stats)
     return parts, code

@@ -4,7 +4,6 @@ published Mammo-SAE state dict. docs/sae.md describes both formats.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -16,11 +15,12 @@ from safetensors import SafetensorError, safe_open
 
 from mammo_sae import __version__
 from mammo_sae.core.atomic import atomic_write_bytes, atomic_write_text
-from mammo_sae.core.hashing import sha256_file
+from mammo_sae.core.hashing import sha256_bytes, sha256_file
 from mammo_sae.core.weightfiles import safetensors_bytes
-from mammo_sae.sae.base import ARCHITECTURES, SAEError, SparseAutoencoder, architecture_class
-from mammo_sae.sae.relu import ReLUSAE
-from mammo_sae.sae.topk import BatchTopKSAE
+from mammo_sae.sae.base import SparseAutoencoder
+from mammo_sae.sae.errors import SAEError
+from mammo_sae.sae.registry import architecture_names, lookup, saelens_default
+from mammo_sae.sae.relu import ReLUConfig, ReLUSAE
 
 WEIGHTS_FILE = "sae_weights.safetensors"
 CONFIG_FILE = "cfg.json"
@@ -31,9 +31,6 @@ DTYPES = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
 }
-# what a SAELens folder without our metadata loads as
-FROM_SAELENS = {"standard": "relu", "topk": "topk", "jumprelu": "batchtopk"}
-FOREIGN_JUMPRELU_K = 64
 META_ARCH, META_HPARAMS, META_VERSION, META_SHA = (
     "mammo_sae_architecture",
     "mammo_sae_hparams",
@@ -67,6 +64,11 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def saelens_config(sae: SparseAutoencoder, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``cfg.json`` of ``sae``: SAELens's fields plus ``metadata`` (the caller's, and ours)."""
+    if not sae.saelens_architecture:
+        raise SAEError(
+            f"the {sae.architecture!r} SAE ({type(sae).__name__}) declares no SAELens architecture, so it has "
+            "no SAELens file layout; set its saelens_architecture to the SAELens name it matches"
+        )
     cfg: dict[str, Any] = {
         "architecture": sae.saelens_architecture,
         "d_in": sae.d_in,
@@ -76,11 +78,8 @@ def saelens_config(sae: SparseAutoencoder, metadata: Mapping[str, Any] | None = 
         "apply_b_dec_to_input": True,
         "normalize_activations": "none",
         "reshape_activations": "none",
-        "activation_fn": "topk" if sae.saelens_architecture == "topk" else "relu",
+        **sae.saelens_fields(),
     }
-    if sae.saelens_architecture == "topk":
-        cfg["k"] = sae.k  # SAELens >= 6
-        cfg["activation_fn_kwargs"] = {"k": sae.k}  # SAELens < 6
     cfg["metadata"] = {
         **dict(metadata or {}),
         META_ARCH: sae.architecture,
@@ -91,10 +90,11 @@ def saelens_config(sae: SparseAutoencoder, metadata: Mapping[str, Any] | None = 
 
 
 def _weights(sae: SparseAutoencoder) -> dict[str, torch.Tensor]:
-    tensors = {name: getattr(sae, name) for name in ("W_enc", "b_enc", "W_dec", "b_dec")}
-    if sae.saelens_architecture == "jumprelu":
-        tensors["threshold"] = sae.threshold
-    return {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    shapes = sae.file_tensor_shapes(sae.d_in, sae.d_sae)
+    tensors = {name: getattr(sae, name).detach().to("cpu").contiguous() for name in shapes}
+    for name, shape in shapes.items():
+        assert tuple(tensors[name].shape) == shape, (name, tuple(tensors[name].shape), shape)
+    return tensors
 
 
 def save_sae(
@@ -125,7 +125,7 @@ def save_sae(
         tensors = {k: v.to(storage_dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     data = safetensors_bytes(tensors, metadata={"format": "pt"})
     atomic_write_bytes(folder / WEIGHTS_FILE, data)
-    cfg["metadata"][META_SHA] = hashlib.sha256(data).hexdigest()
+    cfg["metadata"][META_SHA] = sha256_bytes(data)
     atomic_write_text(folder / CONFIG_FILE, json.dumps(cfg, indent=2, allow_nan=False) + "\n")
     return folder
 
@@ -159,14 +159,29 @@ def _config_int(cfg: Mapping[str, Any], key: str, path: Path) -> int:
 
 
 def _resolve_architecture(cfg: Mapping[str, Any], meta: Mapping[str, Any], path: Path) -> str:
+    """Our architecture of a ``cfg.json``: its metadata's name, else the default for its SAELens name."""
     saelens = cfg.get("architecture", "standard")
-    if saelens not in FROM_SAELENS:
+    supported = sorted({lookup(name).cls.saelens_architecture or "" for name in architecture_names()} - {""})
+    if saelens not in supported:
         raise SAEError(
-            f"{path}: SAELens architecture {saelens!r} is not supported "
-            f"(supported: {', '.join(FROM_SAELENS)})"
+            f"{path}: SAELens architecture {saelens!r} is not supported (supported: {', '.join(supported)})"
         )
-    ours = meta.get(META_ARCH, FROM_SAELENS[saelens])
-    if ours not in ARCHITECTURES or ARCHITECTURES[ours].saelens_architecture != saelens:
+    if META_ARCH not in meta:
+        ours = saelens_default(saelens)
+        if ours is None:
+            raise SAEError(
+                f"{path}: no architecture reads SAELens {saelens!r} files without mammo-sae metadata"
+            )
+        return ours
+    ours = meta[META_ARCH]
+    try:
+        cls = lookup(ours).cls
+    except SAEError as error:
+        raise SAEError(
+            f"{path}: {error}; the SAE was saved by code that registered {ours!r}: import (register) that "
+            "architecture before loading"
+        ) from None
+    if cls.saelens_architecture != saelens:
         raise SAEError(
             f"{path}: metadata says architecture {ours!r} but the file is a SAELens {saelens!r} SAE; "
             "the config was edited or mixed up: save the SAE again"
@@ -177,7 +192,8 @@ def _resolve_architecture(cfg: Mapping[str, Any], meta: Mapping[str, Any], path:
 def load_sae(
     folder: str | os.PathLike[str], *, expect_d_in: int | None = None, device: torch.device | str = "cpu"
 ) -> SparseAutoencoder:
-    """Read an SAE folder (ours or SAELens's ``standard`` / ``topk`` / ``jumprelu``), in eval mode.
+    """Read an SAE folder (ours, of any registered architecture, or SAELens's ``standard`` / ``topk`` /
+    ``jumprelu``), in eval mode.
 
     Checks the config, the weights' names and shapes, our weights hash when present, and ``d_in``
     against ``expect_d_in``; anything wrong raises SAEError naming the file. The caller's metadata is on
@@ -209,13 +225,15 @@ def load_sae(
             f"{cfg_path}: normalize_activations={cfg['normalize_activations']!r} needs a run-time input "
             "normalisation this package does not apply; fold it into the weights first"
         )
-    hparams = dict(meta.get(META_HPARAMS) or {})
-    if arch == "topk" and "k" not in hparams:
-        hparams["k"] = cfg.get("k", (cfg.get("activation_fn_kwargs") or {}).get("k"))
-        if hparams["k"] is None:
-            raise SAEError(f"{cfg_path}: a topk SAE needs 'k' (or activation_fn_kwargs.k); add it")
-    if arch == "batchtopk" and "k" not in hparams:  # a JumpReLU file from elsewhere: k only matters for
-        hparams["k"] = min(FOREIGN_JUMPRELU_K, d_sae)  # further BatchTopK training
+    entry = lookup(arch)
+    hparams = meta.get(META_HPARAMS) or {}
+    if not isinstance(hparams, dict):
+        raise SAEError(f"{cfg_path}: metadata {META_HPARAMS!r} must be a JSON object; save the SAE again")
+    try:
+        hparams = entry.cfg_cls.complete_from_saelens(dict(hparams), cfg, d_sae)
+        sae_cfg = entry.cfg_cls.from_hparams(d_in, d_sae, hparams)
+    except (SAEError, TypeError) as exc:
+        raise SAEError(f"{cfg_path}: {exc}") from exc
     if not weights_path.is_file():
         raise SAEError(f"{weights_path} is missing: the SAE folder is incomplete; {repair_hint(folder)}")
     if META_SHA in meta and sha256_file(weights_path) != meta[META_SHA]:
@@ -223,23 +241,15 @@ def load_sae(
             f"{weights_path} does not match the weights hash in {cfg_path}: the two files come from "
             f"different saves (or one is damaged); {repair_hint(folder)}"
         )
-    cls = architecture_class(arch)
-    expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
-    if cls.saelens_architecture == "jumprelu":
-        expected["threshold"] = (d_sae,)
-    tensors = _read_weights(weights_path, expected)
-    try:
-        sae = cls.from_hparams(d_in, d_sae, hparams, dtype=DTYPES[dtype_name], device="meta")
-    except SAEError as exc:
-        raise SAEError(f"{cfg_path}: {exc}") from exc
+    tensors = _read_weights(weights_path, entry.cls.file_tensor_shapes(d_in, d_sae))
+    sae = entry.cls(sae_cfg, dtype=DTYPES[dtype_name], device="meta")
     sae.to_empty(device=device)
     with torch.no_grad():
         for name, tensor in tensors.items():
             getattr(sae, name).copy_(tensor)
         if cfg.get("apply_b_dec_to_input", True) is False:  # pre = x W_enc + b_enc: fold into our form
             sae.b_enc.add_(sae.b_dec @ sae.W_enc)
-        if isinstance(sae, BatchTopKSAE):
-            sae.threshold_updates.fill_(1)
+        sae.after_load()
     sae.eval()
     sae.metadata = {k: v for k, v in meta.items() if not k.startswith("mammo_sae_")}
     return sae
@@ -336,7 +346,7 @@ def sae_from_mammosae_state(state: Mapping[str, torch.Tensor], source: str = "th
                 f"{source}: {key} differs from tied_bias, but the Mammo-SAE formula subtracts and adds one "
                 "bias; this file is not the released tied-bias SAE"
             )
-    sae = ReLUSAE(d_in, d_sae, device="meta").to_empty(device="cpu")
+    sae = ReLUSAE(ReLUConfig(d_in=d_in, d_sae=d_sae), device="meta").to_empty(device="cpu")
     with torch.no_grad():
         sae.b_dec.copy_(tied[0])
         sae.W_enc.copy_(state["encoder._weight"][0].T)

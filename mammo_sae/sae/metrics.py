@@ -89,10 +89,12 @@ class LatentActivity:
 SCALARS = ("n", "total", "mse", "sparsity", "aux", "l0", "sse", "sum_sq")
 
 
-def batch_sums(x: torch.Tensor, parts: Any) -> torch.Tensor:
-    """Float64 sums of one (slice of a) batch: token-weighted loss parts, squared error, ||x||^2, sum x,
-    and per-latent firing counts. Sums of slices add up to the sums of the whole batch."""
-    n = x.shape[0]
+def batch_sums(x_bd: torch.Tensor, parts: Any) -> torch.Tensor:
+    """Float64 sums of one (slice of a) batch x [B, d]: token-weighted loss parts, squared error, ||x||^2,
+    sum x, and per-latent firing counts; a vector [len(SCALARS) + d + d_sae]. Sums of slices add up to
+    the sums of the whole batch."""
+    assert x_bd.dim() == 2, tuple(x_bd.shape)
+    x, n = x_bd, x_bd.shape[0]
     x64 = x.detach().double()
     weight = float(n)
     mse = torch.as_tensor(parts.mse, device=x.device).double()
@@ -108,16 +110,16 @@ def batch_sums(x: torch.Tensor, parts: Any) -> torch.Tensor:
             (x64 * x64).sum(),
         ]
     )
-    z_count = torch.as_tensor(parts.z_count, device=x.device).double()
-    return torch.cat([scalars, x64.sum(0), z_count])
+    z_count_s = torch.as_tensor(parts.z_count, device=x.device).double()
+    return torch.cat([scalars, x64.sum(0), z_count_s])
 
 
 def summarise_sums(sums: torch.Tensor, d: int) -> dict[str, float]:
     """Means and ratios of :func:`batch_sums` (possibly summed over processes)."""
     values = dict(zip(SCALARS, sums[: len(SCALARS)].tolist(), strict=True))
     n = values["n"]
-    sum_x = sums[len(SCALARS) : len(SCALARS) + d]
-    centred = values["sum_sq"] - float((sum_x * sum_x).sum()) / n
+    sum_x_d = sums[len(SCALARS) : len(SCALARS) + d]
+    centred = values["sum_sq"] - float((sum_x_d * sum_x_d).sum()) / n
     fvu = values["sse"] / centred if centred > 0 else float("nan")
     return {
         "loss": values["total"] / n,
@@ -132,16 +134,17 @@ def summarise_sums(sums: torch.Tensor, d: int) -> dict[str, float]:
 
 
 def z_counts_of(sums: torch.Tensor, d: int) -> torch.Tensor:
+    """The per-latent firing counts [d_sae] of :func:`batch_sums`."""
     return sums[len(SCALARS) + d :]
 
 
-def decoder_norms(w_dec: torch.Tensor) -> dict[str, float]:
-    """Min / mean / max L2 norm of the decoder rows (the dictionary vectors)."""
-    norms = w_dec.detach().double().norm(dim=1)
+def decoder_norms(w_dec_sd: torch.Tensor) -> dict[str, float]:
+    """Min / mean / max L2 norm of the decoder rows [d_sae, d_in] (the dictionary vectors)."""
+    norms_s = w_dec_sd.detach().double().norm(dim=1)
     return {
-        "dec_norm_min": float(norms.min()),
-        "dec_norm_mean": float(norms.mean()),
-        "dec_norm_max": float(norms.max()),
+        "dec_norm_min": float(norms_s.min()),
+        "dec_norm_mean": float(norms_s.mean()),
+        "dec_norm_max": float(norms_s.max()),
     }
 
 
@@ -160,15 +163,17 @@ class ReconstructionEval:
         self.active = 0.0
         self.counts = torch.zeros(d_sae, dtype=torch.float64, device=device)
 
-    def update(self, x: torch.Tensor, x_hat: torch.Tensor, z: torch.Tensor) -> None:
-        x64, error = x.double(), (x_hat.double() - x.double())
-        fired = z > 0
-        self.n += len(x)
-        self.sse += float((error * error).sum())
-        self.sum_sq += float((x64 * x64).sum())
-        self.sum_x += x64.sum(0)
-        self.active += float(fired.sum())
-        self.counts += fired.sum(0).double()
+    def update(self, x_bd: torch.Tensor, x_hat_bd: torch.Tensor, z_bs: torch.Tensor) -> None:
+        assert x_bd.shape == x_hat_bd.shape == (len(x_bd), self.d), (tuple(x_bd.shape), tuple(x_hat_bd.shape))
+        assert z_bs.shape == (len(x_bd), self.d_sae), tuple(z_bs.shape)
+        x64_bd, error_bd = x_bd.double(), (x_hat_bd.double() - x_bd.double())
+        fired_bs = z_bs > 0
+        self.n += len(x_bd)
+        self.sse += float((error_bd * error_bd).sum())
+        self.sum_sq += float((x64_bd * x64_bd).sum())
+        self.sum_x += x64_bd.sum(0)
+        self.active += float(fired_bs.sum())
+        self.counts += fired_bs.sum(0).double()
 
     def result(self, dense_threshold: float) -> dict[str, Any]:
         if not self.n:
@@ -203,9 +208,9 @@ def evaluate_sae(
     accumulator = ReconstructionEval(sae.W_dec.shape[1], sae.W_dec.shape[0], device)
     try:
         for batch in batches:
-            x = torch.as_tensor(batch).to(device).float()
-            z = sae.encode(x)
-            accumulator.update(x, sae.decode(z), z)
+            x_bd = torch.as_tensor(batch).to(device).float()
+            z_bs = sae.encode(x_bd)
+            accumulator.update(x_bd, sae.decode(z_bs), z_bs)
     finally:
         sae.train(was_training)
     return accumulator.result(dense_threshold)

@@ -59,9 +59,15 @@ def register(arch: str, cls: type[SparseAutoencoder], cfg_cls: type[SAEConfig]) 
         )
     saelens = getattr(cls, "saelens_architecture", None)
     if getattr(cls, "default_for_saelens", False):
-        taken = [a.name for a in _REGISTRY.values() if a.cls.default_for_saelens and a.cls.saelens_architecture == saelens]
+        taken = [
+            a.name
+            for a in _REGISTRY.values()
+            if a.cls.default_for_saelens and a.cls.saelens_architecture == saelens
+        ]
         if taken:
-            raise SAEError(f"SAELens {saelens!r} files already load as {taken[0]!r}; {arch!r} can not be their default")
+            raise SAEError(
+                f"SAELens {saelens!r} files already load as {taken[0]!r}; {arch!r} can not be their default"
+            )
     _REGISTRY[arch] = Architecture(arch, cls, cfg_cls)
 
 

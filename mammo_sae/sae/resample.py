@@ -23,31 +23,44 @@ ENCODER_NORM_FACTOR = 0.2
 LATENT_AXES = (("W_enc", 1), ("b_enc", 0), ("W_dec", 0))
 
 
-def sample_tokens(reader: StoreReader, shards: Sequence[int], n: int, seed: Any) -> np.ndarray:
-    """``min(n, tokens)`` distinct tokens of ``shards`` drawn uniformly (float32, (n, d)), read shard by
-    shard in file order; deterministic for ``seed`` (anything ``numpy.random.default_rng`` takes)."""
+def sample_tokens(
+    reader: StoreReader, shards: Sequence[int], n: int, seed: Any, tokens: np.ndarray | None = None
+) -> np.ndarray:
+    """``min(n, tokens)`` distinct tokens of ``shards`` (only of ``tokens``, global token numbers, if
+    given) drawn uniformly as float32 [n, d], read shard by shard in file order; deterministic for
+    ``seed`` (anything ``numpy.random.default_rng`` takes)."""
+    rng = np.random.default_rng(seed)
+    if tokens is not None:
+        n = min(int(n), len(tokens))
+        chosen_n = tokens[np.sort(rng.choice(len(tokens), size=n, replace=False))]
+        shard_of_n = np.searchsorted(reader.shard_offsets, chosen_n, side="right") - 1
+        x_nd = np.empty((n, reader.d), dtype=np.float32)
+        for k in np.unique(shard_of_n):
+            rows = np.flatnonzero(shard_of_n == k)
+            x_nd[rows] = reader.shard_features(int(k))[chosen_n[rows] - reader.shard_offsets[k]]
+        return x_nd
     sizes = np.array([int(reader.shard_token_counts[k]) for k in shards], dtype=np.int64)
     total = int(sizes.sum())
     n = min(int(n), total)
-    chosen = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+    chosen_n = np.sort(rng.choice(total, size=n, replace=False))
     bounds = np.concatenate([[0], np.cumsum(sizes)])
-    out = np.empty((n, reader.d), dtype=np.float32)
-    position = np.searchsorted(bounds, chosen, side="right") - 1
+    x_nd = np.empty((n, reader.d), dtype=np.float32)
+    position_n = np.searchsorted(bounds, chosen_n, side="right") - 1
     for i, k in enumerate(shards):
-        rows = np.flatnonzero(position == i)
+        rows = np.flatnonzero(position_n == i)
         if rows.size:
-            out[rows] = reader.shard_features(int(k))[chosen[rows] - bounds[i]]
-    return out
+            x_nd[rows] = reader.shard_features(int(k))[chosen_n[rows] - bounds[i]]
+    return x_nd
 
 
 @torch.no_grad()
-def squared_errors(sae: Any, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Per-token ||x - x_hat||^2 (float64), in chunks of ``batch_size``."""
+def squared_errors(sae: Any, x_nd: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Per-token ||x - x_hat||^2 [n] (float64), in chunks of ``batch_size``."""
     out = []
-    for start in range(0, len(x), batch_size):
-        chunk = x[start : start + batch_size]
-        x_hat, _ = sae(chunk)
-        out.append(((x_hat - chunk).double() ** 2).sum(dim=1))
+    for start in range(0, len(x_nd), batch_size):
+        x_bd = x_nd[start : start + batch_size]
+        x_hat_bd, _ = sae(x_bd)
+        out.append(((x_hat_bd - x_bd).double() ** 2).sum(dim=1))
     return torch.cat(out)
 
 
@@ -56,32 +69,34 @@ def resample_dead_latents(
     sae: Any,
     optimizer: torch.optim.Optimizer,
     dead: torch.Tensor,
-    x: torch.Tensor,
+    x_nd: torch.Tensor,
     *,
     generator: torch.Generator,
     batch_size: int = 4096,
 ) -> dict[str, Any]:
-    """Re-initialise the latents in ``dead`` (indices) from the high-loss tokens of ``x`` (training space)."""
+    """Re-initialise the latents in ``dead`` (indices) from the high-loss tokens of ``x_nd`` [n, d_in]
+    (training space)."""
     dead = dead.to(sae.W_dec.device).long()
-    report = {"resampled": int(dead.numel()), "candidates": len(x)}
+    assert x_nd.dim() == 2 and x_nd.shape[1] == sae.W_enc.shape[0], tuple(x_nd.shape)
+    report = {"resampled": int(dead.numel()), "candidates": len(x_nd)}
     if not dead.numel():
         return report
-    loss = squared_errors(sae, x, batch_size)
-    weights = loss**2
-    if not torch.isfinite(weights).all() or float(weights.sum()) <= 0:
-        weights = torch.ones_like(weights)  # a perfect (or broken) reconstruction: draw uniformly
-    n_positive = int((weights > 0).sum())
+    loss_n = squared_errors(sae, x_nd, batch_size)
+    weights_n = loss_n**2
+    if not torch.isfinite(weights_n).all() or float(weights_n.sum()) <= 0:
+        weights_n = torch.ones_like(weights_n)  # a perfect (or broken) reconstruction: draw uniformly
+    n_positive = int((weights_n > 0).sum())
     picks = torch.multinomial(
-        weights.cpu(), dead.numel(), replacement=dead.numel() > n_positive, generator=generator
-    ).to(x.device)
-    alive = torch.ones(sae.W_enc.shape[1], dtype=torch.bool, device=dead.device)
-    alive[dead] = False
-    norms = sae.W_enc.norm(dim=0)
-    reference = norms[alive].mean() if bool(alive.any()) else norms.mean()
+        weights_n.cpu(), dead.numel(), replacement=dead.numel() > n_positive, generator=generator
+    ).to(x_nd.device)
+    alive_s = torch.ones(sae.W_enc.shape[1], dtype=torch.bool, device=dead.device)
+    alive_s[dead] = False
+    norms_s = sae.W_enc.norm(dim=0)
+    reference = norms_s[alive_s].mean() if bool(alive_s.any()) else norms_s.mean()
     encoder_norm = float(ENCODER_NORM_FACTOR * reference)
-    sae.reinit_latents(dead, x[picks], encoder_norm)
+    sae.reinit_latents(dead, x_nd[picks], encoder_norm)
     reset_adam_rows(sae, optimizer, dead)
-    report.update({"encoder_norm": encoder_norm, "mean_picked_loss": float(loss[picks].mean())})
+    report.update({"encoder_norm": encoder_norm, "mean_picked_loss": float(loss_n[picks].mean())})
     return report
 
 

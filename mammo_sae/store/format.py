@@ -7,7 +7,6 @@ drift apart.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -15,10 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mammo_sae.core.errors import MammoSaeError
-from mammo_sae.core.hashing import NotPlainJsonError, canonical_json, sha256_json
+from mammo_sae.core.hashing import NotPlainJsonError, canonical_json, sha256_json, sha256_text
 
 FORMAT_NAME = "mammo-sae-activation-store"
 FORMAT_VERSION = 1
@@ -62,10 +59,7 @@ def store_path(parent_dir: str | os.PathLike[str], identity: Mapping[str, Any]) 
 
 def image_list_digest(image_ids: Iterable[str]) -> str:
     """sha256 (hex) of the ordered image ids joined by newlines; for the identity's image-list field."""
-    digest = hashlib.sha256()
-    for position, image_id in enumerate(image_ids):
-        digest.update((("\n" if position else "") + str(image_id)).encode("utf-8"))
-    return digest.hexdigest()
+    return sha256_text("\n".join(str(image_id) for image_id in image_ids))
 
 
 def validate_identity(identity: Mapping[str, Any]) -> dict[str, Any]:
@@ -105,11 +99,6 @@ def shard_index_name(k: int) -> str:
 
 def shard_marker_name(k: int) -> str:
     return f"{shard_stem(k)}.done.json"
-
-
-def shard_file_names(k: int) -> list[str]:
-    """The three files of shard k, in the order they are committed (the marker last)."""
-    return [shard_features_name(k), shard_index_name(k), shard_marker_name(k)]
 
 
 def n_shards_for(n_images: int, images_per_shard: int) -> int:
@@ -195,11 +184,3 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def suggest_images_per_shard(
-    tokens_per_image: int, d: int, *, dtype: str = "float16", target_bytes: int = 128 << 20
-) -> int:
-    """Images per shard so that a shard's feature file is about ``target_bytes`` (at least one image)."""
-    image_bytes = max(1, int(tokens_per_image)) * int(d) * np.dtype(dtype).itemsize
-    return max(1, int(target_bytes) // image_bytes)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mammo_sae.core.hashing import sha256_file
+from mammo_sae.core.hashing import check_files, sha256_file
 from mammo_sae.store.format import (
     INDEX_KEY_COLUMNS,
     METADATA_FILE,
@@ -103,21 +103,19 @@ class StoreReader:
 
     def check_files(self, *, verify: bool = False) -> None:
         """Every shard file exists with the recorded size; with ``verify``, also the recorded sha256."""
+        owner = {
+            record[part]["file"]: (record["shard"], part)
+            for record in self._shards
+            for part in ("features", "index")
+        }
+        records = {name: self._shards[k][part] for name, (k, part) in owner.items()}
+        problems = check_files(self.path, records, hashes=verify, what=METADATA_FILE)
         broken: dict[int, str] = {}
-        for record in self._shards:
-            for part in ("features", "index"):
-                file = self.path / record[part]["file"]
-                if not file.is_file():
-                    problem = f"{file} is missing"
-                elif file.stat().st_size != record[part]["bytes"]:
-                    problem = f"{file} has {file.stat().st_size} bytes, metadata.json says {record[part]['bytes']} (truncated or replaced)"
-                elif verify and sha256_file(file) != record[part]["sha256"]:
-                    problem = f"{file} does not match its sha256 in metadata.json (corrupt)"
-                else:
-                    if verify:
-                        self._verified.add((record["shard"], part))
-                    continue
-                broken.setdefault(record["shard"], problem)
+        for name, (k, part) in owner.items():
+            if name in problems:
+                broken.setdefault(k, problems[name])
+            elif verify:
+                self._verified.add((k, part))
         if broken:
             details = "; ".join(f"shard {k}: {text}" for k, text in sorted(broken.items())[:5])
             raise StoreError(
@@ -153,7 +151,7 @@ class StoreReader:
     # --- shards -----------------------------------------------------------------------------------------
 
     def shard_features(self, k: int) -> np.ndarray:
-        """Shard k's features as a read-only memory map of shape (tokens, d)."""
+        """Shard k's features as a read-only memory map of shape [tokens, d]."""
         k = self._check_shard(k)
         record = self._shards[k]
         file = self._verified_file(k, "features")
@@ -256,10 +254,12 @@ class StoreReader:
         return pd.concat(tables, axis=0) if len(tables) > 1 else tables[0]
 
     def features(self, shards: Sequence[int] | None = None, dtype: Any = np.float32) -> np.ndarray:
-        """All features of ``shards`` in one in-memory array: only for small stores and tests."""
+        """All features of ``shards`` in one in-memory array [tokens, d]: only for small stores and tests."""
         shards = range(self.n_shards) if shards is None else shards
         parts = [np.asarray(self.shard_features(k), dtype=dtype) for k in shards]
-        return np.concatenate(parts, axis=0) if parts else np.empty((0, self.d), dtype=dtype)
+        x_nd = np.concatenate(parts, axis=0) if parts else np.empty((0, self.d), dtype=dtype)
+        assert x_nd.shape[1] == self.d, x_nd.shape
+        return x_nd
 
     # --- batches ----------------------------------------------------------------------------------------
 
@@ -277,8 +277,10 @@ class StoreReader:
         with_index: bool = False,
         epoch: int = 0,
         state: dict[str, Any] | None = None,
+        tokens: np.ndarray | Sequence[int] | None = None,
     ) -> BatchStream:
-        """A resumable, multi-epoch batch stream (see :class:`BatchStream`)."""
+        """A resumable, multi-epoch batch stream (see :class:`BatchStream`); ``tokens`` keeps only those
+        global token numbers of ``shards``."""
         stream = BatchStream(
             self,
             batch_size,
@@ -291,21 +293,19 @@ class StoreReader:
             as_torch=as_torch,
             with_index=with_index,
             epoch=epoch,
+            tokens=tokens,
         )
         if state is not None:
             stream.load_state_dict(state)
         return stream
 
     def iter_batches(self, batch_size: int, **options: Any) -> Iterator[Any]:
-        """One epoch of feature batches (numpy arrays, or torch tensors with ``as_torch``); ``options`` are
-        those of :meth:`stream` (shuffle, seed, buffer_tokens, drop_last, shards, dtype, epoch, state)."""
+        """One epoch of feature batches [B, d] (numpy arrays, or torch tensors with ``as_torch``); ``options``
+        are those of :meth:`stream` (shuffle, seed, buffer_tokens, drop_last, shards, tokens, dtype, epoch,
+        state)."""
         return iter(self.stream(batch_size, **options, with_index=False))
 
-    def iter_batches_with_index(self, batch_size: int, **options: Any) -> Iterator[tuple[Any, pd.DataFrame]]:
-        """Like iter_batches, yielding ``(features, index rows)``; the rows' pandas index is the token number."""
-        return iter(self.stream(batch_size, **options, with_index=True))
-
-    def split_tokens(self, validation_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    def split_shards(self, validation_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
         """Hold out whole shards (so whole images) holding about ``validation_fraction`` of the tokens.
 
         Returns ``(train_shards, validation_shards)``, both sorted; pass either as ``shards=`` to a stream.

@@ -1,7 +1,7 @@
 """Per-feature mean and variance and the mean token norm of a store, in one streaming pass.
 
 Batches are reduced in float64 and merged with Chan et al.'s pairwise update, so the result does not
-drift with store size; partial results from several processes merge the same way.
+drift with store size.
 """
 
 from __future__ import annotations
@@ -28,35 +28,9 @@ class FeatureStats:
     mean_norm: float
     n: int
 
-    @property
-    def std(self) -> np.ndarray:
-        return np.sqrt(self.var)
-
-    @property
-    def mean_sq_norm(self) -> float:
-        """Mean squared L2 norm of a token: sum over features of (var + mean^2)."""
-        return float(np.sum(self.var + self.mean**2))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "n": self.n,
-            "mean_norm": self.mean_norm,
-            "mean": self.mean.tolist(),
-            "var": self.var.tolist(),
-        }
-
-    @classmethod
-    def from_dict(cls, value: dict[str, Any]) -> FeatureStats:
-        return cls(
-            mean=np.asarray(value["mean"], dtype=np.float64),
-            var=np.asarray(value["var"], dtype=np.float64),
-            mean_norm=float(value["mean_norm"]),
-            n=int(value["n"]),
-        )
-
 
 class RunningStats:
-    """Accumulates FeatureStats over batches (``update``) or partial results (``merge``)."""
+    """Accumulates FeatureStats over batches (``update``), merging each batch with Chan's pairwise update."""
 
     def __init__(self, d: int) -> None:
         self.d = int(d)
@@ -66,32 +40,28 @@ class RunningStats:
         self.norm_mean = 0.0
 
     def update(self, batch: Any) -> None:
-        """Add a (tokens, d) batch (numpy or torch)."""
+        """Add a [tokens, d] batch (numpy or torch)."""
         if hasattr(batch, "detach"):
             batch = batch.detach().cpu().numpy()
-        x = np.asarray(batch, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != self.d:
-            raise StoreError(f"stats expect batches of shape (tokens, {self.d}), got {x.shape}")
-        if not len(x):
+        x_bd = np.asarray(batch, dtype=np.float64)
+        if x_bd.ndim != 2 or x_bd.shape[1] != self.d:
+            raise StoreError(f"stats expect batches of shape (tokens, {self.d}), got {x_bd.shape}")
+        if not len(x_bd):
             return
-        mean = x.mean(axis=0)
-        centred = x - mean
-        m2 = np.einsum("nd,nd->d", centred, centred)
-        norm_mean = float(np.sqrt(np.einsum("nd,nd->n", x, x)).mean())
-        self._combine(len(x), mean, m2, norm_mean)
+        mean_d = x_bd.mean(axis=0)
+        centred_bd = x_bd - mean_d
+        m2_d = np.einsum("nd,nd->d", centred_bd, centred_bd)
+        norm_mean = float(np.sqrt(np.einsum("nd,nd->n", x_bd, x_bd)).mean())
+        self._combine(len(x_bd), mean_d, m2_d, norm_mean)
 
-    def merge(self, other: RunningStats) -> None:
-        if other.d != self.d:
-            raise StoreError(f"cannot merge stats of dimension {other.d} into {self.d}")
-        if other.n:
-            self._combine(other.n, other.mean, other.m2, other.norm_mean)
-
-    def _combine(self, n_b: int, mean_b: np.ndarray, m2_b: np.ndarray, norm_mean_b: float) -> None:
+    def _combine(self, n_b: int, mean_b_d: np.ndarray, m2_b_d: np.ndarray, norm_mean_b: float) -> None:
+        """Chan et al.'s merge of partial result b (n_b tokens) into this one (a)."""
+        assert mean_b_d.shape == m2_b_d.shape == (self.d,), (mean_b_d.shape, m2_b_d.shape)
         n_a = self.n
         n = n_a + n_b
-        delta = mean_b - self.mean
-        self.mean = self.mean + delta * (n_b / n)
-        self.m2 = self.m2 + m2_b + delta**2 * (n_a * n_b / n)
+        delta_d = mean_b_d - self.mean
+        self.mean = self.mean + delta_d * (n_b / n)
+        self.m2 = self.m2 + m2_b_d + delta_d**2 * (n_a * n_b / n)
         self.norm_mean += (norm_mean_b - self.norm_mean) * (n_b / n)
         self.n = n
 
@@ -102,10 +72,15 @@ class RunningStats:
 
 
 def streaming_stats(
-    reader: StoreReader, *, batch_size: int = 4096, shards: Sequence[int] | None = None
+    reader: StoreReader,
+    *,
+    batch_size: int = 4096,
+    shards: Sequence[int] | None = None,
+    tokens: np.ndarray | None = None,
 ) -> FeatureStats:
-    """One sequential pass over ``shards`` (default all); memory ~ 3 x batch_size x d x 8 bytes."""
+    """One sequential pass over ``shards`` (default all; only ``tokens`` of them if given); memory
+    ~ 3 x batch_size x d x 8 bytes."""
     running = RunningStats(reader.d)
-    for batch in reader.iter_batches(batch_size, shards=shards, dtype=np.float64):
-        running.update(batch)
+    for x_bd in reader.iter_batches(batch_size, shards=shards, tokens=tokens, dtype=np.float64):
+        running.update(x_bd)
     return running.result()

@@ -6,6 +6,10 @@ the next shard does not fit, a batch of tokens drawn uniformly at random without
 buffer. Every token of the selected shards leaves exactly once per epoch. The draw sequence depends only
 on the seed, the epoch, the shard sizes and the settings, so a stream can replay it on token numbers
 alone (no feature reads) to resume at any batch.
+
+``tokens`` narrows the stream to a set of global token numbers inside its shards (a validation split
+that holds out tokens rather than whole shards); each shard then contributes only its selected rows.
+Feature batches are [B, d] arrays (``x_bd``); token numbers travel beside them as [B] int64 arrays.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mammo_sae.core.hashing import sha256_bytes
 from mammo_sae.store.format import StoreError
 
 if TYPE_CHECKING:
@@ -22,6 +27,7 @@ if TYPE_CHECKING:
 
 DEFAULT_BUFFER_TOKENS = 2**20
 STATE_KEYS = ("store_id", "batch_size", "shuffle", "seed", "buffer_tokens", "drop_last", "shards")
+OPTIONAL_STATE_KEYS = ("tokens_sha256",)  # absent from states saved before token selections existed
 
 
 class BatchStream:
@@ -29,7 +35,8 @@ class BatchStream:
 
     Iterating the stream yields the rest of the current epoch; when the epoch ends, ``epoch`` advances and
     ``batch`` returns to 0, so ``for epoch in ...: for x in stream: ...`` walks epochs. ``batch`` counts the
-    batches already handed out in this epoch (a batch counts as consumed once yielded).
+    batches already handed out in this epoch (a batch counts as consumed once yielded). ``tokens``
+    (sorted global token numbers inside ``shards``) keeps only those tokens.
     """
 
     def __init__(
@@ -46,6 +53,7 @@ class BatchStream:
         as_torch: bool = False,
         with_index: bool = False,
         epoch: int = 0,
+        tokens: np.ndarray | Sequence[int] | None = None,
     ) -> None:
         self.reader = reader
         self.batch_size = _positive_int("batch_size", batch_size)
@@ -71,9 +79,17 @@ class BatchStream:
         self._rows_table: Any = None
         self._storage: np.ndarray | None = None  # the shuffle buffer's features, kept across epochs
 
-        self._sizes = {k: int(reader.shard_token_counts[k]) for k in self.shards}
+        self._rows_of: dict[int, np.ndarray] | None = None  # shard -> selected local rows (sorted)
+        self.tokens_sha256: str | None = None
+        if tokens is not None:
+            self._rows_of, self.tokens_sha256 = _select_rows(reader, self.shards, tokens)
+            self._sizes = {k: len(self._rows_of[k]) for k in self.shards}
+        else:
+            self._sizes = {k: int(reader.shard_token_counts[k]) for k in self.shards}
         self.n_tokens = sum(self._sizes.values())
         self.capacity = min(self.buffer_tokens, self.n_tokens)
+        if not self.n_tokens and tokens is not None:
+            raise StoreError("a batch stream's token selection is empty")
         largest = max(self._sizes.values())
         if self.shuffle and self.capacity < self.n_tokens and self.capacity < largest + self.batch_size - 1:
             raise StoreError(
@@ -89,11 +105,6 @@ class BatchStream:
         full, rest = divmod(self.n_tokens, self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
 
-    @property
-    def buffer_bytes(self) -> int:
-        """Memory the shuffle buffer holds (features in the store dtype plus token numbers); 0 if sequential."""
-        return self.capacity * (self.reader.d * self.reader.dtype.itemsize + 8) if self.shuffle else 0
-
     def state_dict(self) -> dict[str, Any]:
         """A small JSON-able state: the position (epoch, batch) and the settings it is valid for."""
         return {
@@ -106,6 +117,7 @@ class BatchStream:
             "buffer_tokens": self.buffer_tokens,
             "drop_last": self.drop_last,
             "shards": list(self.shards),
+            "tokens_sha256": self.tokens_sha256,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -113,11 +125,12 @@ class BatchStream:
         mine = self.state_dict()
         try:
             different = [key for key in STATE_KEYS if state[key] != mine[key]]
+            different += [key for key in OPTIONAL_STATE_KEYS if state.get(key) != mine[key]]
             epoch, batch = int(state["epoch"]), int(state["batch"])
         except (KeyError, TypeError, ValueError) as error:
             raise StoreError(f"not a batch-stream state ({type(error).__name__}: {error})") from None
         if different:
-            detail = ", ".join(f"{key}: saved {state[key]!r}, now {mine[key]!r}" for key in different)
+            detail = ", ".join(f"{key}: saved {state.get(key)!r}, now {mine[key]!r}" for key in different)
             raise StoreError(
                 f"the saved stream state belongs to other settings ({detail}); open the stream with the "
                 "saved settings to resume it"
@@ -125,10 +138,6 @@ class BatchStream:
         if epoch < 0 or not 0 <= batch <= len(self):
             raise StoreError(f"stream state out of range: epoch {epoch}, batch {batch} of {len(self)}")
         self.epoch, self.batch = epoch, batch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = _non_negative_int("epoch", epoch)
-        self.batch = 0
 
     # --- iteration --------------------------------------------------------------------------------------
 
@@ -139,10 +148,10 @@ class BatchStream:
     def _run(self, generation: int) -> Iterator[Any]:
         start = self.batch
         plan = self._shuffled(start, generation) if self.shuffle else self._sequential(start)
-        for features, token_ids in plan:
+        for x_bd, token_ids_b in plan:
             self._check_generation(generation)
             self.batch += 1
-            yield self._package(features, token_ids)
+            yield self._package(x_bd, token_ids_b)
         if generation == self._generation:
             self.epoch += 1
             self.batch = 0
@@ -151,19 +160,20 @@ class BatchStream:
         if generation != self._generation:
             raise StoreError("this stream was iterated again elsewhere; use one iterator at a time")
 
-    def _package(self, features: np.ndarray, token_ids: np.ndarray) -> Any:
-        out: Any = features
+    def _package(self, x_bd: np.ndarray, token_ids_b: np.ndarray) -> Any:
+        assert x_bd.shape == (len(token_ids_b), self.reader.d), (x_bd.shape, len(token_ids_b))
+        out: Any = x_bd
         if self.as_torch:
             import torch
 
-            out = torch.from_numpy(features)
-            if features.dtype != self.dtype:  # torch converts on several threads
+            out = torch.from_numpy(x_bd)
+            if x_bd.dtype != self.dtype:  # torch converts on several threads
                 out = out.to(torch.from_numpy(np.empty(0, dtype=self.dtype)).dtype)
-        elif features.dtype != self.dtype:
-            out = features.astype(self.dtype)
+        elif x_bd.dtype != self.dtype:
+            out = x_bd.astype(self.dtype)
         if not self.with_index:
             return out
-        rows = self.reader.index().iloc[token_ids] if self.shuffle else self._rows(token_ids)
+        rows = self.reader.index().iloc[token_ids_b] if self.shuffle else self._rows(token_ids_b)
         return out, rows
 
     # --- sequential -------------------------------------------------------------------------------------
@@ -175,8 +185,8 @@ class BatchStream:
         current: dict[int, np.ndarray] = {}  # at most one open memory map
         for j in range(start, len(self)):
             lo, hi = j * self.batch_size, min((j + 1) * self.batch_size, self.n_tokens)
-            features = np.empty((hi - lo, self.reader.d), dtype=self.dtype)
-            token_ids = np.empty(hi - lo, dtype=np.int64)
+            x_bd = np.empty((hi - lo, self.reader.d), dtype=self.dtype)
+            token_ids_b = np.empty(hi - lo, dtype=np.int64)
             filled = 0
             while lo < hi:
                 i = int(np.searchsorted(bounds, lo, side="right")) - 1
@@ -186,11 +196,16 @@ class BatchStream:
                 if k not in current:
                     current.clear()
                     current[k] = self.reader.shard_features(k)
-                features[filled : filled + take] = current[k][local : local + take]
-                token_ids[filled : filled + take] = offsets[k] + np.arange(local, local + take)
+                if self._rows_of is None:
+                    rows = np.arange(local, local + take)
+                    x_bd[filled : filled + take] = current[k][local : local + take]
+                else:
+                    rows = self._rows_of[k][local : local + take]
+                    x_bd[filled : filled + take] = current[k][rows]
+                token_ids_b[filled : filled + take] = offsets[k] + rows
                 filled += take
                 lo += take
-            yield features, token_ids
+            yield x_bd, token_ids_b
 
     def _rows(self, token_ids: np.ndarray):
         """Index rows of a sequential batch, read shard by shard (one shard's table cached)."""
@@ -224,8 +239,8 @@ class BatchStream:
             else:
                 if not buffer.materialized:
                     buffer.materialize()
-                features, token_ids = buffer.draw(count, gather=True)
-                yield features, token_ids
+                x_bd, token_ids_b = buffer.draw(count, gather=True)
+                yield x_bd, token_ids_b
             emitted += 1
 
         for k in order:
@@ -233,7 +248,7 @@ class BatchStream:
             while buffer.n + size > self.capacity:
                 yield from draw(self.batch_size)
             self._check_generation(generation)
-            buffer.load(k)
+            buffer.load(k, None if self._rows_of is None else self._rows_of[k])
         while buffer.n >= self.batch_size:
             yield from draw(self.batch_size)
         if buffer.n and not self.drop_last:
@@ -241,7 +256,8 @@ class BatchStream:
 
 
 class _ShuffleBuffer:
-    """Tokens waiting to be drawn: their numbers, and (once materialized) their features."""
+    """Tokens waiting to be drawn: their numbers ``token_ids`` [capacity] and (once materialized) their
+    ``features`` [capacity, d]; the first ``n`` slots are in use."""
 
     def __init__(
         self, reader: StoreReader, storage: np.ndarray, rng: np.random.Generator, *, materialized: bool
@@ -257,13 +273,18 @@ class _ShuffleBuffer:
     def materialized(self) -> bool:
         return self.features is not None
 
-    def load(self, k: int) -> None:
-        """Append all of shard k (one sequential read of the whole shard)."""
-        size = int(self.reader.shard_token_counts[k])
-        if self.features is not None:
-            self.reader.read_shard_into(k, self.features[self.n : self.n + size])
+    def load(self, k: int, rows: np.ndarray | None = None) -> None:
+        """Append all of shard k (one sequential read of the whole shard), or only its local ``rows``."""
+        size = int(self.reader.shard_token_counts[k]) if rows is None else len(rows)
         start = int(self.reader.shard_offsets[k])
-        self.token_ids[self.n : self.n + size] = np.arange(start, start + size)
+        if rows is None:
+            if self.features is not None:
+                self.reader.read_shard_into(k, self.features[self.n : self.n + size])
+            self.token_ids[self.n : self.n + size] = np.arange(start, start + size)
+        else:
+            if self.features is not None and size:
+                self.features[self.n : self.n + size] = self.reader.shard_features(k)[rows]
+            self.token_ids[self.n : self.n + size] = start + rows
         self.n += size
 
     def materialize(self) -> None:
@@ -280,19 +301,47 @@ class _ShuffleBuffer:
     def draw(self, count: int, *, gather: bool) -> tuple[np.ndarray | None, np.ndarray]:
         """Remove ``count`` random tokens; the last ``count`` slots fill the holes they leave."""
         n = self.n
-        take = self.rng.choice(n, size=count, replace=False)
-        token_ids = self.token_ids[take]
-        features = self.features[take] if gather and self.features is not None else None
+        take_b = self.rng.choice(n, size=count, replace=False)
+        token_ids_b = self.token_ids[take_b]
+        x_bd = self.features[take_b] if gather and self.features is not None else None
         keep = n - count
-        holes = take[take < keep]
+        holes = take_b[take_b < keep]
         if holes.size:
             tail = np.arange(keep, n)
-            movers = tail[~np.isin(tail, take)]
+            movers = tail[~np.isin(tail, take_b)]
             self.token_ids[holes] = self.token_ids[movers]
             if self.features is not None:
                 self.features[holes] = self.features[movers]
         self.n = keep
-        return features, token_ids
+        return x_bd, token_ids_b
+
+
+def _select_rows(
+    reader: StoreReader, shards: Sequence[int], tokens: np.ndarray | Sequence[int]
+) -> tuple[dict[int, np.ndarray], str]:
+    """``({shard: sorted local rows}, sha256 of the token numbers)`` of a selection inside ``shards``."""
+    tokens_n = np.asarray(tokens)
+    if tokens_n.ndim != 1 or (tokens_n.size and not np.issubdtype(tokens_n.dtype, np.integer)):
+        raise StoreError(
+            f"tokens must be a 1-D array of token numbers, got {tokens_n.dtype} {tokens_n.shape}"
+        )
+    tokens_n = tokens_n.astype(np.int64)
+    if tokens_n.size and (np.diff(tokens_n) <= 0).any():
+        raise StoreError("tokens must be sorted and unique")
+    offsets = reader.shard_offsets
+    shard_of_n = np.searchsorted(offsets, tokens_n, side="right") - 1
+    outside = (
+        ~np.isin(shard_of_n, np.asarray(shards, dtype=np.int64))
+        | (tokens_n < 0)
+        | (tokens_n >= reader.n_tokens)
+    )
+    if outside.any():
+        raise StoreError(
+            f"tokens hold {int(outside.sum())} token number(s) outside the stream's shards {list(shards)} "
+            f"(first {int(tokens_n[outside][0])})"
+        )
+    rows_of = {int(k): tokens_n[shard_of_n == k] - offsets[k] for k in shards}
+    return rows_of, sha256_bytes(tokens_n.tobytes())
 
 
 def _positive_int(name: str, value: Any) -> int:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from mammo_sae import __version__
 from mammo_sae.core.atomic import atomic_open, atomic_write_bytes, atomic_write_text
-from mammo_sae.core.hashing import sha256_file
+from mammo_sae.core.hashing import check_files, sha256_bytes
 from mammo_sae.store.format import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -39,7 +39,6 @@ from mammo_sae.store.format import (
     read_json,
     repair_hint,
     shard_features_name,
-    shard_file_names,
     shard_index_name,
     shard_marker_name,
     shard_stem,
@@ -135,9 +134,6 @@ class StoreWriter:
         """Every shard number of the store, 0 .. n_shards - 1."""
         return list(range(self.n_shards))
 
-    def is_committed(self, k: int) -> bool:
-        return (self.path / shard_marker_name(self._check_shard(k))).is_file()
-
     def committed_shards(self) -> list[int]:
         return [k for k in range(self.n_shards) if (self.path / shard_marker_name(k)).is_file()]
 
@@ -205,11 +201,12 @@ class StoreWriter:
 
     # --- finishing --------------------------------------------------------------------------------------
 
-    def finalize(self, *, verify: bool | None = None) -> StoreReader:
+    def finalize(self, *, verify: bool | None = None, warnings: Sequence[str] = ()) -> StoreReader:
         """Check that every shard is written and intact, write ``metadata.json``, return a reader.
 
         ``verify``: True re-hashes every shard file against its marker; False checks sizes only; None (the
         default) re-hashes unless the store is already finalized with the same metadata. Idempotent.
+        ``warnings``: sentences about the content (e.g. from the extraction's checks), kept in the metadata.
         """
         markers: dict[int, dict[str, Any]] = {}
         missing: list[int] = []
@@ -226,6 +223,8 @@ class StoreWriter:
                 "(it resumes where it stopped; with several ranks every rank must finish before finalizing)"
             )
         metadata = self._metadata(markers)
+        if warnings:  # e.g. features that do not vary across images (recorded only when there are some)
+            metadata["warnings"] = list(warnings)
         text = json_text(metadata)
         metadata_path = self.path / METADATA_FILE
         already = metadata_path.is_file() and metadata_path.read_text(encoding="utf-8") == text
@@ -252,21 +251,23 @@ class StoreWriter:
         return int(k)
 
     def _check_features(self, k: int, features: Any) -> np.ndarray:
+        """The shard's features as a C-contiguous [tokens, d] array in the store dtype, all finite."""
         if hasattr(features, "detach"):  # a torch tensor
             features = features.detach().cpu().numpy()
-        features = np.asarray(features)
-        if features.ndim != 2 or features.shape[1] != self.d:
-            raise StoreError(f"shard {k}: features must have shape (tokens, {self.d}), got {features.shape}")
-        if not np.issubdtype(features.dtype, np.floating):
-            raise StoreError(f"shard {k}: features must be floating point, got {features.dtype}")
-        features = np.ascontiguousarray(features, dtype=self.dtype)
-        if features.size and not np.isfinite(features).all():
-            bad = int((~np.isfinite(features)).any(axis=1).sum())
+        x_nd = np.asarray(features)
+        if x_nd.ndim != 2 or x_nd.shape[1] != self.d:
+            raise StoreError(f"shard {k}: features must have shape (tokens, {self.d}), got {x_nd.shape}")
+        if not np.issubdtype(x_nd.dtype, np.floating):
+            raise StoreError(f"shard {k}: features must be floating point, got {x_nd.dtype}")
+        x_nd = np.ascontiguousarray(x_nd, dtype=self.dtype)
+        if x_nd.size and not np.isfinite(x_nd).all():
+            bad = int((~np.isfinite(x_nd)).any(axis=1).sum())
             raise StoreError(
                 f"shard {k}: {bad} token(s) have non-finite features (NaN or beyond the {self.dtype} range); "
                 "check the backbone's output for these images before storing them"
             )
-        return features
+        assert x_nd.flags.c_contiguous and x_nd.dtype == self.dtype, (x_nd.flags, x_nd.dtype)
+        return x_nd
 
     def _check_index(
         self, k: int, index: Any, images: list[str], skipped: dict[str, str], *, n_tokens: int
@@ -365,7 +366,7 @@ class StoreWriter:
         return {
             "file": path.name,
             "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
+            "sha256": sha256_bytes(data),
             "rows": rows,
         }
 
@@ -382,16 +383,11 @@ class StoreWriter:
             except (KeyError, TypeError, ValueError) as error:
                 problem = f"its marker {shard_marker_name(k)} is malformed ({error})"
             if problem is None:
-                for record in (marker["features"], marker["index"]):
-                    file = self.path / record["file"]
-                    if not file.is_file():
-                        problem = f"{file} is missing"
-                    elif file.stat().st_size != record["bytes"]:
-                        problem = f"{file} has {file.stat().st_size} bytes, its marker says {record['bytes']}"
-                    elif full_check and sha256_file(file) != record["sha256"]:
-                        problem = f"{file} does not match the sha256 in its marker (corrupt)"
-                    if problem:
-                        break
+                records = {record["file"]: record for record in (marker["features"], marker["index"])}
+                problems = check_files(
+                    self.path, records, hashes=full_check, what=f"its marker {shard_marker_name(k)}"
+                )
+                problem = next(iter(problems.values()), None)
             if problem:
                 broken[k] = problem
         if broken:
@@ -468,11 +464,6 @@ class StoreWriter:
     def __repr__(self) -> str:
         done = len(self.committed_shards())
         return f"StoreWriter({str(self.path)!r}, shards {done}/{self.n_shards})"
-
-
-def shard_files(path: str | os.PathLike[str], k: int) -> list[Path]:
-    """The paths of shard k's files in the store folder (for repair scripts and tests)."""
-    return [Path(path) / name for name in shard_file_names(k)]
 
 
 def _check_image_ids(image_ids: Sequence[str]) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,6 @@ from pydicom.sequence import Sequence
 from mammo_sae.core.atomic import atomic_open
 from mammo_sae.data.dicom.display import WindowPreset
 from mammo_sae.data.dicom.errors import DicomWriteError
-from mammo_sae.data.dicom.ljpeg import encode_lossless_jpeg
 
 __all__ = [
     "TRANSFER_SYNTAXES",
@@ -49,6 +48,10 @@ TRANSFER_SYNTAXES: dict[str, str] = {
     "jpeg-lossless": dicom_uid.JPEGLosslessSV1,
 }
 _LOSSY = {"jpeg2000", "jpeg-ls-near-lossless"}
+#: Encoders of the syntaxes pydicom can not encode, by writer name: ``encode(stored [H, W] uint16,
+#: bits_stored) -> codestream``. No command writes JPEG Lossless (Process 14) files, so the package ships
+#: none; the tests register one (tests/ljpeg_encoder.py) to exercise the decoding path.
+FRAME_ENCODERS: dict[str, Callable[[np.ndarray, int], bytes]] = {}
 _SOP_CLASS = {
     "FOR PRESENTATION": dicom_uid.DigitalMammographyXRayImageStorageForPresentation,
     "FOR PROCESSING": dicom_uid.DigitalMammographyXRayImageStorageForProcessing,
@@ -246,10 +249,15 @@ def _encode_pixels(ds: Dataset, stored: np.ndarray, encoding: DicomEncoding) -> 
     if not syntax.is_compressed:
         ds.add(DataElement("PixelData", "OW", raw.tobytes()))
         return
-    if name == "jpeg-lossless":
-        ds.add(DataElement("PixelData", "OB", encapsulate([encode_lossless_jpeg(raw, encoding.bits_stored)])))
+    if name in FRAME_ENCODERS:
+        ds.add(DataElement("PixelData", "OB", encapsulate([FRAME_ENCODERS[name](raw, encoding.bits_stored)])))
         ds["PixelData"].is_undefined_length = True
         return
+    if name == "jpeg-lossless":
+        raise DicomWriteError(
+            f"pydicom has no encoder for {syntax.name} and mammo-sae ships none (no command writes such "
+            "files); register one in mammo_sae.data.dicom.write.FRAME_ENCODERS, or choose another transfer syntax"
+        )
 
     plugin = {"rle": "pydicom", "jpeg-ls-lossless": "pyjpegls", "jpeg-ls-near-lossless": "pyjpegls"}.get(
         name, "pylibjpeg"

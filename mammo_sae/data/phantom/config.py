@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
-from mammo_sae.core.config_cli import comma_floats, knob
+from mammo_sae.core.config_cli import REQUIRED, comma_floats, flag_name, knob, nested
 from mammo_sae.core.errors import MammoSaeError
 
 GENERATOR_NAME = "mammo-sae phantom"
@@ -35,7 +36,7 @@ class PhantomConfig:
 
     studies: int = knob(50, "number of studies (4 views each)")
     seed: int = knob(0, "random seed (>= 0); same seed, same pixels")
-    height: int = DEFAULT_SIZE[0]  # set on the command line as --size HxW
+    height: int = DEFAULT_SIZE[0]  # set on the command line as --size HxW (PhantomRunConfig)
     width: int = DEFAULT_SIZE[1]
     mass_rate: float = knob(0.25, "P(a breast has a mass)")
     calcification_rate: float = knob(0.2, "P(a breast has a suspicious calcification cluster)")
@@ -135,3 +136,42 @@ def parse_size(text: str) -> tuple[int, int]:
     if not match:
         raise PhantomConfigError(f"size must look like HxW, e.g. 1280x1024; got {text!r}")
     return int(match.group(1)), int(match.group(2))
+
+
+def size_flag(text: str) -> tuple[int, int]:
+    """The ``--size HxW`` parser (argparse-friendly errors)."""
+    try:
+        return parse_size(text)
+    except PhantomConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+size_flag.format_value = lambda size: f"{size[0]}x{size[1]}"  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class PhantomRunConfig:
+    """Every knob of `python -m mammo_sae.phantom`: where to write, the generator's settings (``--size``
+    sets their height and width) and how to run."""
+
+    out: str = knob(REQUIRED, "output folder (created; a previous phantom dataset is replaced)")
+    size: tuple[int, int] = knob(
+        DEFAULT_SIZE, "image size in pixels, height x width", parse=size_flag, metavar="HxW"
+    )
+    generator: PhantomConfig = nested(PhantomConfig)  # noqa: RUF009 (a field(default_factory=...))
+    workers: int = knob(0, "rendering processes (0 = one per CPU core)")
+    overwrite: bool = knob(False, "write into a non-empty folder that is not a phantom dataset")
+    progress: bool = knob(True, "show a progress bar")
+
+    def __post_init__(self) -> None:
+        # --size is the generator's height and width: one source, whatever the generator object says
+        sized = replace(self.generator, height=self.size[0], width=self.size[1])
+        object.__setattr__(self, "generator", sized)
+
+    def validate(self) -> PhantomRunConfig:
+        self.generator.validate()
+        if self.workers < 0:
+            raise PhantomConfigError(
+                f"{flag_name('workers')} must be >= 0 (0 = one per CPU core), got {self.workers}"
+            )
+        return self

@@ -19,6 +19,7 @@ import os
 import re
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -410,23 +411,34 @@ def _counts(results: list[ImageResult], confounder: str) -> dict[str, object]:
 
 
 def _render_all(
-    plans: list[ImagePlan], config: PhantomConfig, root: Path, workers: int, progress: bool
+    plans: list[ImagePlan],
+    config: PhantomConfig,
+    root: Path,
+    workers: int,
+    progress: bool,
+    on_image: Callable[[int, int], None] | None = None,
 ) -> list[ImageResult]:
     jobs = [(p, config.size, str(root)) for p in plans]
     bar = tqdm(total=len(jobs), unit="img", desc="phantoms", disable=not progress)
+
+    def done(results: list[ImageResult]) -> None:
+        bar.update()
+        if on_image is not None:
+            on_image(len(results), len(jobs))
+
     try:
         if workers <= 1:
             results = []
             for job in jobs:
                 results.append(_produce_job(job))
-                bar.update()
+                done(results)
             return results
         context = multiprocessing.get_context("spawn")  # no inherited threads or state: safe everywhere
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
             results = []
             for result in pool.map(_produce_job, jobs, chunksize=max(1, min(4, len(jobs) // (4 * workers)))):
                 results.append(result)
-                bar.update()
+                done(results)
             return results
     finally:
         bar.close()
@@ -444,10 +456,12 @@ def generate_dataset(
     overwrite: bool = False,
     workers: int = 0,
     progress: bool = False,
+    on_image: Callable[[int, int], None] | None = None,
 ) -> dict[str, object]:
     """Generate the dataset described by `config` into `out_dir`; return a JSON-ready summary.
 
     `workers`: processes rendering images (0 = one per CPU core); the files do not depend on it.
+    `on_image(done, total)` is called after each image is written (a progress bar's hook).
     Raises OutputNotEmptyError for a non-empty folder that is not a phantom dataset (unless
     `overwrite`), PhantomConfigError for bad settings.
     """
@@ -459,7 +473,7 @@ def generate_dataset(
     plans = plan_dataset(config)
     root = prepare_output(out_dir, overwrite=overwrite)
     n_workers = default_workers(len(plans)) if workers <= 0 else min(workers, len(plans))
-    results = _render_all(plans, config, root, n_workers, progress)
+    results = _render_all(plans, config, root, n_workers, progress, on_image)
 
     confounder = config.confounder_finding
     tables = {

@@ -1,8 +1,9 @@
 """A small lossless JPEG (ITU T.81 Process 14, SOF3, first-order prediction SV1) encoder for grey images.
 
 pydicom ships no encoder for JPEG Lossless SV1 (1.2.840.10008.1.2.4.70), the syntax of many older
-mammography archives; this one lets the writer produce such files so the decoding path can be tested.
-It is plain numpy: one Huffman table fitted to the image, one scan, no restart markers.
+mammography archives, and no command of the package writes one; this test helper lets the DICOM writer
+produce such files (``install()``, called by conftest.py) so the decoding path can be tested. It is plain
+numpy: one Huffman table fitted to the image, one scan, no restart markers.
 """
 
 from __future__ import annotations
@@ -138,3 +139,10 @@ def _to_bits(word: np.ndarray, word_len: np.ndarray) -> np.ndarray:
     position = np.arange(owner.size) - starts[owner]
     shift = word_len[owner] - 1 - position
     return ((word[owner] >> shift) & 1).astype(np.uint8)
+
+
+def install() -> None:
+    """Let ``write_mammogram`` write ``transfer_syntax="jpeg-lossless"`` files with this encoder."""
+    from mammo_sae.data.dicom import write
+
+    write.FRAME_ENCODERS["jpeg-lossless"] = encode_lossless_jpeg

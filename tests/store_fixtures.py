@@ -1,4 +1,4 @@
-"""Small synthetic activation stores for tests and demos: deterministic, any size, no model needed.
+"""Small synthetic activation stores for the tests: deterministic, any size, no model needed.
 
 Each image's tokens and features are a pure function of (seed, image id), so two runs (or a run that was
 killed and resumed) produce byte-identical shards.

@@ -1,5 +1,6 @@
 """The bundle's headline numbers and its ``report.md``: tables that mirror the Mammo-SAE paper's, beside
-the paper's VinDr numbers (labelled as such)."""
+the paper's VinDr numbers (labelled as such). A metric that a split cannot define (a head without positives
+or negatives) reads "undefined (no positives)", never a number or an empty table."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import pandas as pd
 
 from mammo_sae.analysis import paper
 from mammo_sae.analysis.peaks import marker_latents
+from mammo_sae.analysis.tables import VARIANTS
+from mammo_sae.core.metrics import undefined_reason
 
 HEADLINE_KEEP_K, HEADLINE_SUPPRESS_K = "10", "50"
+VARIANT_NAMES = {"original": "original", "sae": "with SAE", "sae_error": "SAE + error"}
 
 
 def _number(value: Any, digits: int = 3) -> str:
@@ -43,13 +47,14 @@ def headline(
     concepts: tuple[str, ...],
 ) -> dict[str, Any]:
     """JSON-ready key numbers (per image): SAE quality, and per head the AUROC original / with the SAE, top-10
-    kept, top-50 suppressed (own concept), and the best class-1 latent's pointing game."""
+    kept, top-50 suppressed (own concept), and the best class-1 latent's pointing game. NaN stays NaN here;
+    the manifest writes it as null."""
     out: dict[str, Any] = {"sae": {k: round(v, 4) for k, v in quality.items() if isinstance(v, float)}}
     out["sae"]["tokens"] = quality["tokens"]
     for task in tasks:
         entry = {
             variant: _one(baselines, "auroc", head=task, unit="image", variant=variant)
-            for variant in ("original", "sae", "sae_error")
+            for variant in VARIANTS
         }
         if task in concepts:
             own = _pick(curves, head=task, concept=task, unit="image", error_term=False)
@@ -64,20 +69,49 @@ def headline(
     return out
 
 
-def _markdown(frame: pd.DataFrame) -> str:
+def _markdown(frame: pd.DataFrame, empty: str = "_(none)_") -> str:
     if frame.empty:
-        return "_(none)_\n"
+        return f"{empty}\n"
     header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     body = ["| " + " | ".join(_number(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *body]) + "\n"
 
 
-def _baseline_section(baselines: pd.DataFrame) -> str:
-    table = baselines.pivot_table(index=["head", "unit"], columns="variant", values="auroc").reset_index()
-    table = table.rename(
-        columns={"original": "AUROC original", "sae": "AUROC with SAE", "sae_error": "SAE + error"}
-    )
+def _metric_cell(value: float, metric: str, reason: str | None, noisy: bool) -> str:
+    """One AUROC / AUPRC cell: the number, or why the split cannot define it."""
+    if reason == "no positives" or (reason == "no negatives" and metric == "AUROC"):
+        return f"undefined ({reason})"
+    text = _number(value)
+    if reason == "no negatives":
+        return f"{text} (no negatives)"  # every image is positive: precision is 1 at every threshold
+    return f"{text} (float noise)" if noisy and metric == "AUROC" else text
+
+
+def baseline_rows(baselines: pd.DataFrame, noise_heads: frozenset[str] = frozenset()) -> pd.DataFrame:
+    """One row per head and unit: n, positives, AUROC and AUPRC with the original features, the SAE
+    reconstruction and reconstruction + error (every head kept, with the reason where a metric is undefined)."""
+    rows = []
+    for (head, unit), group in baselines.groupby(["head", "unit"], sort=False):
+        first = group.iloc[0]
+        reason = undefined_reason(int(first["n"]), int(first["positives"]))
+        row: dict[str, Any] = {
+            "head": head,
+            "unit": unit,
+            "n": int(first["n"]),
+            "positives": int(first["positives"]),
+        }
+        for metric, column in (("AUROC", "auroc"), ("AUPRC", "auprc")):
+            for variant in VARIANTS:
+                value = _one(group, column, variant=variant)
+                row[f"{metric} {VARIANT_NAMES[variant]}"] = _metric_cell(
+                    value, metric, reason, head in noise_heads
+                )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _baseline_section(baselines: pd.DataFrame, noise_heads: frozenset[str]) -> str:
     paper_rows = pd.DataFrame(
         [
             {"model": f"{task} {kind}", "AUROC original": a, "AUROC with SAE": b}
@@ -85,9 +119,9 @@ def _baseline_section(baselines: pd.DataFrame) -> str:
         ]
     )
     return (
-        "## Classifier AUROC: original features vs the SAE reconstruction\n\n"
-        + _markdown(table)
-        + f"\nFor reference, {paper.SOURCE}:\n\n"
+        "## Classifier AUROC and AUPRC: original features vs the SAE reconstruction\n\n"
+        + _markdown(baseline_rows(baselines, noise_heads), "_(no head has labels in this split)_")
+        + f"\nFor reference, {paper.SOURCE} (AUROC):\n\n"
         + _markdown(paper_rows)
     )
 
@@ -98,15 +132,22 @@ def _curve_section(curves: pd.DataFrame, concepts: list[str]) -> str:
     for concept in concepts:
         own = view[(view["concept"] == concept) & (view["head"] == concept)]
         if own.empty:
+            continue  # the concept has no head of its own
+        title = f"\n### {concept} head, latents ranked for {concept}\n\n"
+        reason = undefined_reason(int(own["n"].iloc[0]), int(own["n_pos"].iloc[0]))
+        if reason is not None:
+            parts.append(title + f"AUROC undefined ({reason} in the analysed split).\n")
             continue
-        table = own.pivot_table(index="k_label", columns="mode", values="auroc", sort=False).reset_index()
+        table = own.pivot_table(
+            index="k_label", columns="mode", values="auroc", sort=False, dropna=False
+        ).reset_index()
         table = table.rename(columns={"k_label": "k", "keep": "kept", "suppress": "suppressed"})
         ref = {
             "paper kept": [paper.KEEP_AUROC.get(concept, {}).get(_as_int(k)) for k in table["k"]],
             "paper suppressed": [paper.SUPPRESS_AUROC.get(concept, {}).get(_as_int(k)) for k in table["k"]],
         }
         table = table.assign(**ref)
-        parts.append(f"\n### {concept} head, latents ranked for {concept}\n\n" + _markdown(table))
+        parts.append(title + _markdown(table))
     parts.append(f"\nPaper columns: {paper.SOURCE}, fine-tuned models.\n")
     return "".join(parts)
 
@@ -116,7 +157,7 @@ def _as_int(label: str) -> int | None:
 
 
 def _top_latent_section(
-    ranked: pd.DataFrame, localisation: pd.DataFrame, latents: pd.DataFrame, concepts
+    ranked: pd.DataFrame, localisation: pd.DataFrame, latents: pd.DataFrame, concepts, score_split: str
 ) -> str:
     parts = ["## Top-10 latents per concept and class, with localisation against the concept's boxes\n"]
     parts.append(
@@ -148,7 +189,8 @@ def _top_latent_section(
                         "AP@0.5": float(metrics["ap50"]) if metrics is not None else float("nan"),
                     }
                 )
-            parts.append(f"\n### {concept}, class {cls}\n\n" + _markdown(pd.DataFrame(rows)))
+            empty = f"_(not ranked: no {score_split} image has {concept} = {cls})_"
+            parts.append(f"\n### {concept}, class {cls}\n\n" + _markdown(pd.DataFrame(rows), empty))
     parts.append(
         "\nFor reference, the paper reports a localisation mAP of about 0.30 for the top 4 class-1 neurons of the "
         "fine-tuned mass model and 0.02-0.05 for the linear probe (VinDr-Mammo).\n"
@@ -169,6 +211,20 @@ def _marker_section(latents: pd.DataFrame, n_marker_boxes: int) -> str:
     )
 
 
+def dataset_line(manifest: dict[str, Any]) -> str:
+    """What the analysed dataset is, by identity (no path of the machine that built the bundle)."""
+    dataset = manifest["inputs"]["dataset"]
+    phantom = dataset.get("phantom")
+    name = dataset.get("name") or dataset.get("root", "")
+    if phantom:
+        return (
+            f"{manifest['dataset_kind']} `{name}` (generator {phantom['generator_version']}, seed {phantom['seed']}, "
+            f"{phantom['parameters'].get('studies')} studies, pixel checksum {phantom['pixel_checksum'][:12]})"
+        )
+    csv = next(iter(dataset["files"].values()))
+    return f"{manifest['dataset_kind']} `{name}` (breast-level CSV sha256 {csv[:12]})"
+
+
 def render(
     manifest: dict[str, Any],
     baselines: pd.DataFrame,
@@ -178,6 +234,7 @@ def render(
     latents: pd.DataFrame,
     quality: dict[str, float],
     n_marker_boxes: int = 0,
+    noise_heads: frozenset[str] = frozenset(),
 ) -> str:
     concepts = manifest["concepts"]
     banner = (
@@ -191,22 +248,22 @@ def render(
     lines = [
         "# Mammo-SAE analysis report\n",
         banner,
-        f"- Dataset: {manifest['dataset_kind']} ({inputs['dataset']['root']}); analysed split "
-        f"`{manifest['splits']['analysis']}` ({manifest['summary']['images']} images), latents ranked on "
-        f"`{manifest['splits']['score']}`",
+        f"- Dataset: {dataset_line(manifest)}; analysed split `{manifest['splits']['analysis']}` "
+        f"({manifest['summary']['images']} images), latents ranked on `{manifest['splits']['score']}`",
         f"- Backbone: {inputs['backbone']['architecture']}, layer `{inputs['backbone']['layer']}`, frame "
         f"{manifest['frame_size'][0]}x{manifest['frame_size'][1]}, token grid {manifest['grid'][0]}x{manifest['grid'][1]}",
         f"- SAE: {sae['architecture']}, {sae['d_in']} -> {sae['d_sae']} latents; on this split FVU "
         f"{_number(quality['fvu'])}, L0 {_number(quality['l0'], 1)}, dead {_number(100 * quality['dead_fraction'], 1)}%",
         f"- Heads: {', '.join(manifest['tasks'])}",
-        f"- Built by: `{manifest['command']}`",
+        f"- Built by (run in the folder that holds the bundle): `{manifest['command']}`",
     ]
+    lines += [f"  - {name}: {meaning}" for name, meaning in manifest.get("placeholders", {}).items()]
     lines += [f"- Warning: {w}" for w in manifest["warnings"]]
     lines.append("")
     body = [
-        _baseline_section(baselines),
+        _baseline_section(baselines, noise_heads),
         _curve_section(curves, concepts),
-        _top_latent_section(ranked, localisation, latents, concepts),
+        _top_latent_section(ranked, localisation, latents, concepts, manifest["splits"]["score"]),
         _marker_section(latents, n_marker_boxes),
     ]
     return "\n".join(lines) + "\n" + "\n".join(part for part in body if part)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from mammo_sae.bundle.render import RGB, to_rgb
 from mammo_sae.data.frames import FrameTransform
-from mammo_sae.render import RGB, to_rgb
 
 COLOUR_MAPS: dict[str, int] = {
     "inferno": cv2.COLORMAP_INFERNO,

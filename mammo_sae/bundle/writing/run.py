@@ -1,0 +1,146 @@
+"""`analyze`: stream a split through backbone + SAE into committed chunks, then assemble the bundle.
+
+    config = AnalyzeConfig(data="data/phantoms", classifier=("clf.safetensors",), sae="runs/sae", out="bundle")
+    summary = analyze(config)
+
+Rerunning the same config resumes an interrupted run at its first missing chunk, or does nothing when the
+bundle is complete. The finished bundle's manifest names no path of this machine outside the bundle; this
+machine's user data folder remembers where the inputs were (``bundle.locations``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from mammo_sae.analysis.frames import resolve_frames
+from mammo_sae.bundle.fingerprints import (
+    backbone_fingerprint,
+    dataset_fingerprint,
+    file_fingerprint,
+    sae_fingerprint,
+)
+from mammo_sae.bundle.format import MANIFEST, WORK_DIR, read_manifest
+from mammo_sae.bundle.locations import remember
+from mammo_sae.bundle.writing.assemble import Split, assemble_bundle
+from mammo_sae.bundle.writing.config import AnalyzeConfig, AnalyzeError
+from mammo_sae.bundle.writing.files import BundleWriter
+from mammo_sae.bundle.writing.manifest import local_command, run_identity
+from mammo_sae.bundle.writing.models import (
+    LoadedInputs,
+    choose_concepts,
+    chunk_models,
+    load_inputs,
+    split_records,
+)
+from mammo_sae.bundle.writing.work import prepare_out, stream_split
+from mammo_sae.core.distributed import LOCAL, device_for
+from mammo_sae.data.frame_policy import FramePolicy
+from mammo_sae.data.vindr import VindrIndex
+from mammo_sae.models import parse_spec
+
+
+def fingerprints_of(config: AnalyzeConfig, inputs: LoadedInputs, out: Path) -> dict[str, Any]:
+    return {
+        "dataset": dataset_fingerprint(config.data, out),
+        "score_dataset": None if config.score_data is None else dataset_fingerprint(config.score_data, out),
+        "backbone": backbone_fingerprint(inputs.backbone, inputs.backbone_source, out),
+        "classifiers": [file_fingerprint(path, out) for path in config.classifier],
+        "sae": sae_fingerprint(config.sae, out),
+    }
+
+
+def frame_policy(config: AnalyzeConfig, index: VindrIndex, inputs: LoadedInputs) -> FramePolicy:
+    """The model-input frame policy of the analysed root (recorded as the manifest's ``"frames"``); a
+    warning joins ``inputs.warnings`` when the SAE's training store was extracted from other frames."""
+    policy, warnings = resolve_frames(
+        config.frames, index, inputs.frame_size, getattr(inputs.sae, "metadata", None)
+    )
+    inputs.warnings += warnings
+    return policy
+
+
+def remember_locations(config: AnalyzeConfig, out: Path, run_id: str) -> None:
+    """Where this machine keeps the inputs, for the reader (the manifest holds none of these paths)."""
+    weights = parse_spec(config.backbone).path if config.backbone else None
+    remember(
+        out,
+        run_id,
+        {
+            "dataset": config.data,
+            "score_dataset": config.score_data,
+            "classifiers": list(config.classifier),
+            "sae": config.sae,
+            "backbone_weights": weights,
+            "command": local_command(config),
+        },
+    )
+
+
+def analyze(config: AnalyzeConfig) -> dict[str, Any]:
+    """Run (or resume) an analysis and return its JSON summary."""
+    config.validate()
+    started = time.perf_counter()
+    out = Path(config.out)
+    device = device_for(LOCAL, config.device)
+    index = VindrIndex.load(config.data)
+    concepts = choose_concepts(config, index)
+    score_index = index if config.score_data is None else VindrIndex.load(config.score_data)
+    lacking = [c for c in concepts if c not in score_index.categories]
+    if lacking:
+        raise AnalyzeError(f"the score data {config.score_data} has no label columns {lacking}")
+    inputs = load_inputs(config, device)
+    frames = frame_policy(config, index, inputs)
+    records, missing = split_records(index, config.split, config.limit, frames)
+    score_frames = (  # "auto" is resolved once per dataset root
+        frames
+        if config.score_data is None
+        else FramePolicy.resolve(config.frames, score_index, inputs.frame_size)
+    )
+    same_split = config.score_split == config.split and config.score_data is None
+    score_records, score_missing = (
+        (records, missing)
+        if same_split
+        else split_records(score_index, config.score_split, config.limit, score_frames)
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprints = fingerprints_of(config, inputs, out)
+    run_id = run_identity(config, fingerprints)
+    if prepare_out(out, run_id, config.overwrite) == "done":
+        remember_locations(config, out, run_id)
+        return read_manifest(out)["summary"] | {"bundle": str(out), "resumed": "already complete"}
+    models = chunk_models(inputs, device)
+    total = len(records) + (0 if same_split else len(score_records))
+    work = out / WORK_DIR
+    with tqdm(total=total, desc="analyze", unit="img", disable=not config.progress) as bar:
+        analysis_chunks = stream_split(records, "analysis", work, models, config, inputs.frame_size, bar)
+        score_chunks = (
+            analysis_chunks
+            if same_split
+            else stream_split(score_records, "score", work, models, config, inputs.frame_size, bar)
+        )
+    (out / MANIFEST).unlink(missing_ok=True)  # the bundle being replaced is incomplete from here on
+    run = {
+        "fingerprints": fingerprints,
+        "run_id": run_id,
+        "heads": (models.heads_w_hd.cpu().numpy(), models.heads_b_h.cpu().numpy()),
+        "missing": {**missing, **score_missing},
+        "frame_policy": frames,
+    }
+    summary = assemble_bundle(
+        BundleWriter(out),
+        config,
+        inputs,
+        concepts,
+        Split(index, records, analysis_chunks),
+        Split(score_index, score_records, score_chunks),
+        run,
+    )
+    remember_locations(config, out, run_id)
+    shutil.rmtree(work, ignore_errors=True)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    return summary
