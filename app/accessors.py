@@ -31,6 +31,7 @@ from mammo_sae.bundle.roots import BundlePathError, bundle_roots, resolve_bundle
 from mammo_sae.bundle.stamps import FileStamp, bundle_stamp, dataset_stamp, file_stamp
 from mammo_sae.bundle.viewer import ViewOptions, render_case_view, render_live, render_view
 from mammo_sae.core.errors import MammoSaeError
+from mammo_sae.core.user_data import user_data_dir
 from mammo_sae.data.dicom import MammogramDicom, display_image, read_mammogram
 from mammo_sae.data.phantom import is_phantom_dataset
 from mammo_sae.data.png import decode_png
@@ -38,7 +39,6 @@ from mammo_sae.data.vindr import VindrIndex
 from mammo_sae.demo import (
     DEMO_DIR,
     DemoError,
-    cache_dir,
     demo_bundle_dir,
     demo_dataset_ready,
     demo_dataset_root,
@@ -99,7 +99,7 @@ def default_bundle_path() -> str:
 def allowed_bundle_roots() -> tuple[Path, ...]:
     """The folders bundles may be opened from: the repository's weights/, the user cache, every
     MAMMO_SAE_BUNDLE_ROOTS entry and MAMMO_SAE_BUNDLE."""
-    return bundle_roots((DEMO_DIR.parent, cache_dir()))
+    return bundle_roots((DEMO_DIR.parent, user_data_dir()))
 
 
 def notes_location() -> Path:
@@ -111,7 +111,7 @@ def notes_location() -> Path:
             return Path(args[i + 1]).expanduser()
         if arg.startswith(NOTES_FLAG + "="):
             return Path(arg.split("=", 1)[1]).expanduser()
-    return Path(os.environ.get(NOTES_ENV) or cache_dir() / "notes").expanduser()
+    return Path(os.environ.get(NOTES_ENV) or user_data_dir() / "notes").expanduser()
 
 
 # --- the bundle ---------------------------------------------------------------------------------------------

@@ -132,3 +132,34 @@ def test_a_note_on_the_demo_goes_to_the_data_folder_not_the_repository(
     saved = notes_folder(read_manifest(demo_bundle_dir()), tmp_path / "notes") / "latent_notes.json"
     entry = json.loads(saved.read_text())["7"]
     assert (entry["name"], entry["author"]) == ("specks", "Dr. Ada") and entry["updated"].endswith("+00:00")
+
+
+def test_one_generation_runs_for_every_session_and_a_failed_one_is_retried(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import sys
+    import threading
+
+    sys.path.insert(0, str(Path(HOME).parent))
+    import accessors
+
+    release, calls = threading.Event(), []
+
+    def generate(*, cache: Path, progress) -> Path:
+        calls.append(cache)
+        progress(1, 2)
+        release.wait(30)
+        if len(calls) == 1:
+            raise OSError("disk full")
+        return cache
+
+    monkeypatch.setattr(accessors, "ensure_demo_dataset", generate)
+    root = tmp_path / "cache" / "phantoms-heldout-x"
+    first = accessors._generation(root)
+    assert accessors._generation(root) is first, "a rerun or a second session joins the running generation"
+    release.set()
+    first.thread.join(30)
+    assert (first.finished, str(first.error), (first.done, first.total)) == (True, "disk full", (1, 2))
+    retry = accessors._generation(root)
+    retry.thread.join(30)
+    assert retry is not first and retry.error is None and calls == [root.parent, root.parent]

@@ -60,6 +60,11 @@ def test_quick_demo_runs_the_whole_pipeline(tmp_path: Path, capsys) -> None:
         "analyze",
     }
     assert summary["quality"]["classifier_auroc"].keys() == {"calcification", "mass"}
+    # the recorded commands name no folder of the build machine: WORK and OUT stand for them
+    recorded = json.dumps(manifest["stages"])
+    assert str(tmp_path) not in recorded and str(tmp_path.resolve()) not in recorded
+    assert "--out WORK/finetune" in manifest["stages"]["finetune"]["command"]
+    assert set(manifest["placeholders"]) == {"WORK", "OUT"}
     bundle = Bundle.open(tmp_path / "out" / "bundle")
     assert bundle.synthetic and bundle.manifest["splits"] == {"analysis": "test", "score": "training"}
     assert quality.measure(bundle) == manifest["quality"]
@@ -96,6 +101,9 @@ def test_shipped_demo_is_within_budget_and_labelled_synthetic() -> None:
     assert {"torch", "cpu_threads", "cpu_native_bf16"} <= machine
     bundle = Bundle.open(demo_bundle_dir())
     assert bundle.synthetic and "SYNTHETIC PHANTOM DATA" in bundle.report_text()
+    for shipped_file in (DEMO_DIR / "demo.json", DEMO_DIR / "bundle" / "manifest.json"):
+        text = shipped_file.read_text()
+        assert "/tmp" not in text and "../" not in text, f"{shipped_file.name} names a build-machine folder"
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mammo_sae.bundle.overlays import (
+    blend_heatmap,
+    frame_heatmap,
+    heatmap_on_original,
+    patch_crop,
+    zoom_region,
+)
 from mammo_sae.data.frames import AxisMap, FrameTransform
-from mammo_sae.bundle.overlays import blend_heatmap, frame_heatmap, heatmap_on_original, patch_crop, zoom_region
 
 
 def transform(shape=(1000, 800), crop_x=(100, 700), crop_y=(50, 950), frame=(150, 90)) -> FrameTransform:

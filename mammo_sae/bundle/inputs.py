@@ -19,8 +19,8 @@ from typing import Any
 
 from mammo_sae.bundle.fingerprints import DATASET_FILES
 from mammo_sae.bundle.format import resolve_from
-from mammo_sae.bundle.locations import user_data_dir
 from mammo_sae.core.hashing import sha256_file
+from mammo_sae.core.user_data import user_data_dir
 from mammo_sae.data.phantom import is_phantom_dataset, load_manifest
 from mammo_sae.models import parse_spec
 from mammo_sae.sae import CONFIG_FILE, WEIGHTS_FILE

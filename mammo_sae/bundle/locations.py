@@ -11,20 +11,14 @@ checked against the manifest's hashes before it is used (``bundle.inputs``).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from mammo_sae.core.atomic import atomic_write_text
 from mammo_sae.core.hashing import sha256_text, strict_json_text
+from mammo_sae.core.user_data import user_data_dir
 
-CACHE_ENV = "MAMMO_SAE_CACHE"
 LOCATIONS_DIR = "input-locations"
-
-
-def user_data_dir() -> Path:
-    """``$MAMMO_SAE_CACHE`` or ``~/.cache/mammo-sae`` (never inside the repository)."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mammo-sae")
 
 
 def record_path(folder: Path) -> Path:

@@ -21,8 +21,9 @@ from mammo_sae.analysis.interventions import HeadLinear, contributions, shortcut
 from mammo_sae.bundle import format as bf
 from mammo_sae.bundle.fingerprints import phantom_command
 from mammo_sae.bundle.inputs import DATA_ENV, InputLocations, backbone_spec, dataset_matches, locate_inputs
-from mammo_sae.bundle.locations import recall, remember, user_data_dir
+from mammo_sae.bundle.locations import recall, remember
 from mammo_sae.core.hashing import check_files
+from mammo_sae.core.user_data import user_data_dir
 
 
 class Bundle:

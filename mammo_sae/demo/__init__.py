@@ -8,7 +8,6 @@ commands (``python -m mammo_sae.demo``) and shipped in ``weights/demo``. Synthet
 from mammo_sae.demo.dataset import (
     DEMO_DIR,
     DemoError,
-    cache_dir,
     demo_bundle_dir,
     demo_dataset_ready,
     demo_dataset_root,
@@ -19,7 +18,6 @@ from mammo_sae.demo.dataset import (
 __all__ = [
     "DEMO_DIR",
     "DemoError",
-    "cache_dir",
     "demo_bundle_dir",
     "demo_dataset_ready",
     "demo_dataset_root",

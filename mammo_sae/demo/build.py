@@ -147,6 +147,25 @@ def build_machine() -> dict[str, Any]:
 STORE_PLACEHOLDER = "<the store of the extract stage>"  # a train stage's --store, known once extract ran
 
 
+STAGE_PLACEHOLDERS = {
+    "WORK": "the build's work folder (python -m mammo_sae.demo --work; default: a folder in the user data folder)",
+    "OUT": "the demo folder (python -m mammo_sae.demo --out)",
+}
+
+
+def portable_stages(timings: dict[str, dict[str, Any]], work: Path, out: Path) -> dict[str, dict[str, Any]]:
+    """The stage records of ``demo.json`` with the build machine's folders replaced by ``WORK`` / ``OUT``:
+    the shipped demo names no folder of the machine that built it."""
+
+    def portable(command: str) -> str:
+        for folder, name in sorted(((work, "WORK"), (out, "OUT")), key=lambda pair: -len(str(pair[0]))):
+            for spelling in {str(folder), str(folder.resolve())}:
+                command = command.replace(spelling, name)
+        return command
+
+    return {stage: {**record, "command": portable(record["command"])} for stage, record in timings.items()}
+
+
 @dataclass
 class Stage:
     """One step of the build: a command's config object (the command line is generated from it)."""
@@ -440,7 +459,8 @@ def build(
             "train": _dataset_record(work / "phantoms-train"),
             "heldout": _dataset_record(work / "phantoms-heldout"),
         },
-        "stages": timings,
+        "stages": portable_stages(timings, work, out),
+        "placeholders": STAGE_PLACEHOLDERS,
         "machine": build_machine(),
         "build_seconds": round(sum(t["seconds"] for t in timings.values()), 1),
         "this_run_seconds": round(time.perf_counter() - started, 1),

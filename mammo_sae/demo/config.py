@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mammo_sae.core.config_cli import knob
-from mammo_sae.demo.dataset import DEMO_DIR, DemoError, cache_dir
+from mammo_sae.core.user_data import user_data_dir
+from mammo_sae.demo.dataset import DEMO_DIR, DemoError
 
 # every stage a plan can have, in build order (a plan without crops or a TopK SAE skips those)
 STAGE_NAMES = (
@@ -61,10 +62,10 @@ class DemoConfig:
         return "quick" if self.quick else "full"
 
     def out_dir(self) -> Path:
-        return Path(self.out) if self.out is not None else cache_dir() / f"demo-{self.plan_name}"
+        return Path(self.out) if self.out is not None else user_data_dir() / f"demo-{self.plan_name}"
 
     def work_dir(self) -> Path:
-        return Path(self.work) if self.work is not None else cache_dir() / f"demo-{self.plan_name}-work"
+        return Path(self.work) if self.work is not None else user_data_dir() / f"demo-{self.plan_name}-work"
 
     def validate(self) -> DemoConfig:
         if self.workers < 0:

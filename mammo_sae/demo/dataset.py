@@ -5,13 +5,13 @@ generator change that alters pixels is caught here, not shown as if nothing happ
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mammo_sae.core.errors import MammoSaeError
+from mammo_sae.core.user_data import user_data_dir
 from mammo_sae.data.phantom import (
     GENERATOR_VERSION,
     PhantomConfig,
@@ -22,7 +22,6 @@ from mammo_sae.data.phantom import (
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "weights" / "demo"
 DEMO_MANIFEST = "demo.json"
-CACHE_ENV = "MAMMO_SAE_CACHE"
 
 
 class DemoError(MammoSaeError):
@@ -38,11 +37,6 @@ def rebuild_command(demo_dir: Path | None = None) -> str:
 
 def demo_bundle_dir(demo_dir: Path | None = None) -> Path:
     return (demo_dir or DEMO_DIR) / "bundle"
-
-
-def cache_dir() -> Path:
-    """``$MAMMO_SAE_CACHE`` or ``~/.cache/mammo-sae`` (never inside the repository)."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mammo-sae")
 
 
 def read_demo_manifest(demo_dir: Path | None = None) -> dict[str, Any]:
@@ -83,7 +77,7 @@ def demo_dataset_root(
 ) -> Path:
     """Where the demo dataset ``which`` is (or will be) regenerated in the cache."""
     record = read_demo_manifest(demo_dir)["datasets"][which]
-    return (cache or cache_dir()) / f"phantoms-{which}-{record['pixel_checksum'][:12]}"
+    return (cache or user_data_dir()) / f"phantoms-{which}-{record['pixel_checksum'][:12]}"
 
 
 def demo_dataset_ready(
