@@ -10,27 +10,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from mammo_sae.core.config_cli import Command, module_prog
-from mammo_sae.data.phantom import generate_dataset
+from mammo_sae.data.phantom import generate_from_config
 from mammo_sae.data.phantom.config import PhantomRunConfig
-
-
-def run(config: PhantomRunConfig) -> dict[str, Any]:
-    return generate_dataset(
-        config.out,
-        config.generator,
-        overwrite=config.overwrite,
-        workers=config.workers,
-        progress=config.progress,
-    )
-
 
 COMMAND = Command(
     prog=module_prog("phantom"),
     config=PhantomRunConfig,
-    job=run,
+    job=generate_from_config,
     description=(
         "Generate synthetic mammography phantoms (NOT patient data, no diagnostic validity) in the "
         "VinDr-Mammo layout: images/<study>/<image>.dicom, breast-level and finding CSVs, metadata.csv, "

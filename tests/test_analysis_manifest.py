@@ -50,8 +50,8 @@ def test_a_manifest_names_no_folder_of_the_machine_that_built_it(
     assert "../" not in text and '"root"' not in text and '"path"' not in text
     assert (
         manifest["command"]
-        == "python -m mammo_sae.analyze --data DATA --classifier CLASSIFIER --sae SAE --out bundle"
-    )
+        == "python -m mammo_sae.analyze --data DATA --classifier CLASSIFIER --sae SAE --out bundle --chunk-images 3"
+    )  # generated from the config: every knob that shapes the bundle or its work folder, none that only runs it
     assert set(manifest["placeholders"]) == {"DATA", "CLASSIFIER", "SAE"}
     assert manifest["placeholders"]["DATA"].startswith(
         "the synthetic phantoms made by: python -m mammo_sae.phantom"

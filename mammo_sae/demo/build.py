@@ -28,7 +28,7 @@ from mammo_sae.core.config_cli import command_line, config_argv, hw_size, module
 from mammo_sae.core.distributed import LOCAL
 from mammo_sae.core.errors import MammoSaeError
 from mammo_sae.core.precision import cpu_has_native_bf16
-from mammo_sae.data.phantom import GENERATOR_VERSION, PhantomConfig, generate_dataset, load_manifest
+from mammo_sae.data.phantom import GENERATOR_VERSION, PhantomConfig, generate_from_config, load_manifest
 from mammo_sae.data.phantom.config import PhantomRunConfig
 from mammo_sae.demo import quality
 from mammo_sae.demo.config import TOY_NOTE
@@ -299,13 +299,7 @@ def run_stage(stage: Stage) -> dict[str, Any]:
     """Call the library function of a stage's command with its config; returns the command's summary."""
     config = stage.config
     if stage.command == "phantom":
-        return generate_dataset(
-            config.out,
-            config.generator,
-            overwrite=config.overwrite,
-            workers=config.workers,
-            progress=config.progress,
-        )
+        return generate_from_config(config)
     if stage.command == "finetune":
         from mammo_sae.finetuning.loop import finetune
 

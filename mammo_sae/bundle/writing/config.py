@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from mammo_sae.analysis.interventions import parse_ks
 from mammo_sae.analysis.localisation import MapThreshold
 from mammo_sae.analysis.scores import RANK_BY
-from mammo_sae.core.config_cli import REQUIRED, knob
+from mammo_sae.core.config_cli import REQUIRED, command_line, knob, module_prog
 from mammo_sae.core.errors import MammoSaeError
 from mammo_sae.data.frame_policy import FRAMES, FRAMES_HELP, SPLITS
 
@@ -119,29 +118,8 @@ class AnalyzeConfig:
 
     def command(self, locations: dict[str, str | tuple[str, ...] | None] | None = None) -> str:
         """The command line that (re)builds this bundle; ``locations`` replaces the values of location knobs
-        (e.g. with placeholders, for a manifest that records no path of this machine)."""
-        values = {name: getattr(self, name) for name in LOCATION_KNOBS} | dict(locations or {})
-        parts = ["python -m mammo_sae.analyze", f"--data {shlex.quote(values['data'])}"]
-        parts += [f"--classifier {shlex.quote(path)}" for path in values["classifier"]]
-        parts += [f"--sae {shlex.quote(values['sae'])}", f"--out {shlex.quote(values['out'])}"]
-        defaults = AnalyzeConfig(data="", classifier=("",), sae="", out="")
-        for name in (
-            "backbone",
-            "split",
-            "score_split",
-            "score_data",
-            "limit",
-            "frames",
-            "concepts",
-            "rank_by",
-            "ks",
-            "top_patches",
-            "localise_top",
-            "threshold",
-            "threshold_value",
-            "codes_top_n",
-        ):
-            value = values.get(name, getattr(self, name))
-            if getattr(self, name) != getattr(defaults, name):
-                parts.append(f"--{name.replace('_', '-')} {shlex.quote(str(value))}")
-        return " ".join(parts)
+        (e.g. with placeholders, for a manifest that records no path of this machine). Knobs that change
+        only how the run goes are left at their defaults."""
+        assert set(locations or {}) <= set(LOCATION_KNOBS), "only location knobs take placeholders"
+        runtime = {field.name: field.default for field in fields(self) if field.name in RUNTIME_KNOBS}
+        return command_line(module_prog("analyze"), replace(self, **(dict(locations or {}) | runtime)))

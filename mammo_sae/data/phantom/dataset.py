@@ -23,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -46,6 +47,7 @@ from mammo_sae.data.phantom.config import (
     OutputNotEmptyError,
     PhantomConfig,
     PhantomError,
+    PhantomRunConfig,
 )
 from mammo_sae.data.phantom.encoding import build_encoding
 from mammo_sae.data.phantom.plan import ImagePlan, plan_dataset
@@ -597,3 +599,14 @@ def verify_dataset(root: str | os.PathLike[str], *, pixels: bool = True) -> list
     if pixels and not problems and pixel_checksum(root) != manifest["pixel_checksum"]["value"]:
         problems.append("pixel checksum differs from the manifest")
     return problems
+
+
+def generate_from_config(config: PhantomRunConfig) -> dict[str, Any]:
+    """`python -m mammo_sae.phantom` as a library call: generate the dataset a run config describes."""
+    return generate_dataset(
+        config.out,
+        config.generator,
+        overwrite=config.overwrite,
+        workers=config.workers,
+        progress=config.progress,
+    )
