@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 
 import numpy as np
 import pytest
@@ -16,7 +15,6 @@ from mammo_sae.data.dicom import (
     FULL_RANGE,
     DicomEncoding,
     LookupTable,
-    MammogramDicom,
     WindowPreset,
     apply_window,
     display_image,
@@ -198,28 +196,3 @@ def test_rescale_and_modality_lut_sequence_feed_the_window(tmp_path):
 def test_lookup_table_clamps_outside_inputs():
     lut = LookupTable(first_mapped=10, data=np.array([0.0, 5.0, 9.0]), bits=4)
     np.testing.assert_array_equal(lut.apply(np.array([0, 10, 11, 12, 99])), [0, 0, 5, 9, 9])
-
-
-def test_display_of_a_full_size_mammogram_is_fast():
-    rng = np.random.default_rng(0)
-    stored = rng.integers(0, 4096, size=(3000, 2400), dtype=np.uint16)
-    image = MammogramDicom(
-        stored=stored,
-        photometric="MONOCHROME1",
-        metadata=None,  # type: ignore[arg-type]
-        window_presets=[WindowPreset(2000, 3000, "W")],
-        bits_stored=12,
-        rescale_slope=1.0,
-        rescale_intercept=0.0,
-        voi_lut_function="SIGMOID",
-        pixel_padding_value=0,
-    )
-    display_image(image)  # warm-up: first touches of fresh memory are slow
-    best = min(_seconds(display_image, image) for _ in range(3))
-    assert best < 1.0, f"display_image took {best:.2f} s on 3000x2400"
-
-
-def _seconds(fn, *args) -> float:
-    start = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - start
