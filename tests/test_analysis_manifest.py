@@ -16,7 +16,7 @@ from analysis_fixtures import Setting, analyze_config
 from mammo_sae import analyze as analyze_cli
 from mammo_sae import phantom as phantom_cli
 from mammo_sae.bundle import Bundle, BundleError, BundleStaleError, DatasetNotFoundError
-from mammo_sae.bundle.fingerprints import without_locations
+from mammo_sae.bundle.format import without_locations
 from mammo_sae.bundle.locations import recall, remember
 from mammo_sae.bundle.writing import analyze
 from mammo_sae.core.user_data import CACHE_ENV

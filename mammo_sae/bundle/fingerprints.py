@@ -22,7 +22,6 @@ DATASET_FILES = ("breast-level_annotations.csv", "finding_annotations.csv")
 SYNTHETIC_KIND, VINDR_KIND = "synthetic phantoms", "VinDr-Mammo"
 WEIGHTS_PLACEHOLDER = "BACKBONE_WEIGHTS"
 #: keys of an input record that say where it is, not what it is
-LOCATION_KEYS = frozenset({"root", "path", "name", "weights_file", "weights_path", "weights_name"})
 
 
 def state_digest(module: torch.nn.Module) -> str:
@@ -33,15 +32,6 @@ def state_digest(module: torch.nn.Module) -> str:
         digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}\n".encode())
         digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
     return digest.hexdigest()
-
-
-def without_locations(value: Any) -> Any:
-    """An input record (or a structure of them) without the keys that say where an input is."""
-    if isinstance(value, Mapping):
-        return {k: without_locations(v) for k, v in value.items() if k not in LOCATION_KEYS}
-    if isinstance(value, list):
-        return [without_locations(v) for v in value]
-    return value
 
 
 def _where(path: str | os.PathLike[str], key: str, folder: Path) -> dict[str, str]:

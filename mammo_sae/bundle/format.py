@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +177,16 @@ def damaged_error(folder: Path, command: str, problems: list[str]) -> BundleErro
     return BundleError(
         f"the bundle {folder} is damaged: {'; '.join(problems[:5])}; rebuild it with:\n  {command} --overwrite"
     )
+
+
+#: keys of an input record that say where the input is, not what it is
+LOCATION_KEYS = frozenset({"root", "path", "name", "weights_file", "weights_path", "weights_name"})
+
+
+def without_locations(value: Any) -> Any:
+    """An input record (or a structure of them) without the keys that say where an input is."""
+    if isinstance(value, Mapping):
+        return {k: without_locations(v) for k, v in value.items() if k not in LOCATION_KEYS}
+    if isinstance(value, list):
+        return [without_locations(v) for v in value]
+    return value

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from mammo_sae.bundle.format import BundleError
+from mammo_sae.bundle.format import BundleError, without_locations
 from mammo_sae.core.atomic import atomic_write_text
 from mammo_sae.core.errors import os_error_message
 from mammo_sae.core.hashing import sha256_json
@@ -37,24 +37,13 @@ CATEGORIES = ("calcification", "mass", "artifact / marker", "anatomy", "unclear"
 MAX_NAME, MAX_NOTE, MAX_AUTHOR = 80, 2000, 80
 COLUMNS = ["latent", "name", "category", "note", "author", "updated"]
 EMPTY_ENTRY = {"name": "", "category": "unclear", "note": ""}
-LOCATION_KEYS = frozenset(  # where inputs were found (bundle.inputs.LOCATION_KEYS): not part of what they are
-    {"root", "path", "name", "weights_file", "weights_path", "weights_name"}
-)
-
-
-def _without_locations(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _without_locations(v) for k, v in value.items() if k not in LOCATION_KEYS}
-    if isinstance(value, list):
-        return [_without_locations(v) for v in value]
-    return value
 
 
 def bundle_identity(manifest: Mapping[str, Any]) -> str:
     """A short hash of what a bundle was computed from (its inputs' content hashes, the SAE, the heads),
     without any location: the same for a copy, a move or a rebuild from the same inputs."""
     identity = {
-        "inputs": _without_locations(manifest["inputs"]),
+        "inputs": without_locations(manifest["inputs"]),
         "sae": manifest.get("sae"),
         "tasks": manifest.get("tasks"),
     }

@@ -23,8 +23,8 @@ from mammo_sae.bundle.fingerprints import (
     WEIGHTS_PLACEHOLDER,
     phantom_command,
     portable_spec,
-    without_locations,
 )
+from mammo_sae.bundle.format import without_locations
 from mammo_sae.bundle.writing.config import LOCATION_KNOBS, RUNTIME_KNOBS, AnalyzeConfig
 from mammo_sae.core.hashing import sha256_json
 from mammo_sae.models import parse_spec
