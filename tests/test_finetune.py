@@ -204,3 +204,16 @@ def test_options_of_a_mode_that_is_off_do_not_change_the_run_identity() -> None:
     assert loop.run_identity(replace(base, ema_decay=0.99)) != same
     boxed = replace(base, box_weight=1.0)
     assert loop.run_identity(replace(boxed, box_head="tied")) != loop.run_identity(boxed)
+
+
+def test_the_run_identity_follows_the_resolved_frame_source() -> None:
+    """``--frames auto`` resumes only while it resolves to the same source: PNGs that appear in the root
+    since the checkpoint make it another run; asking for the source it resolved to is the same run."""
+    from dataclasses import replace
+
+    from mammo_sae.finetuning.config import FinetuneConfig
+
+    base = FinetuneConfig(data="d", backbone="timm:resnet18", out="o")
+    dicom = loop.run_identity(base, FramePolicy("dicom", "auto"))
+    assert loop.run_identity(base, FramePolicy("png", "auto")) != dicom
+    assert loop.run_identity(replace(base, frames="dicom"), FramePolicy("dicom", "dicom")) == dicom

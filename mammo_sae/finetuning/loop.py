@@ -70,10 +70,13 @@ def inert_knobs(config: FinetuneConfig) -> set[str]:
     return inert
 
 
-def run_identity(config: FinetuneConfig) -> str:
-    """What a checkpoint must match to be resumed: every knob that changes the weights."""
+def run_identity(config: FinetuneConfig, frames: FramePolicy | None = None) -> str:
+    """What a checkpoint must match to be resumed: every knob that changes the weights, with ``--frames``
+    as resolved for the root (``auto`` that now finds PNGs is another run)."""
     ignored = inert_knobs(config)
     knobs = {k: v for k, v in asdict(config).items() if k not in ignored}
+    if frames is not None:
+        knobs["frames"] = frames.source
     return sha256_json({"config": knobs, "version": __version__})
 
 
@@ -213,7 +216,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     optimizer = _optimizer(model, config, token_head)
     ema = weight_average(model, config.ema_decay)
     out.mkdir(parents=True, exist_ok=True)
-    identity = run_identity(config)
+    identity = run_identity(config, frames)
     state = _resume_state(out / CHECKPOINT, identity) if config.resume else None
     if state is not None:
         model.load_state_dict(state["model"])
