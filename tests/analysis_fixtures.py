@@ -117,3 +117,19 @@ def constant_feature_classifier(path: Path) -> Path:
             torch.nn.init.normal_(head.weight, std=0.5)
     save_classifier(classifier, path)
     return path
+
+
+def model_inputs(setting: Setting, bundle: Any, count: int) -> Any:
+    """The model inputs (count, 3, H, W) of the first ``count`` images of ``bundle``, framed as analysis
+    frames them."""
+    import torch
+
+    from mammo_sae.analysis.frames import AnalysisFrames, AnalysisRecord
+    from mammo_sae.data.vindr import VindrIndex
+
+    index = VindrIndex.load(setting.data)
+    paths = index.images.set_index("image_id")["path"]
+    ids = bundle.images["image_id"].tolist()[:count]
+    records = [AnalysisRecord(i, image_id, paths[image_id]) for i, image_id in enumerate(ids)]
+    dataset = AnalysisFrames(records, FRAME_HW)
+    return torch.stack([dataset[i][1] for i in range(len(records))])

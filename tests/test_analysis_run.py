@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from analysis_fixtures import FRAME_HW, Setting, analyze_args
+from analysis_fixtures import FRAME_HW, Setting, analyze_args, model_inputs
 
 from mammo_sae import analyze as analyze_cli
 from mammo_sae.analysis.frames import AnalysisFrames, AnalysisRecord
@@ -40,15 +40,6 @@ def bundle_path(analysis_bundle_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def bundle(bundle_path: Path) -> Bundle:
     return Bundle.open(bundle_path, verify=True)
-
-
-def model_inputs(setting: Setting, bundle: Bundle, count: int) -> torch.Tensor:
-    index = VindrIndex.load(setting.data)
-    paths = index.images.set_index("image_id")["path"]
-    ids = bundle.images["image_id"].tolist()[:count]
-    records = [AnalysisRecord(i, image_id, paths[image_id]) for i, image_id in enumerate(ids)]
-    dataset = AnalysisFrames(records, FRAME_HW)
-    return torch.stack([dataset[i][1] for i in range(len(records))])
 
 
 def test_bundle_is_complete_and_labelled_synthetic(bundle: Bundle) -> None:
