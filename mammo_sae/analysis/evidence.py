@@ -44,9 +44,10 @@ def sae_evidence(
     decoder_bias_h = np.asarray(decoder_bias_h, dtype=np.float64).reshape(-1)
     if decoder_bias_h.shape != (effect_lh.shape[1],):
         raise EvidenceError(f"decoder_bias_h needs one value per head, got shape {decoder_bias_h.shape}")
-    n = z_tl.shape[0]
-    share_th = (z_tl @ effect_lh + decoder_bias_h) / n
-    return share_th.T.reshape(-1, *grid)
+    tokens, latents = np.nonzero(z_tl)  # codes are sparse: only the active entries count
+    share_th = np.zeros((z_tl.shape[0], effect_lh.shape[1]))
+    np.add.at(share_th, tokens, z_tl[tokens, latents, None] * effect_lh[latents])
+    return ((share_th + decoder_bias_h) / z_tl.shape[0]).T.reshape(-1, *grid)
 
 
 def latent_evidence(
@@ -57,14 +58,14 @@ def latent_evidence(
     z_tl, effect_lh = _codes_and_effects(z_tl, grid, effect_lh)
     if not 0 <= latent < z_tl.shape[1]:
         raise EvidenceError(f"latent {latent} is outside the SAE's {z_tl.shape[1]} latents")
-    share_th = np.outer(z_tl[:, latent], effect_lh[latent]) / z_tl.shape[0]
+    share_th = np.outer(z_tl[:, latent].astype(np.float64), effect_lh[latent]) / z_tl.shape[0]
     return share_th.T.reshape(-1, *grid)
 
 
 def _codes_and_effects(
     z_tl: np.ndarray, grid: tuple[int, int], effect_lh: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    z_tl = np.asarray(z_tl, dtype=np.float64)
+    z_tl = np.asarray(z_tl)  # float32 codes stay float32; products are taken in float64
     effect_lh = np.asarray(effect_lh, dtype=np.float64)
     if z_tl.ndim != 2 or z_tl.shape[0] != grid[0] * grid[1]:
         raise EvidenceError(f"codes must be [tokens = {grid[0]} x {grid[1]}, latents], got {z_tl.shape}")
@@ -108,6 +109,14 @@ class EvidenceMaps:
         return self.bias_h + maps.sum(axis=(1, 2))
 
 
+def decoder_effects(sae: SparseAutoencoder, weight_hd: torch.Tensor, rows: int = 4096) -> np.ndarray:
+    """[latents, heads] float64 ``W_dec @ w_h``, a block of dictionary rows at a time (no float64 copy of
+    the whole dictionary)."""
+    w_dec_ld = sae.W_dec.detach()
+    blocks = [w_dec_ld[i : i + rows].double() @ weight_hd.T for i in range(0, w_dec_ld.shape[0], rows)]
+    return torch.cat(blocks).numpy()
+
+
 @torch.inference_mode()
 def image_evidence(
     classifier: Classifier, sae: SparseAutoencoder, pixels_3hw: torch.Tensor, tasks: tuple[str, ...]
@@ -122,15 +131,15 @@ def image_evidence(
         raise EvidenceError(f"the SAE takes {sae.d_in} features but the classifier's feature map has {d}")
     weight_hd, bias_h = stacked_heads([classifier], tasks)
     x_td = fmap_dhw.reshape(d, gh * gw).T.to(sae.dtype)
-    z_tl = sae.encode(x_td).double()
-    w_dec_ld, b_dec_d = sae.W_dec.detach().double(), sae.b_dec.detach().double()
-    effect_lh = (w_dec_ld @ weight_hd.T).numpy()
+    z_tl = sae.encode(x_td).float()
+    effect_lh = decoder_effects(sae, weight_hd)
+    b_dec_d = sae.b_dec.detach().double()
     maps = EvidenceMaps(
         tasks=tuple(tasks),
         original_hgw=feature_evidence(fmap_dhw.numpy(), weight_hd.numpy()),
         sae_hgw=sae_evidence(z_tl.numpy(), (gh, gw), effect_lh, (weight_hd @ b_dec_d).numpy()),
         bias_h=bias_h.numpy(),
-        z_tl=z_tl.float().numpy(),
+        z_tl=z_tl.numpy(),
         effect_lh=effect_lh,
     )
     assert maps.original_hgw.shape == maps.sae_hgw.shape == (len(tasks), gh, gw)
