@@ -13,8 +13,11 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from mammo_sae.analysis.codes import TokenCodes
+from mammo_sae.analysis.latent_table import localisation_table
 from mammo_sae.analysis.localisation import (
     THRESHOLD_METHODS,
     LocalisationError,
@@ -28,9 +31,18 @@ from mammo_sae.analysis.localisation import (
     mean_best_iou,
     peak_point,
     point_in_boxes,
+    pointing_hits,
     predicted_boxes,
     threshold_mask,
     upsample_map,
+)
+from mammo_sae.analysis.peaks import (
+    BOX,
+    FRAME_BOX,
+    PointingScreen,
+    image_tolerance,
+    marker_latents,
+    pointing_tolerances,
 )
 from mammo_sae.core.errors import MammoSaeError
 
@@ -154,6 +166,43 @@ def test_point_in_boxes_with_a_tolerance_grows_every_side() -> None:
         point_in_boxes((15, 25), gt, tolerance=-1.0)
 
 
+def test_point_in_boxes_with_a_tolerance_per_axis() -> None:
+    gt = boxes((10, 20, 20, 30))
+    assert point_in_boxes((24.0, 25), gt, tolerance=(4.0, 0.0))  # 4 px right: x grows by 4
+    assert not point_in_boxes((15, 16.0), gt, tolerance=(4.0, 0.0))  # 4 px above: y does not grow
+    assert point_in_boxes((15, 16.0), gt, tolerance=(0.0, 4.0)) and point_in_boxes((24, 34), gt, (4.0, 4.0))
+    for bad in ((1.0,), (1.0, -2.0), (1.0, math.nan), "4"):
+        with pytest.raises(LocalisationError, match="tolerance"):
+            point_in_boxes((15, 25), gt, tolerance=bad)
+
+
+def test_localise_takes_an_x_y_tolerance_per_image() -> None:
+    """The hot token (2, 1) peaks at (15, 25); a box 6 px to its right is reached by an x tolerance of 8 and
+    not by a y tolerance of 8; a box 6 px below it, the other way round."""
+    token_map = hot_tokens((6, 4), (2, 1))
+    right, below = [boxes((21, 20, 29, 30))], [boxes((10, 31, 20, 40))]
+    assert localise([token_map], right, FRAME, tolerances=[(8.0, 0.0)]).pointing == 1.0
+    assert localise([token_map], right, FRAME, tolerances=[(0.0, 8.0)]).pointing == 0.0
+    assert localise([token_map], below, FRAME, tolerances=[(0.0, 8.0)]).pointing == 1.0
+    both = localise([token_map] * 2, right + below, FRAME, tolerances=[(8.0, 0.0), 8.0])
+    assert both.pointing == 1.0 and both.pointing_strict == 0.0
+
+
+def test_pointing_hits_give_localise_s_game_per_image() -> None:
+    hot = hot_tokens((6, 4), (2, 1))
+    maps = [hot, hot, np.zeros((6, 4)), hot, hot]
+    gt = [boxes((8, 18, 22, 32)), boxes((21, 20, 29, 30)), boxes((0, 0, 10, 10)), np.zeros((0, 4)), GT_A]
+    tolerances = [(0.0, 0.0), (8.0, 0.0), 50.0, 1.0, (0.0, 0.0)]
+    tolerant, strict = pointing_hits(maps, gt, FRAME, tolerances)
+    assert tolerant.tolist() == [True, True, False, False, point_in_boxes((15, 25), GT_A)]
+    assert strict.tolist() == [True, False, False, False, point_in_boxes((15, 25), GT_A)]
+    result = localise(maps, gt, FRAME, tolerances=tolerances)
+    scored = [0, 1, 2, 4]  # image 3 has no box
+    assert result.pointing == tolerant[scored].mean() and result.pointing_strict == strict[scored].mean()
+    with pytest.raises(LocalisationError, match="one of each per image"):
+        pointing_hits(maps, gt[:2], FRAME)
+
+
 def test_localise_counts_a_peak_within_the_tolerance_as_a_hit() -> None:
     """A one-token-wide miss becomes a hit once the box is grown by the image's tolerance, and only the
     pointing game changes (IoU and AP use the boxes as they are)."""
@@ -162,6 +211,7 @@ def test_localise_counts_a_peak_within_the_tolerance_as_a_hit() -> None:
     strict = localise([token_map], gt, FRAME)
     tolerant = localise([token_map], gt, FRAME, tolerances=[8.0])
     assert strict.pointing == 0.0 and tolerant.pointing == 1.0
+    assert strict.pointing_strict == tolerant.pointing_strict == 0.0  # the strict game ignores tolerances
     assert strict.mean_iou == tolerant.mean_iou and strict.ap == tolerant.ap
     with pytest.raises(LocalisationError, match="one per image"):
         localise([token_map], gt, FRAME, tolerances=[1.0, 2.0])
@@ -319,7 +369,7 @@ def test_localise_scores_one_latent_over_images() -> None:
     # image 0: exact hit; image 1: far box; image 2: an all-zero map, a miss; image 3: no gt, skipped.
     # AP: two equal-score predictions, the first a hit -> precision 1 at recall 1/3
     assert result == LocalisationResult(
-        n_images=3, pointing=1 / 3, mean_iou=1 / 3, ap={0.3: 1 / 3, 0.5: 1 / 3}
+        n_images=3, pointing=1 / 3, mean_iou=1 / 3, ap={0.3: 1 / 3, 0.5: 1 / 3}, pointing_strict=1 / 3
     )
 
 
@@ -328,7 +378,14 @@ def test_localise_as_dict_is_flat_and_json_ready() -> None:
         [hot_tokens((6, 4), (2, 1))], [boxes((8, 18, 22, 32))], FRAME, iou_thresholds=(0.1, 0.3, 0.5)
     )
     flat = result.as_dict("l7_")
-    assert flat == {"l7_pointing": 1.0, "l7_mean_iou": 1.0, "l7_ap10": 1.0, "l7_ap30": 1.0, "l7_ap50": 1.0}
+    assert flat == {
+        "l7_pointing": 1.0,
+        "l7_pointing_strict": 1.0,
+        "l7_mean_iou": 1.0,
+        "l7_ap10": 1.0,
+        "l7_ap30": 1.0,
+        "l7_ap50": 1.0,
+    }
     assert json.loads(json.dumps(flat)) == flat
 
 
@@ -380,3 +437,87 @@ def test_localise_indicator_maps_of_the_gt_box_localise_it() -> None:
     maps, gts = indicator_maps((48, 29), (1520, 912), random_token_boxes(rng, (48, 29), 5))
     real = localise(maps, gts, (1520, 912), MapThreshold("fraction", 0.5))
     assert real.pointing == 1.0 and real.mean_iou > 0.95 and real.ap[0.5] == 1.0
+
+
+# --- per-axis tolerances, the pointing screen and the localisation table ------------------------------------
+
+
+def box_rows(*rows: tuple) -> pd.DataFrame:
+    """truth_boxes rows (position, kind, original box, frame box)."""
+    columns = ["position", "kind", *BOX, *FRAME_BOX]
+    return pd.DataFrame([dict(zip(columns, r, strict=True)) for r in rows])
+
+
+def test_pointing_tolerances_use_each_axis_scale_and_borrow_for_degenerate_boxes() -> None:
+    """Image 0 is resized by 0.5 across and 2 down: 15 px become (7.5, 30) frame px. Its second box is flat in
+    y and a point in x, so it borrows both scales from the first; image 1's only box is degenerate: scale 1."""
+    table = box_rows(
+        (0, "mass", 100, 100, 140, 110, 50, 200, 70, 220),
+        (0, "mass", 200, 300, 200, 300, 100, 600, 100, 600),
+        (1, "calcification", 10, 10, 10, 10, 5, 5, 5, 5),
+    )
+    tolerance = pointing_tolerances(table, 15.0)
+    assert list(tolerance.columns) == ["tolerance_x", "tolerance_y"] and tolerance.index.equals(table.index)
+    assert tolerance.to_numpy().tolist() == [[7.5, 30.0], [7.5, 30.0], [15.0, 15.0]]
+    assert image_tolerance(table.join(tolerance).iloc[:2]) == (7.5, 30.0)
+    assert image_tolerance(table.assign(tolerance=3.0)) == (3.0, 3.0)  # an older one-axis column
+    assert image_tolerance(table) == (0.0, 0.0)
+
+
+def one_image_codes(grid: tuple[int, int], hot: dict[int, tuple[int, float]], d_sae: int = 3) -> TokenCodes:
+    """One image whose latent l fires only at token hot[l][0] with value hot[l][1]."""
+    z = np.zeros((grid[0] * grid[1], d_sae), dtype=np.float32)
+    for latent, (token, value) in hot.items():
+        z[token, latent] = value
+    return TokenCodes.from_dense(z, grid)
+
+
+def test_pointing_screen_grows_each_box_by_its_own_axis_tolerance() -> None:
+    """Grid 6x4 on a 60x40 frame: latent 0 peaks at token (2, 1), centre (15, 25); latent 1 at token (4, 1),
+    centre (15, 45). The box (21, 20, 29, 30) lies 6 px right of latent 0's centre: an x tolerance of 8
+    catches it, a y tolerance never; the box (10, 20, 20, 30) holds latent 0 and ends 15 px above latent 1,
+    which a y tolerance of 16 reaches."""
+    codes = one_image_codes((6, 4), {0: (2 * 4 + 1, 1.0), 1: (4 * 4 + 1, 1.0)})
+    screen = PointingScreen((6, 4), FRAME, 3)
+    base = box_rows((0, "mass", 0, 0, 1, 1, 21, 20, 29, 30))
+    for (tx, ty), expected in (((0, 0), [0, 0]), ((8, 0), [1, 0]), ((0, 8), [0, 0]), ((0, 16), [0, 0])):
+        hits = screen.run(codes, base.assign(tolerance_x=float(tx), tolerance_y=float(ty)), "mass")
+        assert hits["peak_in_mass"].tolist()[:2] == expected and hits["fired_mass"].tolist() == [1, 1, 0]
+    wide = box_rows((0, "mass", 0, 0, 1, 1, 10, 20, 20, 30)).assign(tolerance_x=0.0, tolerance_y=16.0)
+    assert screen.run(codes, wide, "mass")["peak_in_mass"].tolist()[:2] == [1, 1]
+    assert screen.run(
+        codes, wide.drop(columns=["tolerance_x", "tolerance_y"]).assign(tolerance=16.0), "mass"
+    )["peak_in_mass"].tolist()[:2] == [1, 1]  # an older one-axis column grows both axes
+
+
+def test_localisation_table_gives_the_tolerant_and_the_strict_game() -> None:
+    codes = one_image_codes((6, 4), {0: (2 * 4 + 1, 1.0), 1: (4 * 4 + 1, 1.0)})
+    boxes_ = box_rows((0, "mass", 0, 0, 1, 1, 21, 20, 29, 30)).assign(tolerance_x=8.0, tolerance_y=0.0)
+    rankings = {("mass", 1): np.array([0, 1]), ("mass", 0): np.array([], dtype=np.int64)}
+    table = localisation_table(codes, boxes_, rankings, FRAME, MapThreshold(), 5, ())
+    assert table[["latent", "pointing", "pointing_strict"]].to_numpy().tolist() == [
+        [0, 1.0, 0.0],
+        [1, 0.0, 0.0],
+    ]
+    untouched = localisation_table(
+        codes, boxes_.drop(columns=["tolerance_x", "tolerance_y"]), rankings, FRAME, MapThreshold(), 5, ()
+    )
+    assert untouched["pointing"].tolist() == [0.0, 0.0]
+
+
+def test_marker_latents_are_all_returned_and_counted() -> None:
+    n = 30
+    latents = pd.DataFrame(
+        {
+            "peak_in_marker": np.linspace(1.0, 0.3, n),
+            "fired_marker": np.full(n, 10),
+            "score_calcification_1": np.zeros(n),
+            "effect_calcification": np.zeros(n),
+        }
+    )
+    hits = marker_latents(latents, 40)
+    meets = int((latents["peak_in_marker"] >= 0.5).sum())
+    assert meets > 20 and len(hits) == meets and hits.attrs["total"] == meets and hits.attrs["support"] == 4
+    capped = marker_latents(latents, 40, limit=5)
+    assert len(capped) == 5 and capped.attrs["total"] == meets
+    assert marker_latents(latents.drop(columns="peak_in_marker"), 40).empty

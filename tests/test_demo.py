@@ -160,7 +160,7 @@ def test_shipped_quality_figures_are_remeasured_from_the_shipped_files(heldout: 
             for p in positions
         ]
         tolerance = pointing_tolerances(boxes, bundle.manifest["config"]["pointing_tolerance"])
-        tolerances = [float(tolerance[boxes["position"] == p].iloc[0]) for p in positions]
+        tolerances = [tuple(tolerance[boxes["position"] == p].iloc[0]) for p in positions]  # (x, y) frame px
         maps = [bundle.latent_map(int(p), latent) for p in positions]
         result = localise(maps, gt, bundle.frame_size, MapThreshold(), tolerances=tolerances)
         assert result.pointing == pytest.approx(manifest["quality"]["pointing_top_latent"][task])

@@ -109,7 +109,7 @@ def test_extraction_and_analysis_see_identical_frames(
     assert [r.image_id for r in analysed] == [r.image_id for r in records]
     for i in range(len(records)):
         image_id, pixels, error = extraction[i]
-        position, analysis_pixels, transform, analysis_error = analysis[i]
+        position, analysis_pixels, transform, analysis_error, _tissue = analysis[i]
         assert error is None and analysis_error is None and position == i
         assert torch.equal(pixels, analysis_pixels), f"{requested}: image {image_id} differs"
         assert transform_from_json(transform).frame_size == SMALL

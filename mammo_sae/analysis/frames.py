@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from mammo_sae.core.errors import MammoSaeError
+from mammo_sae.data.breast_mask import tissue_bits
 from mammo_sae.data.frame_policy import FramePolicy, ImageRecord, mapped_frame
 from mammo_sae.data.frames import transform_to_json
 from mammo_sae.data.preprocess import model_input
@@ -55,11 +57,13 @@ def resolve_frames(
     return policy, [warning] if warning else []
 
 
-FrameItem = tuple[int, torch.Tensor | None, str | None, str | None]
+FrameItem = tuple[int, torch.Tensor | None, str | None, str | None, np.ndarray | None]
 
 
 class AnalysisFrames(Dataset):
-    """(position, model input (3, H, W) float32, transform JSON, error) per record; failures are messages."""
+    """(position, model input (3, H, W) float32, transform JSON, error, tissue bits (H, W) uint8) per record;
+    failures are messages. The tissue bits (``data.breast_mask``) say where the frame's breast, skin line and
+    burned-in marks are, by the preprocessing's own background rule."""
 
     def __init__(self, records: list[AnalysisRecord], frame_size: tuple[int, int]) -> None:
         self.records = records
@@ -73,17 +77,31 @@ class AnalysisFrames(Dataset):
         try:
             mapped = mapped_frame(record.image, self.frame_size)
         except MammoSaeError as error:
-            return record.position, None, None, str(error)
+            return record.position, None, None, str(error), None
         pixels = torch.from_numpy(model_input(mapped.pixels))
         extra = {} if mapped.check == "dicom" else {"check": mapped.check}
-        return record.position, pixels, transform_to_json(mapped.transform, **extra), None
+        bits = tissue_bits(mapped.pixels)
+        return record.position, pixels, transform_to_json(mapped.transform, **extra), None, bits
 
 
-def collate_analysis(
-    items: list[FrameItem],
-) -> tuple[list[int], torch.Tensor | None, list[str], dict[int, str]]:
+@dataclass
+class AnalysisBatch:
+    """The images of a batch that loaded (positions, model inputs, transforms, tissue bits) and the errors
+    of those that did not, by position."""
+
+    positions: list[int]
+    pixels: torch.Tensor | None  # [B, 3, H, W]
+    transforms: list[str]
+    errors: dict[int, str]
+    tissue_bhw: np.ndarray | None  # [B, H, W] uint8 bit planes
+
+
+def collate_analysis(items: list[FrameItem]) -> AnalysisBatch:
     """Stack the images that loaded; report the others by position."""
     loaded = [item for item in items if item[1] is not None]
-    errors = {position: str(error) for position, pixels, _, error in items if pixels is None}
+    errors = {item[0]: str(item[3]) for item in items if item[1] is None}
     pixels = torch.stack([item[1] for item in loaded]) if loaded else None
-    return [item[0] for item in loaded], pixels, [str(item[2]) for item in loaded], errors
+    tissue = np.stack([item[4] for item in loaded]) if loaded else None
+    return AnalysisBatch(
+        [item[0] for item in loaded], pixels, [str(item[2]) for item in loaded], errors, tissue
+    )

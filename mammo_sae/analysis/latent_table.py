@@ -12,7 +12,7 @@ from mammo_sae.analysis.codes import TokenCodes
 from mammo_sae.analysis.interventions import HeadLinear
 from mammo_sae.analysis.latent_stats import latent_histograms, latent_summary
 from mammo_sae.analysis.localisation import MapThreshold, localise
-from mammo_sae.analysis.peaks import RELEASE_EVERY, PointingScreen
+from mammo_sae.analysis.peaks import RELEASE_EVERY, PointingScreen, image_tolerance
 from mammo_sae.analysis.scores import rank_latents
 
 FRAME_BOX = ["frame_x0", "frame_y0", "frame_x1", "frame_y1"]
@@ -75,7 +75,7 @@ def with_pointing_screens(
     frame_size: tuple[int, int],
 ) -> pd.DataFrame:
     """``latents`` joined with the token-level pointing screen (``peak_in_<kind>``, ``fired_<kind>``) of
-    each box kind; ``boxes`` carries each box's ``tolerance`` in frame px."""
+    each box kind; ``boxes`` carries each box's ``tolerance_x`` / ``tolerance_y`` in frame px."""
     screen = PointingScreen(grid, frame_size, codes.d_sae)
     for kind in kinds:
         latents = latents.join(screen.run(codes, boxes[boxes["kind"] == kind], kind))
@@ -108,20 +108,19 @@ def localisation_table(
 ) -> pd.DataFrame:
     """Pointing game, IoU and AP of the top ``localise_top`` latents of each concept and class, on the images
     holding boxes of that concept (and of each extra target kind, e.g. the phantoms' burned-in markers).
-    ``boxes`` carries each box's pointing ``tolerance`` in frame px."""
+    ``boxes`` carries each box's pointing tolerance in frame px per axis (``tolerance_x``, ``tolerance_y``;
+    none: 0); ``pointing`` is the game with it, ``pointing_strict`` without."""
     records = []
     for (concept, cls), ranked in rankings.items():
         for target in (concept, *extra_targets):
             target_boxes = boxes[boxes["kind"] == target]
-            groups = {int(k): g[FRAME_BOX].to_numpy() for k, g in target_boxes.groupby("position")}
-            positions = sorted(groups)
-            tolerance = target_boxes.groupby("position")["tolerance"].first()
-            tolerances = [float(tolerance.loc[p]) for p in positions]
+            groups = [(int(k), g) for k, g in target_boxes.groupby("position", sort=True)]
+            positions = [p for p, _ in groups]
+            gt = [g[FRAME_BOX].to_numpy() for _, g in groups]
+            tolerances = [image_tolerance(g) for _, g in groups]
             for rank, latent in enumerate(ranked[:localise_top]):
                 maps = latent_maps(codes, positions, int(latent))
-                result = localise(
-                    maps, [groups[p] for p in positions], frame_size, threshold, tolerances=tolerances
-                )
+                result = localise(maps, gt, frame_size, threshold, tolerances=tolerances)
                 records.append(
                     {"concept": concept, "cls": cls, "rank": rank, "latent": int(latent), "target": target}
                     | result.as_dict()

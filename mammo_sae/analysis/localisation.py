@@ -184,15 +184,28 @@ def peak_point(heatmap: np.ndarray) -> tuple[float, float]:
     return col + 0.5, row + 0.5
 
 
-def point_in_boxes(point: tuple[float, float], boxes: np.ndarray, tolerance: float = 0.0) -> bool:
-    """Whether (x, y) lies in any box grown by ``tolerance`` px on every side, bounds inclusive; False when
-    there are no boxes."""
+Tolerance = float | tuple[float, float]  # px on every side, or (x, y) px per axis
+
+
+def _check_tolerance(tolerance: object) -> tuple[float, float]:
+    """A pointing tolerance as (x, y) px: one finite number >= 0 for both axes, or a pair of them."""
+    pair = tuple(tolerance) if isinstance(tolerance, tuple | list | np.ndarray) else (tolerance, tolerance)
+    if len(pair) != 2 or not all(_is_number(t) and math.isfinite(t) and t >= 0 for t in pair):
+        raise LocalisationError(
+            f"the pointing tolerance must be a finite number >= 0 px or an (x, y) pair of them, got {tolerance!r}"
+        )
+    return float(pair[0]), float(pair[1])
+
+
+def point_in_boxes(point: tuple[float, float], boxes: np.ndarray, tolerance: Tolerance = 0.0) -> bool:
+    """Whether (x, y) lies in any box grown by ``tolerance`` px (one number for every side, or an (x, y) pair
+    per axis), bounds inclusive; False when there are no boxes."""
     boxes = _as_boxes(boxes)
-    if not (_is_number(tolerance) and math.isfinite(tolerance) and tolerance >= 0):
-        raise LocalisationError(f"the pointing tolerance must be a finite number >= 0 px, got {tolerance!r}")
+    tx, ty = _check_tolerance(tolerance)
     x, y = point
-    t = float(tolerance)
-    inside = (boxes[:, 0] - t <= x) & (x <= boxes[:, 2] + t) & (boxes[:, 1] - t <= y) & (y <= boxes[:, 3] + t)
+    inside = (
+        (boxes[:, 0] - tx <= x) & (x <= boxes[:, 2] + tx) & (boxes[:, 1] - ty <= y) & (y <= boxes[:, 3] + ty)
+    )
     return bool(inside.any())
 
 
@@ -300,21 +313,60 @@ def average_precision(
 
 @dataclass(frozen=True)
 class LocalisationResult:
-    """One latent's localisation over the images that have ground-truth boxes."""
+    """One latent's localisation over the images that have ground-truth boxes; ``pointing`` counts a peak
+    within the pointing tolerance of a box, ``pointing_strict`` only a peak inside one (tolerance 0)."""
 
     n_images: int
     pointing: float
     mean_iou: float
     ap: dict[float, float]
+    pointing_strict: float = math.nan
 
     def as_dict(self, prefix: str = "") -> dict[str, float]:
-        """Flat metrics for JSON: {prefix}pointing, {prefix}mean_iou and {prefix}ap30, ... named by
-        round(100 x IoU threshold); NaN stays NaN (Python's json writes it)."""
-        out = {f"{prefix}pointing": self.pointing, f"{prefix}mean_iou": self.mean_iou}
+        """Flat metrics for JSON: {prefix}pointing, {prefix}pointing_strict, {prefix}mean_iou and {prefix}ap30,
+        ... named by round(100 x IoU threshold); NaN stays NaN (Python's json writes it)."""
+        out = {
+            f"{prefix}pointing": self.pointing,
+            f"{prefix}pointing_strict": self.pointing_strict,
+            f"{prefix}mean_iou": self.mean_iou,
+        }
         for t, value in self.ap.items():
             out[f"{prefix}ap{round(100 * t)}"] = value
-        assert len(out) == 2 + len(self.ap), "IoU thresholds must differ at 1/100 resolution"
+        assert len(out) == 3 + len(self.ap), "IoU thresholds must differ at 1/100 resolution"
         return out
+
+
+def _peak_hits(heatmap: np.ndarray, gt: np.ndarray, tolerance: tuple[float, float]) -> tuple[bool, bool]:
+    """(within ``tolerance`` of a box, strictly inside one) for the map's peak; a map without a positive
+    value has no peak, a miss either way."""
+    x, y = peak_point(heatmap)
+    if not heatmap[int(y), int(x)] > 0:
+        return False, False
+    return point_in_boxes((x, y), gt, tolerance), point_in_boxes((x, y), gt)
+
+
+def pointing_hits(
+    token_maps: Sequence[np.ndarray],
+    gt_boxes: Sequence[np.ndarray],
+    frame_size: tuple[int, int],
+    tolerances: Sequence[Tolerance] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the pointing game of ``localise`` as two bool arrays [n]: the peak within the image's
+    tolerance of a box, and strictly inside one; an image without boxes is a miss (leave it out to score)."""
+    if len(token_maps) != len(gt_boxes) or (tolerances is not None and len(tolerances) != len(gt_boxes)):
+        raise LocalisationError(
+            f"got {len(token_maps)} token maps, {len(gt_boxes)} gt box arrays and "
+            f"{'no' if tolerances is None else len(tolerances)} tolerances; pass one of each per image"
+        )
+    checked = (
+        [_check_tolerance(t) for t in tolerances] if tolerances is not None else [(0.0, 0.0)] * len(gt_boxes)
+    )
+    out = np.zeros((2, len(gt_boxes)), dtype=bool)
+    for i, (token_map, boxes, tolerance) in enumerate(zip(token_maps, gt_boxes, checked, strict=True)):
+        gt = _as_boxes(boxes, "gt_boxes")
+        if len(gt):
+            out[:, i] = _peak_hits(upsample_map(token_map, frame_size), gt, tolerance)
+    return out[0], out[1]
 
 
 def localise(
@@ -323,12 +375,13 @@ def localise(
     frame_size: tuple[int, int],
     threshold: MapThreshold = MapThreshold(),  # frozen, so sharing the default is safe
     iou_thresholds: Sequence[float] = (0.3, 0.5),
-    tolerances: Sequence[float] | None = None,
+    tolerances: Sequence[Tolerance] | None = None,
 ) -> LocalisationResult:
     """Pointing game, mean best IoU and AP of one latent over images (gt boxes in frame coordinates).
     Images without gt boxes are skipped; a map with no positive value is a miss (no peak, IoU 0, no boxes).
-    ``tolerances`` (frame px, one per image; default 0) grow the boxes for the pointing game only: the
-    standard game counts a peak within 15 original pixels of a box as a hit."""
+    ``tolerances`` (frame px, one per image: a number for both axes or an (x, y) pair; default 0) grow the
+    boxes for the tolerant pointing game only: the standard game counts a peak within 15 original pixels of a
+    box as a hit. ``pointing_strict`` is the same game at tolerance 0."""
     if len(token_maps) != len(gt_boxes):
         raise LocalisationError(
             f"got {len(token_maps)} token maps but {len(gt_boxes)} gt box arrays; pass one of each per image"
@@ -339,27 +392,32 @@ def localise(
         raise LocalisationError(
             f"got {len(tolerances)} pointing tolerances for {len(token_maps)} maps; pass one per image"
         )
+    checked = [_check_tolerance(t) for t in tolerances]
     thresholds = [_check_iou_threshold(t) for t in iou_thresholds]
-    hits, ious, predictions, truths = [], [], [], []
-    for token_map, boxes, tolerance in zip(token_maps, gt_boxes, tolerances, strict=True):
+    hits, strict_hits, ious, predictions, truths = [], [], [], [], []
+    for token_map, boxes, tolerance in zip(token_maps, gt_boxes, checked, strict=True):
         gt = _as_boxes(boxes, "gt_boxes")
         if len(gt) == 0:
             continue
         heatmap = upsample_map(token_map, frame_size)
-        x, y = peak_point(heatmap)
-        if heatmap[int(y), int(x)] > 0:
+        hit, strict_hit = _peak_hits(heatmap, gt, tolerance)
+        hits.append(hit)
+        strict_hits.append(strict_hit)
+        if heatmap.max() > 0:
             pred, scores = predicted_boxes(heatmap, threshold)
-            hits.append(point_in_boxes((x, y), gt, tolerance))
         else:
             pred, scores = np.zeros((0, 4)), np.zeros(0)
-            hits.append(False)
         ious.append(mean_best_iou(pred, gt))
         predictions.append((pred, scores))
         truths.append(gt)
     n = len(truths)
+    assert not any(s and not h for s, h in zip(strict_hits, hits, strict=True)), (
+        "a strict hit is a tolerant hit"
+    )
     return LocalisationResult(
         n_images=n,
         pointing=float(np.mean(hits)) if n else math.nan,
         mean_iou=float(np.mean(ious)) if n else math.nan,
         ap={t: average_precision(predictions, truths, t) for t in thresholds},
+        pointing_strict=float(np.mean(strict_hits)) if n else math.nan,
     )

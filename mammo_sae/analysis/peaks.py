@@ -23,6 +23,7 @@ from mammo_sae.data.vindr import VindrIndex
 
 BOX = ["xmin", "ymin", "xmax", "ymax"]
 FRAME_BOX = ["frame_x0", "frame_y0", "frame_x1", "frame_y1"]
+TOLERANCE_COLUMNS = ["tolerance_x", "tolerance_y"]  # pointing tolerance per box, frame px per axis
 RELEASE_EVERY = 256  # images between releases of the codes' resident pages
 
 
@@ -96,8 +97,9 @@ class PointingScreen:
         return np.stack([(cols + 0.5) * width / gw, (rows + 0.5) * height / gh], axis=1)
 
     def run(self, codes: TokenCodes, boxes: pd.DataFrame, kind: str) -> pd.DataFrame:
-        """``boxes``: the kind's rows of ``truth_boxes``; an optional ``tolerance`` column (frame px) grows
-        each box for the hit test, as in the pointing game."""
+        """``boxes``: the kind's rows of ``truth_boxes``; optional ``tolerance_x`` / ``tolerance_y`` columns
+        (frame px per axis, see ``pointing_tolerances``; an older one-axis ``tolerance`` column serves both)
+        grow each box for the hit test, as in the pointing game."""
         hits = np.zeros(self.d_sae, dtype=np.int64)
         fired = np.zeros(self.d_sae, dtype=np.int64)
         for n, (p, group) in enumerate(boxes.groupby("position")):
@@ -105,10 +107,8 @@ class PointingScreen:
                 codes.release()  # bounded resident memory over a long pass
             latent, token, _ = image_peaks(codes, int(p))
             xy = self.token_centres(token)
-            b = group[FRAME_BOX].to_numpy().copy()
-            if "tolerance" in group:
-                grow = group["tolerance"].to_numpy()
-                b += np.stack([-grow, -grow, grow, grow], axis=1)
+            grow_x, grow_y = box_tolerances(group)
+            b = group[FRAME_BOX].to_numpy() + np.stack([-grow_x, -grow_y, grow_x, grow_y], axis=1)
             inside = (
                 (xy[:, None, 0] >= b[None, :, 0])
                 & (xy[:, None, 0] <= b[None, :, 2])
@@ -125,32 +125,58 @@ class PointingScreen:
 MARKER_MIN_POINTING = 0.5
 
 
-def pointing_tolerances(boxes: pd.DataFrame, original_px: float) -> pd.Series:
-    """Per box row: ``original_px`` original-image pixels expressed in frame pixels (the box's own frame /
-    original width ratio, which is the image's resize scale)."""
-    width = (boxes["xmax"] - boxes["xmin"]).to_numpy(dtype=np.float64)
-    frame_width = (boxes["frame_x1"] - boxes["frame_x0"]).to_numpy(dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scale = np.where(width > 0, frame_width / width, np.nan)
-    # a degenerate box borrows the scale of its image's other boxes (or 1 when it has none)
-    scale = (
-        pd.Series(scale, index=boxes.index)
-        .groupby(boxes["position"])
-        .transform(lambda s: s.fillna(s.median()))
-    )
-    return (scale.fillna(1.0) * float(original_px)).rename("tolerance")
+def pointing_tolerances(boxes: pd.DataFrame, original_px: float) -> pd.DataFrame:
+    """Per box row, ``original_px`` original-image pixels in frame pixels on each axis (``tolerance_x``,
+    ``tolerance_y``): the box's own frame / original width and height ratios, which are the image's resize
+    scales. A degenerate box borrows its image's other boxes' median scale on that axis (1 when none has one)."""
+    out = pd.DataFrame(index=boxes.index, columns=TOLERANCE_COLUMNS, dtype=np.float64)
+    for column, (lo, hi, frame_lo, frame_hi) in zip(
+        TOLERANCE_COLUMNS,
+        (("xmin", "xmax", "frame_x0", "frame_x1"), ("ymin", "ymax", "frame_y0", "frame_y1")),
+        strict=True,
+    ):
+        size = (boxes[hi] - boxes[lo]).to_numpy(dtype=np.float64)
+        frame = (boxes[frame_hi] - boxes[frame_lo]).to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = pd.Series(np.where(size > 0, frame / size, np.nan), index=boxes.index)
+        scale = scale.fillna(scale.groupby(boxes["position"]).transform("median"))  # NaN skipped
+        out[column] = scale.fillna(1.0).to_numpy() * float(original_px)
+    return out
 
 
-def marker_latents(latents: pd.DataFrame, n_marker_boxes: int, limit: int = 20) -> pd.DataFrame:
+def box_tolerances(boxes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """([m] x, [m] y) pointing tolerances in frame px of ``boxes`` rows: their ``tolerance_x`` /
+    ``tolerance_y`` columns, an older one-axis ``tolerance`` column on both axes, else zero."""
+    if set(TOLERANCE_COLUMNS) <= set(boxes):
+        return boxes["tolerance_x"].to_numpy(np.float64), boxes["tolerance_y"].to_numpy(np.float64)
+    if "tolerance" in boxes:
+        value = boxes["tolerance"].to_numpy(np.float64)
+        return value, value.copy()
+    return np.zeros(len(boxes)), np.zeros(len(boxes))
+
+
+def image_tolerance(boxes: pd.DataFrame) -> tuple[float, float]:
+    """One image's (x, y) pointing tolerance in frame px, from its first box row (all rows of an image share
+    the image's resize scale)."""
+    x, y = box_tolerances(boxes.iloc[:1])
+    return (float(x[0]), float(y[0])) if len(x) else (0.0, 0.0)
+
+
+def marker_latents(latents: pd.DataFrame, n_marker_boxes: int, limit: int | None = None) -> pd.DataFrame:
     """The confounder check: latents whose strongest token lies in a marker box on at least half of the marker
     images where they fire, and that fire on at least 10% of them (3 at least), with their class scores and
-    logit effects; best first. Empty when the dataset has no markers."""
+    logit effects; best first, all of them unless ``limit`` is given (``attrs["total"]`` counts them all).
+    Empty when the dataset has no markers."""
     if "peak_in_marker" not in latents:
         return pd.DataFrame()
     support = max(3, math.ceil(0.1 * n_marker_boxes))
     hits = latents[(latents["peak_in_marker"] >= MARKER_MIN_POINTING) & (latents["fired_marker"] >= support)]
-    hits = hits.sort_values(["peak_in_marker", "fired_marker"], ascending=False).head(limit)
+    hits = hits.sort_values(["peak_in_marker", "fired_marker"], ascending=False, kind="stable")
+    total = len(hits)
+    if limit is not None:
+        hits = hits.head(limit)
     columns = ["peak_in_marker", "fired_marker", *[c for c in latents if c.startswith(("score_", "effect_"))]]
     out = hits[columns]
     out.attrs["support"] = support
+    out.attrs["total"] = total
     return out

@@ -1,7 +1,8 @@
 """One pass of images through backbone + SAE, one chunk of a split at a time.
 
 A chunk is a fixed slice of a split's images; its results (sparse codes of every token, per-image mean
-latents, head logits and error terms, frame transforms, reconstruction sums) are one ``ChunkResult``, which
+latents, head logits and error terms, each token's share of each head's logit (its evidence), where each
+token lies in the breast, frame transforms, reconstruction sums) are one ``ChunkResult``, which
 the bundle writer commits to disk (``mammo_sae.bundle.writing.work``) so that an interrupted analysis resumes
 at the first missing chunk. Chunks are independent: their numbers do not depend on which other chunks ran
 in the same process.
@@ -18,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from mammo_sae.analysis.codes import TokenCodes
 from mammo_sae.analysis.frames import AnalysisFrames, AnalysisRecord, collate_analysis
+from mammo_sae.data.breast_mask import token_fractions
 from mammo_sae.models import Classifier
 from mammo_sae.sae import SparseAutoencoder
 
@@ -51,9 +53,11 @@ class ChunkResult:
     )
     nnz: int = 0  # entries of the codes (known without loading them)
     grid: tuple[int, int] | None = None
+    evidence_nht: np.ndarray | None = None  # [n_ok, heads, T] float32: (w_h . f_t) / T, the original logit's
+    tissue_n3t: np.ndarray | None = None  # [n_ok, 3, T] float16: breast, skin, marker fraction per token
 
 
-def _encode_map(
+def encode_map(
     fmap_bchw: torch.Tensor, models: Models, keep_codes: bool, top_n: int | None
 ) -> tuple[torch.Tensor, torch.Tensor, TokenCodes | None, torch.Tensor, torch.Tensor]:
     """Mean and peak latents [B, d_sae], sparse codes and reconstruction sums of a batch's feature maps.
@@ -112,26 +116,33 @@ def run_chunk(
     positions: list[int] = []
     errors: dict[int, str] = {}
     zbars, zmaxs, logits, error_terms, codes, transforms, recons = [], [], [], [], [], [], []
+    evidence, tissue = [], []
     fired_total: np.ndarray | None = None
-    for batch_positions, pixels, batch_transforms, batch_errors in loader:
-        errors |= batch_errors
-        if pixels is not None:
-            fmap = backbone.forward_features(pixels.to(models.device, memory_format=torch.channels_last))
-            zbar, zmax, batch_codes, recon, fired = _encode_map(fmap, models, keep_codes, top_n)
+    for batch in loader:
+        errors |= batch.errors
+        if batch.pixels is not None:
+            pixels = batch.pixels.to(models.device, memory_format=torch.channels_last)
+            fmap = backbone.forward_features(pixels)
+            zbar, zmax, batch_codes, recon, fired = encode_map(fmap, models, keep_codes, top_n)
             fired_total = fired.cpu().numpy() + (fired_total if fired_total is not None else 0)
             pooled = fmap.double().mean(dim=(2, 3))  # [B, d] mean x
             mean_x_hat = zbar.double() @ sae.W_dec.double() + sae.b_dec.double()
             logits.append((pooled @ models.heads_w_hd.T + models.heads_b_h).cpu().numpy())
             error_terms.append(((pooled - mean_x_hat) @ models.heads_w_hd.T).cpu().numpy())
+            if keep_codes:  # the analysed split's maps; a score split needs only the mean latents
+                evidence.append(token_evidence(fmap, models.heads_w_hd))
+                grid = (fmap.shape[2], fmap.shape[3])
+                fractions = [token_fractions(bits, grid).reshape(3, -1) for bits in batch.tissue_bhw]
+                tissue.append(np.stack(fractions))
             zbars.append(zbar.cpu().numpy())
             zmaxs.append(zmax.cpu().numpy())
-            positions += batch_positions
-            transforms += batch_transforms
+            positions += batch.positions
+            transforms += batch.transforms
             recons.append(recon.numpy())
             if batch_codes is not None:
                 codes.append(batch_codes)
         if on_batch is not None:
-            on_batch(len(batch_positions) + len(batch_errors))
+            on_batch(len(batch.positions) + len(batch.errors))
     n_heads, d_sae = models.heads_b_h.shape[0], sae.d_sae
     empty = np.zeros((0, n_heads))
     return ChunkResult(
@@ -147,4 +158,15 @@ def run_chunk(
         transforms=transforms,
         recon=np.sum(recons, axis=0) if recons else np.zeros(3 + 2 * sae.d_in),
         fired_l=fired_total if fired_total is not None else np.zeros(d_sae, np.int64),
+        evidence_nht=np.concatenate(evidence) if evidence else None,
+        tissue_n3t=np.concatenate(tissue).astype(np.float16) if tissue else None,
     )
+
+
+def token_evidence(fmap_bdhw: torch.Tensor, heads_w_hd: torch.Tensor) -> np.ndarray:
+    """[B, heads, T] float32: each token's share ``(w_h . f_t) / T`` of each head's logit minus its bias
+    (``analysis.evidence.feature_evidence`` for a batch, products in float64)."""
+    b, d, h, w = fmap_bdhw.shape
+    tokens_bdt = fmap_bdhw.reshape(b, d, h * w).double()
+    share_bht = torch.einsum("hd,bdt->bht", heads_w_hd.to(tokens_bdt.device), tokens_bdt) / (h * w)
+    return share_bht.float().cpu().numpy()

@@ -20,10 +20,11 @@ from mammo_sae.core.errors import MammoSaeError
 from mammo_sae.core.hashing import file_record, strict_json_text
 
 FORMAT = "mammo-sae-bundle"
-#: 2: inputs recorded by identity (a path only inside the bundle), top-level "frames"; 1 recorded paths
-#: relative to the bundle (still read)
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+#: 3: token evidence, regions, location profiles and flags, the shortcut audit (and, on phantoms, the
+#: marker counterfactual); 2: inputs recorded by identity (a path only inside the bundle), top-level
+#: "frames"; 1 recorded paths relative to the bundle (both still read, without the version 3 files)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 MANIFEST = "manifest.json"
 WORK_DIR = "work"  # chunks of an unfinished run (removed when the bundle completes)
 
@@ -45,6 +46,13 @@ CURVES_JSON = "curves.json"
 CURVES_SPEC = "curves.vl.json"
 CURVES_PNG = "curves.png"
 REPORT = "report.md"
+EVIDENCE = "evidence.npy"
+REGIONS = "regions.npz"
+EVIDENCE_REGIONS = "evidence_regions.parquet"
+EVIDENCE_SPLIT = "evidence_split.parquet"
+SHORTCUTS = "shortcuts.parquet"
+COUNTERFACTUAL = "counterfactual.parquet"
+COUNTERFACTUAL_LATENTS = "counterfactual_latents.parquet"
 
 #: every output file (or folder) of a complete bundle, in the manifest's order
 OUTPUTS = (
@@ -65,8 +73,15 @@ OUTPUTS = (
     CURVES_JSON,
     CURVES_SPEC,
     CURVES_PNG,
+    EVIDENCE,
+    REGIONS,
+    EVIDENCE_REGIONS,
+    EVIDENCE_SPLIT,
+    SHORTCUTS,
     REPORT,
 )
+#: outputs only some bundles have (the marker counterfactual needs phantoms that can be re-rendered)
+OPTIONAL_OUTPUTS = (COUNTERFACTUAL, COUNTERFACTUAL_LATENTS)
 #: top-level manifest keys every readable version has
 REQUIRED_KEYS = (
     "format",

@@ -236,6 +236,52 @@ class Bundle:
     baselines = functools.cached_property(lambda self: self._table(bf.BASELINES))
     curves = functools.cached_property(lambda self: self._table(bf.CURVES))
 
+    def _optional_table(self, name: str) -> pd.DataFrame | None:
+        """A table only newer bundles (or only phantom bundles) have; None when this bundle lacks it."""
+        return self._table(name) if name in self.manifest["files"] else None
+
+    evidence_regions = functools.cached_property(lambda self: self._optional_table(bf.EVIDENCE_REGIONS))
+    evidence_split = functools.cached_property(lambda self: self._optional_table(bf.EVIDENCE_SPLIT))
+    shortcuts = functools.cached_property(lambda self: self._optional_table(bf.SHORTCUTS))
+    counterfactual = functools.cached_property(lambda self: self._optional_table(bf.COUNTERFACTUAL))
+    counterfactual_latents = functools.cached_property(
+        lambda self: self._optional_table(bf.COUNTERFACTUAL_LATENTS)
+    )
+
+    @property
+    def has_evidence(self) -> bool:
+        """Whether the bundle holds token evidence and regions (format 3 and later)."""
+        return bf.EVIDENCE in self.manifest["files"] and bf.REGIONS in self.manifest["files"]
+
+    @functools.cached_property
+    def _evidence_nht(self) -> np.ndarray | None:
+        return np.load(self._file(bf.EVIDENCE), mmap_mode="r") if self.has_evidence else None
+
+    @functools.cached_property
+    def _regions(self) -> tuple[np.ndarray, tuple[str, ...]] | None:
+        if not self.has_evidence:
+            return None
+        with np.load(self._file(bf.REGIONS)) as data:
+            return data["labels"], tuple(str(n) for n in data["names"])
+
+    @property
+    def region_names(self) -> tuple[str, ...]:
+        """Names of the region labels (index = label); empty for bundles without regions."""
+        return self._regions[1] if self._regions else ()
+
+    def evidence(self, image: str | int) -> np.ndarray | None:
+        """[heads, gh, gw] float32: each token's share of each head's logit minus its bias (the heads of
+        ``heads.tasks``; the map sums to the logit minus the bias); None for bundles without evidence."""
+        if self._evidence_nht is None:
+            return None
+        return np.asarray(self._evidence_nht[self.position(image)], dtype=np.float32).reshape(-1, *self.grid)
+
+    def regions(self, image: str | int) -> np.ndarray | None:
+        """[gh, gw] uint8 region label of each token (names in ``region_names``); None without regions."""
+        if self._regions is None:
+            return None
+        return self._regions[0][self.position(image)].reshape(self.grid)
+
     @functools.cached_property
     def histograms(self) -> np.ndarray:
         return np.load(self._file(bf.HISTOGRAMS))

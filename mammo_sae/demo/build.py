@@ -39,7 +39,7 @@ from mammo_sae.models import load_classifier, save_classifier
 from mammo_sae.sae import load_sae, save_sae
 from mammo_sae.sae.config import TrainConfig
 
-# The phantom generator's calcification confounder: burned-in markers on half of the positive images.
+# The phantom generator's calcification confounder: P(marker | positive) = 0.5 + R/2 = 0.75, P(marker | negative) = 0.25.
 CONFOUNDER_RATE = 0.5
 # recorded in a toy build's bundle manifest ("warnings"), so the app's Overview says what it is
 TOY_WARNING = (

@@ -39,10 +39,10 @@ def _get(table: pd.DataFrame, column: str, **where: Any) -> float:
     return float(rows[column].iloc[0])
 
 
-def marker_latents(bundle: Bundle, limit: int = 20) -> list[dict[str, Any]]:
-    """The bundle's marker latents (``analysis.peaks.marker_latents``) as JSON-ready records."""
+def marker_latents(bundle: Bundle) -> list[dict[str, Any]]:
+    """Every marker latent of the bundle (``analysis.peaks.marker_latents``, uncapped) as JSON-ready records."""
     n_markers = int((bundle.boxes["kind"] == "marker").sum())
-    hits = peaks.marker_latents(bundle.latents, n_markers, limit)
+    hits = peaks.marker_latents(bundle.latents, n_markers)
     return [
         {"latent": int(latent), **{c: round(float(row[c]), 5) for c in hits.columns}}
         for latent, row in hits.iterrows()

@@ -35,10 +35,17 @@ from mammo_sae.analysis.tables import (
 )
 from mammo_sae.bundle import format as bf
 from mammo_sae.bundle.writing.config import AnalyzeConfig
+from mammo_sae.bundle.writing.counterfactual import (
+    counterfactual_section,
+    counterfactual_summary,
+    counterfactual_tables,
+)
+from mammo_sae.bundle.writing.evidence_tables import EvidenceTables, evidence_tables, finding_categories
 from mammo_sae.bundle.writing.files import BundleWriter
 from mammo_sae.bundle.writing.manifest import build_manifest
 from mammo_sae.bundle.writing.models import LoadedInputs
 from mammo_sae.bundle.writing.report import headline, render
+from mammo_sae.bundle.writing.report_evidence import evidence_section, flag_counts, shortcut_section
 from mammo_sae.bundle.writing.work import load_chunk
 from mammo_sae.data.frame_policy import frame_policy_record
 from mammo_sae.data.vindr import VindrIndex
@@ -153,6 +160,7 @@ class Tables:
     curves: pd.DataFrame
     labels: dict[str, dict[str, np.ndarray]]  # unit -> head -> labels (for the checks)
     warnings: list[str]
+    evidence: EvidenceTables
 
 
 def analysis_tables(
@@ -185,9 +193,24 @@ def analysis_tables(
     latents, hist = latent_table(codes, streamed.fired_l, int(streamed.recon[0]), head, scores)
     boxes = truth_boxes(analysed.index, config.data, images, frame_size)
     extra = tuple(sorted(set(boxes["kind"]) - set(concepts)))
-    tolerant = boxes.assign(tolerance=pointing_tolerances(boxes, config.pointing_tolerance))
+    tolerant = boxes.join(pointing_tolerances(boxes, config.pointing_tolerance))
     latents = with_pointing_screens(latents, codes, tolerant, (*concepts, *extra), streamed.grid, frame_size)
     markers = tuple(k for k in extra if k == "marker")
+    evidence = evidence_tables(
+        analysed.chunks,
+        codes,
+        zbar_nl,
+        images,
+        tolerant,
+        latents,
+        head,
+        streamed.error_nh,
+        finding_categories(concepts, analysed.index.categories),
+        frame_size,
+        config.region_settings(),
+        config.flag_thresholds(),
+    )
+    latents = latents.join(evidence.profiles)
     localisation = localisation_table(
         codes, tolerant, rankings.by_class, frame_size, config.map_threshold(), config.localise_top, markers
     )
@@ -202,7 +225,7 @@ def analysis_tables(
         scores=scores,
         ranked=ranking_table(scores, concepts, config.rank_by),
         patches=patch_table(patches.result(), images, streamed.grid, frame_size),
-        boxes=boxes,
+        boxes=tolerant,
         localisation=localisation,
         baselines=baseline_table(logits, tasks, units, labels),
         curves=curves_table(
@@ -210,6 +233,7 @@ def analysis_tables(
         ),
         labels=labels,
         warnings=rankings.warnings,
+        evidence=evidence,
     )
 
 
@@ -228,10 +252,15 @@ def write_tables(writer: BundleWriter, t: Tables) -> None:
     )
     writer.parquet(bf.LATENTS, t.latents.reset_index(names="latent"))
     writer.npy(bf.HISTOGRAMS, t.hist)
+    writer.npy(bf.EVIDENCE, t.evidence.evidence_nht)
+    writer.npz(bf.REGIONS, labels=t.evidence.labels_nt, names=np.array(t.evidence.names))
+    writer.parquet(bf.EVIDENCE_REGIONS, t.evidence.image_regions)
+    writer.parquet(bf.EVIDENCE_SPLIT, t.evidence.split)
+    writer.parquet(bf.SHORTCUTS, t.evidence.shortcuts)
     writer.parquet(bf.SCORES, t.scores)
     writer.parquet(bf.RANKINGS, t.ranked)
     writer.parquet(bf.PATCHES, t.patches)
-    writer.parquet(bf.BOXES, t.boxes)
+    writer.parquet(bf.BOXES, t.boxes)  # with each box's pointing tolerance per axis (frame px)
     writer.parquet(bf.LOCALISATION, t.localisation)
     writer.parquet(bf.BASELINES, t.baselines)
     writer.parquet(bf.CURVES, t.curves)
@@ -257,7 +286,7 @@ def assemble_bundle(
 ) -> dict[str, Any]:
     """Write every file of the bundle, the report and the manifest (last); returns the summary. ``run`` holds
     the run's ``fingerprints``, ``run_id``, ``heads`` (stacked weights [h, d], biases [h]), ``missing``
-    images and ``frame_policy`` (None before frame policies)."""
+    images, ``frame_policy`` (None before frame policies) and ``counterfactual`` (the marker pairs, or None)."""
     tasks = inputs.tasks
     streamed = read_streamed(analysed, inputs.sae.d_sae, concepts, config.split)
     t = analysis_tables(writer, config, inputs, concepts, analysed, scored, streamed, run["heads"])
@@ -281,8 +310,20 @@ def assemble_bundle(
         if checks.noise_spread(streamed.logit_original_nh[:, h]) is not None
     )
     fingerprints = run["fingerprints"]
+    counterfactual = None
+    if run.get("counterfactual") is not None:
+        heads = [task for task in tasks if task in t.images]  # heads with a label column
+        counterfactual = counterfactual_tables(
+            run["counterfactual"], t.head, t.images, heads, t.latents["flags"]
+        )
+        writer.parquet(bf.COUNTERFACTUAL, counterfactual["images"])
+        writer.parquet(bf.COUNTERFACTUAL_LATENTS, counterfactual["carriers"])
     summary = headline(t.baselines, t.curves, t.localisation, quality, tasks, concepts)
     summary |= {
+        "evidence_pointing": t.evidence.pointing.to_dict(orient="records"),
+        "shortcut_summary": t.evidence.shortcut_summary.to_dict(orient="records"),
+        "flags": flag_counts(t.evidence.profiles),
+        "counterfactual": counterfactual_summary(counterfactual) if counterfactual is not None else None,
         "images": len(t.images),
         "skipped": len(streamed.skipped) + len(run["missing"]),
         "synthetic": fingerprints["dataset"]["kind"] == "synthetic phantoms",
@@ -305,6 +346,9 @@ def assemble_bundle(
     report = render(
         manifest, t.baselines, t.curves, t.localisation, t.ranked, t.latents, quality, n_markers, noise_heads
     )
+    report += "\n" + evidence_section(t.evidence) + "\n" + shortcut_section(t.evidence)
+    if counterfactual is not None:
+        report += "\n" + counterfactual_section(counterfactual, n_carriers=10)
     writer.text(bf.REPORT, report)
     writer.finish(manifest)
     return summary | {"bundle": str(writer.out), "warnings": warnings}

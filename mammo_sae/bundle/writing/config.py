@@ -7,6 +7,8 @@ from dataclasses import dataclass, fields, replace
 
 from mammo_sae.analysis.interventions import parse_ks
 from mammo_sae.analysis.localisation import MapThreshold
+from mammo_sae.analysis.profiles import FlagThresholds
+from mammo_sae.analysis.regions import RegionSettings
 from mammo_sae.analysis.scores import RANK_BY
 from mammo_sae.core.config_cli import REQUIRED, command_line, knob, module_prog
 from mammo_sae.core.errors import MammoSaeError
@@ -70,6 +72,24 @@ class AnalyzeConfig:
     codes_top_n: int | None = knob(
         None, "keep at most N latents per token in the stored codes (default: all)"
     )
+    box_overlap: float = knob(
+        0.25, "regions: a token is in a finding's box region when this share of it lies inside the box"
+    )
+    near_tokens: int = knob(2, "regions: tokens within this many tokens of a box are 'near' it")
+    flag_off_breast: float = knob(
+        0.5,
+        "flag a latent off_breast when this share of its activation lies off the breast (background, border)",
+    )
+    flag_marker: float = knob(0.5, "flag a latent marker when this share of its activation lies on markers")
+    flag_lesion: float = knob(
+        0.5, "flag a latent lesion:<category> when this share of its peaks lands in that category's boxes"
+    )
+    counterfactuals: str = knob(
+        "auto",
+        "marker counterfactuals (each image re-rendered with and without its burned-in marker): 'auto' on "
+        "phantom datasets, 'off' never",
+        choices=("auto", "off"),
+    )
     batch_size: int = knob(4, "images per forward pass")
     workers: int = knob(2, "DataLoader processes decoding and preprocessing images")
     chunk_images: int = knob(32, "images per committed chunk (the unit of resume)")
@@ -99,7 +119,23 @@ class AnalyzeConfig:
             raise AnalyzeError("give at least one --classifier FILE")
         self.map_threshold()
         self.k_values()
+        self.region_settings()
+        self.flag_thresholds()
         return self
+
+    def region_settings(self) -> RegionSettings:
+        try:
+            return RegionSettings(box_overlap=self.box_overlap, near_tokens=self.near_tokens)
+        except MammoSaeError as error:
+            raise AnalyzeError(f"--box-overlap / --near-tokens: {error}") from None
+
+    def flag_thresholds(self) -> FlagThresholds:
+        try:
+            return FlagThresholds(
+                off_breast=self.flag_off_breast, marker=self.flag_marker, lesion_pointing=self.flag_lesion
+            )
+        except MammoSaeError as error:
+            raise AnalyzeError(f"--flag-off-breast / --flag-marker / --flag-lesion: {error}") from None
 
     def k_values(self) -> tuple[int | None, ...]:
         try:

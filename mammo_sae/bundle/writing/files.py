@@ -88,7 +88,8 @@ class BundleWriter:
 
     def finish(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Write ``manifest.json`` (last: its presence means the bundle is complete) with every file's record."""
-        assert sorted(self.written) == sorted(bf.OUTPUTS), f"a bundle has every output: {self.written}"
-        complete = manifest | {"files": bf.file_records(self.out, list(bf.OUTPUTS))}
+        optional = [name for name in bf.OPTIONAL_OUTPUTS if name in self.written]
+        assert sorted(self.written) == sorted([*bf.OUTPUTS, *optional]), f"every output: {self.written}"
+        complete = manifest | {"files": bf.file_records(self.out, [*bf.OUTPUTS, *optional])}
         bf.write_manifest(self.out, complete)
         return complete

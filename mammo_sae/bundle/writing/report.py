@@ -10,11 +10,13 @@ from typing import Any
 import pandas as pd
 
 from mammo_sae.analysis import paper
-from mammo_sae.analysis.peaks import marker_latents
+from mammo_sae.analysis.peaks import MARKER_MIN_POINTING, marker_latents
 from mammo_sae.analysis.tables import VARIANTS
 from mammo_sae.core.metrics import undefined_reason
 
 HEADLINE_KEEP_K, HEADLINE_SUPPRESS_K = "10", "50"
+REPORT_TOP = 10  # rows of each concept-and-class ranking shown (rankings.parquet holds them all)
+REPORT_MARKERS = 20  # marker latents shown (latents.parquet holds every one)
 VARIANT_NAMES = {"original": "original", "sae": "with SAE", "sae_error": "SAE + error"}
 
 
@@ -47,8 +49,9 @@ def headline(
     concepts: tuple[str, ...],
 ) -> dict[str, Any]:
     """JSON-ready key numbers (per image): SAE quality, and per head the AUROC original / with the SAE, top-10
-    kept, top-50 suppressed (own concept), and the best class-1 latent's pointing game. NaN stays NaN here;
-    the manifest writes it as null."""
+    kept, top-50 suppressed (own concept), and the best class-1 latent's pointing game, with the pointing
+    tolerance and strictly inside the boxes (bundles from before the strict game lack it). NaN stays NaN
+    here; the manifest writes it as null."""
     out: dict[str, Any] = {"sae": {k: round(v, 4) for k, v in quality.items() if isinstance(v, float)}}
     out["sae"]["tokens"] = quality["tokens"]
     for task in tasks:
@@ -63,6 +66,8 @@ def headline(
             top = _pick(localisation, concept=task, cls=1, target=task, rank=0)
             entry["top_latent"] = int(top["latent"].iloc[0]) if len(top) else None
             entry["top_latent_pointing"] = _one(top, "pointing")
+            if "pointing_strict" in localisation:
+                entry["top_latent_pointing_strict"] = _one(top, "pointing_strict")
         out[task] = {
             k: (round(v, 4) if isinstance(v, float) and not math.isnan(v) else v) for k, v in entry.items()
         }
@@ -156,39 +161,56 @@ def _as_int(label: str) -> int | None:
     return int(label) if str(label).isdigit() else None
 
 
+def _metric(metrics: pd.Series | None, column: str) -> float:
+    return float(metrics[column]) if metrics is not None and column in metrics else float("nan")
+
+
+def _latent_row(item: Any, metrics: pd.Series | None, latents: pd.DataFrame, strict: bool) -> dict[str, Any]:
+    """One row of a top-latent table: the ranking's scores, then the localisation against the concept."""
+    row = {
+        "rank": item.rank + 1,
+        "latent": item.latent,
+        "class mean": float(item.zbar),
+        "minus all-image mean": float(item.deviation),
+        "peak minus all": float(getattr(item, "peak_deviation", float("nan"))),
+        "peak AUROC": float(getattr(item, "peak_auroc", float("nan"))),
+        "frequency": float(latents.loc[item.latent, "frequency"]),
+        "pointing": _metric(metrics, "pointing"),
+    }
+    if strict:
+        row["pointing (strict)"] = _metric(metrics, "pointing_strict")
+    row |= {"mean IoU": _metric(metrics, "mean_iou"), "AP@0.3": _metric(metrics, "ap30")}
+    row["AP@0.5"] = _metric(metrics, "ap50")
+    if "flags" in latents:
+        row["flags"] = str(latents.loc[item.latent, "flags"] or "") or "–"
+    return row
+
+
 def _top_latent_section(
     ranked: pd.DataFrame, localisation: pd.DataFrame, latents: pd.DataFrame, concepts, score_split: str
 ) -> str:
-    parts = ["## Top-10 latents per concept and class, with localisation against the concept's boxes\n"]
+    parts = [
+        f"## Top-{REPORT_TOP} latents per concept and class, with localisation against the concept's boxes\n"
+    ]
     parts.append(
         '\nScores are class-wise means over the score split of each image\'s mean activation ("class mean", '
         "the paper's concept score) and of each image's peak activation (\"peak\"), minus their all-image "
         'values, and the AUROC with which the per-image peak separates the class ("peak AUROC"); the '
         "manifest's `rank_by` says which score orders the table. A peak within the pointing tolerance "
-        "(`pointing_tolerance` original pixels, in the manifest) of a box is a hit.\n"
+        '(`pointing_tolerance` original pixels on each axis, in the manifest) of a box is a hit; "strict" '
+        f"counts only a peak inside a box. Each table shows the first {REPORT_TOP} of the ranking: "
+        "`rankings.parquet` holds every latent's rank, and `localisation.parquet` the first `localise_top` "
+        "(manifest `config`).\n"
     )
+    strict = "pointing_strict" in localisation
     for concept in concepts:
         for cls in (1, 0):
-            top = _pick(ranked, concept=concept, cls=cls).sort_values("rank").head(10)
+            top = _pick(ranked, concept=concept, cls=cls).sort_values("rank").head(REPORT_TOP)
             loc = _pick(localisation, concept=concept, cls=cls, target=concept).set_index("latent")
-            rows = []
-            for item in top.itertuples(index=False):
-                metrics = loc.loc[item.latent] if item.latent in loc.index else None
-                rows.append(
-                    {
-                        "rank": item.rank + 1,
-                        "latent": item.latent,
-                        "class mean": float(item.zbar),
-                        "minus all-image mean": float(item.deviation),
-                        "peak minus all": float(getattr(item, "peak_deviation", float("nan"))),
-                        "peak AUROC": float(getattr(item, "peak_auroc", float("nan"))),
-                        "frequency": float(latents.loc[item.latent, "frequency"]),
-                        "pointing": float(metrics["pointing"]) if metrics is not None else float("nan"),
-                        "mean IoU": float(metrics["mean_iou"]) if metrics is not None else float("nan"),
-                        "AP@0.3": float(metrics["ap30"]) if metrics is not None else float("nan"),
-                        "AP@0.5": float(metrics["ap50"]) if metrics is not None else float("nan"),
-                    }
-                )
+            rows = [
+                _latent_row(item, loc.loc[item.latent] if item.latent in loc.index else None, latents, strict)
+                for item in top.itertuples(index=False)
+            ]
             empty = f"_(not ranked: no {score_split} image has {concept} = {cls})_"
             parts.append(f"\n### {concept}, class {cls}\n\n" + _markdown(pd.DataFrame(rows), empty))
     parts.append(
@@ -202,12 +224,27 @@ def _marker_section(latents: pd.DataFrame, n_marker_boxes: int) -> str:
     if "peak_in_marker" not in latents:
         return ""
     hits = marker_latents(latents, n_marker_boxes)
+    support, total = hits.attrs["support"], hits.attrs["total"]
+    shown = hits.head(REPORT_MARKERS).reset_index(names="latent")
+    flagged = ""
+    if "flags" in latents:
+        marker_flag = latents.loc[hits.index, "flags"].fillna("").str.split(",").map(lambda f: "marker" in f)
+        shown["flags"] = [str(latents.loc[i, "flags"] or "") or "–" for i in shown["latent"]]
+        flagged = (
+            f" {int(marker_flag.sum())} of the {total} carry the `marker` flag (activation mostly on the "
+            "markers, the location-profile criterion)."
+        )
+    count = (
+        f"{total} latents meet this criterion; the table shows the first {len(shown)}, and `latents.parquet` "
+        f"holds them all (`peak_in_marker` >= {MARKER_MIN_POINTING}, `fired_marker` >= {support}).{flagged}\n\n"
+        if total
+        else "\n\n"
+    )
     return (
         "## Latents that fire on the burned-in markers (confounder check)\n\n"
         "Latents whose strongest token lies inside a marker box on at least half of the marker images where they "
-        f"fire (and fire on at least {hits.attrs['support']}); their class scores and their direct effect on each "
-        "head's logit show whether the ranking or the classifier uses them.\n\n"
-        + _markdown(hits.reset_index(names="latent"))
+        f"fire (and fire on at least {support}); their class scores and their direct effect on each "
+        "head's logit show whether the ranking or the classifier uses them. " + count + _markdown(shown)
     )
 
 

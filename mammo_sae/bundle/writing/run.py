@@ -28,6 +28,7 @@ from mammo_sae.bundle.format import MANIFEST, WORK_DIR, read_manifest
 from mammo_sae.bundle.locations import remember
 from mammo_sae.bundle.writing.assemble import Split, assemble_bundle
 from mammo_sae.bundle.writing.config import AnalyzeConfig, AnalyzeError
+from mammo_sae.bundle.writing.counterfactual import marker_counterfactuals
 from mammo_sae.bundle.writing.files import BundleWriter
 from mammo_sae.bundle.writing.manifest import local_command, run_identity
 from mammo_sae.bundle.writing.models import (
@@ -40,6 +41,7 @@ from mammo_sae.bundle.writing.models import (
 from mammo_sae.bundle.writing.work import prepare_out, stream_split
 from mammo_sae.core.distributed import LOCAL, device_for
 from mammo_sae.data.frame_policy import FramePolicy
+from mammo_sae.data.phantom import is_phantom_dataset
 from mammo_sae.data.vindr import VindrIndex
 from mammo_sae.models import parse_spec
 
@@ -114,7 +116,8 @@ def analyze(config: AnalyzeConfig) -> dict[str, Any]:
         remember_locations(config, out, run_id)
         return read_manifest(out)["summary"] | {"bundle": str(out), "resumed": "already complete"}
     models = chunk_models(inputs, device)
-    total = len(records) + (0 if same_split else len(score_records))
+    counterfactuals = config.counterfactuals != "off" and is_phantom_dataset(config.data)
+    total = len(records) * (2 if counterfactuals else 1) + (0 if same_split else len(score_records))
     work = out / WORK_DIR
     with tqdm(total=total, desc="analyze", unit="img", disable=not config.progress) as bar:
         analysis_chunks = stream_split(records, "analysis", work, models, config, inputs.frame_size, bar)
@@ -123,6 +126,7 @@ def analyze(config: AnalyzeConfig) -> dict[str, Any]:
             if same_split
             else stream_split(score_records, "score", work, models, config, inputs.frame_size, bar)
         )
+        counterfactual = marker_counterfactuals(config, records, models, inputs.frame_size, work, bar)
     (out / MANIFEST).unlink(missing_ok=True)  # the bundle being replaced is incomplete from here on
     run = {
         "fingerprints": fingerprints,
@@ -130,6 +134,7 @@ def analyze(config: AnalyzeConfig) -> dict[str, Any]:
         "heads": (models.heads_w_hd.cpu().numpy(), models.heads_b_h.cpu().numpy()),
         "missing": {**missing, **score_missing},
         "frame_policy": frames,
+        "counterfactual": counterfactual,  # None off phantoms or with --counterfactuals off
     }
     summary = assemble_bundle(
         BundleWriter(out),

@@ -84,6 +84,8 @@ def save_chunk(chunk: ChunkResult, path: Path) -> None:
         "nnz": np.array(chunk.codes.nnz if chunk.codes is not None else 0),
         "fired": chunk.fired_l if chunk.fired_l is not None else np.zeros(0, np.int64),
     }
+    if chunk.evidence_nht is not None:
+        arrays |= {"evidence": chunk.evidence_nht, "tissue": chunk.tissue_n3t}
     if chunk.codes is not None:
         arrays |= {
             "grid": np.array(chunk.codes.grid),
@@ -121,6 +123,8 @@ def load_chunk(path: Path, d_sae: int, *, heavy: bool = True) -> ChunkResult:
             nnz=int(data["nnz"]),
             fired_l=data["fired"],
             grid=tuple(int(v) for v in data["grid"]) if "grid" in data else None,
+            evidence_nht=data.get("evidence"),
+            tissue_n3t=data.get("tissue"),
         )
 
 

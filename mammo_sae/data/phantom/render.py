@@ -121,11 +121,18 @@ def render_image(plan: ImagePlan, size_hw: tuple[int, int]) -> RenderedImage:
             for o in found
         ]
     if plan.marker:
-        text = marker_text(plan.laterality, plan.view)
-        chest_wall = "right" if plan.laterality == "R" else "left"
-        box = burn_in_marker(intensity, text, chest_wall)
-        found.append(TruthObject(f"{plan.image_id}-marker", "marker", text, 0, box, 1.0))
+        found.append(add_marker(intensity, plan))
     return RenderedImage(intensity, tuple(found))
+
+
+def add_marker(intensity: np.ndarray, plan: ImagePlan) -> TruthObject:
+    """Burn `plan`'s marker ("L CC", ...) into `intensity` (stored orientation, modified in place), as
+    `render_image` does for a plan with a marker; return its truth object. The counterfactual pairs
+    (`phantom.counterfactual`) call it on a copy of the image rendered without the marker."""
+    text = marker_text(plan.laterality, plan.view)
+    chest_wall = "right" if plan.laterality == "R" else "left"
+    box = burn_in_marker(intensity, text, chest_wall)
+    return TruthObject(f"{plan.image_id}-marker", "marker", text, 0, box, 1.0)
 
 
 def _mirror(box: Box, cols: int) -> Box:
