@@ -46,6 +46,7 @@ pages = [
     st.Page("views/case_review.py", title="Case review", icon=":material/grid_view:"),
     st.Page("views/concepts.py", title="Concept neurons", icon=":material/neurology:"),
     st.Page("views/interventions.py", title="Interventions", icon=":material/tune:"),
+    st.Page("views/shortcuts.py", title="Shortcut audit", icon=":material/report:"),
     st.Page("views/upload.py", title="Upload", icon=":material/upload_file:"),
     st.Page("views/training.py", title="Training report", icon=":material/monitoring:"),
     st.Page("views/dataset.py", title="Dataset", icon=":material/folder_open:"),

@@ -23,16 +23,25 @@ import streamlit as st
 
 from mammo_sae.analysis import charts, paper
 from mammo_sae.bundle import Bundle, BundleError, BundleStaleError, browse, cases, queries
+from mammo_sae.bundle import evidence_queries as evq
 from mammo_sae.bundle.format import read_manifest
 from mammo_sae.bundle.notes import CATEGORIES, NOTES_ENV, LatentNotes
 from mammo_sae.bundle.notes import EMPTY_ENTRY as EMPTY_NOTE
-from mammo_sae.bundle.overlays import COLOUR_MAPS, patch_crop, zoom_region
+from mammo_sae.bundle.overlays import COLOUR_MAPS, image_data_url, patch_crop, zoom_region
 from mammo_sae.bundle.roots import BundlePathError, bundle_roots, resolve_bundle_path
 from mammo_sae.bundle.stamps import FileStamp, bundle_stamp, dataset_stamp, file_stamp
-from mammo_sae.bundle.viewer import ViewOptions, render_case_view, render_live, render_view
+from mammo_sae.bundle.viewer import (
+    RenderedView,
+    ViewOptions,
+    render_case_view,
+    render_live,
+    render_view,
+    token_rects,
+)
 from mammo_sae.core.errors import MammoSaeError
 from mammo_sae.core.user_data import user_data_dir
 from mammo_sae.data.dicom import MammogramDicom, display_image, read_mammogram
+from mammo_sae.data.frames import transform_from_json
 from mammo_sae.data.phantom import is_phantom_dataset
 from mammo_sae.data.png import decode_png
 from mammo_sae.data.vindr import VindrIndex
@@ -467,9 +476,14 @@ def _case_view(
     options: ViewOptions,
     latent: int | None,
     kinds: tuple[str, ...],
-) -> np.ndarray:
+    evidence_head: str | None,
+    vmax: float | None,
+) -> RenderedView:
     bundle = _bundle(bundle_path, bundle_stamp_)
-    return render_case_view(bundle, position, _mammogram(image, image_stamp), options, latent, kinds).pixels
+    image_ = _mammogram(image, image_stamp)
+    return render_case_view(
+        bundle, position, image_, options, latent, kinds, evidence_head=evidence_head, vmax=vmax
+    )
 
 
 def case_view(
@@ -479,10 +493,93 @@ def case_view(
     options: ViewOptions,
     latent: int | None,
     kinds: tuple[str, ...],
+    evidence_head: str | None = None,
+    vmax: float | None = None,
 ) -> np.ndarray:
-    """One hanging view of a bundle case, rendered (cached per bundle, image file, options and latent)."""
+    """One hanging view of a bundle case, rendered with a latent's map or a head's evidence map (cached per
+    bundle, image file, options and overlay)."""
+    return rendered_case_view(bundle, root, position, options, latent, kinds, evidence_head, vmax).pixels
+
+
+def rendered_case_view(
+    bundle: Bundle,
+    root: str | Path,
+    position: int,
+    options: ViewOptions,
+    latent: int | None,
+    kinds: tuple[str, ...],
+    evidence_head: str | None = None,
+    vmax: float | None = None,
+) -> RenderedView:
+    """``case_view`` with its display scale and mirroring (what a clickable view needs)."""
     path = image_path(root, bundle.images.iloc[position]["image_id"])
-    return _case_view(*_key(bundle), path, file_stamp(path), position, options, latent, kinds)
+    return _case_view(
+        *_key(bundle), path, file_stamp(path), position, options, latent, kinds, evidence_head, vmax
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _token_rects(path: str, stamp: FileStamp, position: int, scale: float, flipped: bool) -> pd.DataFrame:
+    bundle = _bundle(path, stamp)
+    transform = transform_from_json(bundle.images.iloc[position]["transform"])
+    return token_rects(transform, bundle.grid, scale, flipped)
+
+
+@st.cache_data(show_spinner=False, max_entries=96)
+def _view_url(
+    bundle_path: str,
+    bundle_stamp_: FileStamp,
+    image: str,
+    image_stamp: FileStamp,
+    position: int,
+    options: ViewOptions,
+    latent: int | None,
+    kinds: tuple[str, ...],
+    evidence_head: str | None,
+    vmax: float | None,
+) -> tuple[str, tuple[int, int], float, bool]:
+    view = _case_view(
+        bundle_path, bundle_stamp_, image, image_stamp, position, options, latent, kinds, evidence_head, vmax
+    )
+    height, width = view.pixels.shape[:2]
+    return image_data_url(view.pixels), (height, width), float(view.scale), bool(view.flipped)
+
+
+def view_picker(
+    bundle: Bundle,
+    root: str | Path,
+    position: int,
+    options: ViewOptions,
+    latent: int | None,
+    kinds: tuple[str, ...],
+    evidence_head: str | None,
+    vmax: float | None,
+    spot: dict[str, Any] | None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One hanging view as (token rectangles, Vega-Lite spec) for ``st.vega_lite_chart(rects, spec)``: the
+    view rendered like ``case_view`` (an inline JPEG, cached), one transparent rectangle per token (the
+    point selection ``spot`` reads back a token), the tokens of ``spot`` outlined when it lies on this view."""
+    path = image_path(root, bundle.images.iloc[position]["image_id"])
+    url, size, scale, flipped = _view_url(
+        *_key(bundle), path, file_stamp(path), position, options, latent, kinds, evidence_head, vmax
+    )
+    rects = _token_rects(*_key(bundle), position, scale, flipped)
+    spec = charts.token_picker_spec(url, size, rects, inline=False)
+    if spot is None or spot.get("position") != position:
+        return rects, spec
+    return rects, charts.with_outline(spec, rects[spot_mask(bundle, spot)[rects["token"].to_numpy()]])
+
+
+def picked_token(state: Any, selection: str = "spot") -> int | None:
+    """The token a click on a ``view_picker`` chart selected (None for a click beside every token)."""
+    chosen = (state or {}).get("selection", {}).get(selection) or []
+    return int(chosen[0]["token"]) if chosen and "token" in chosen[0] else None
+
+
+def picked_latent(state: Any, selection: str = "bar") -> int | None:
+    """The latent of the bar a click on a contributions chart selected (None when none is)."""
+    chosen = (state or {}).get("selection", {}).get(selection) or []
+    return int(chosen[0]["latent"]) if chosen and "latent" in chosen[0] else None
 
 
 def zoom(
@@ -506,9 +603,263 @@ def contributions(bundle: Bundle, position: int, head: str, top: int = 15) -> pd
     return queries.contributions_table(bundle, position, head, top=top, notes=latent_notes(bundle))
 
 
-def contributions_chart(table: pd.DataFrame, head: str) -> alt.Chart:
-    """The ranked contribution bars (one builder for Case review and Upload)."""
-    return charts.contributions_chart(table, head)
+def contributions_chart(table: pd.DataFrame, head: str, selection: str | None = None) -> alt.Chart:
+    """The ranked contribution bars (one builder for Case review and Upload); ``selection`` makes a bar
+    clickable."""
+    return charts.contributions_chart(table, head, selection=selection)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _contributions_spec(
+    path: str, stamp: FileStamp, position: int, head: str, top: int, notes_dir: str, notes_stamp: FileStamp
+) -> tuple[dict[str, Any], float]:
+    bundle = _bundle(path, stamp)
+    notes = LatentNotes(notes_dir, bundle.d_sae)
+    table = queries.contributions_table(bundle, position, head, top=top, notes=notes)
+    return charts.contributions_chart(table, head, selection="bar").to_dict(), float(table.attrs["const"])
+
+
+def contributions_spec(
+    bundle: Bundle, position: int, head: str, top: int = 15
+) -> tuple[dict[str, Any], float]:
+    """The clickable contribution bars of one view and head as a Vega-Lite spec (cached per bundle, view,
+    head and notes file; the ``bar`` selection reads back a latent), and the constant they add up with."""
+    notes = latent_notes(bundle)
+    return _contributions_spec(*_key(bundle), position, head, top, str(notes.folder), file_stamp(notes.path))
+
+
+# --- evidence ------------------------------------------------------------------------------------------------
+
+EVIDENCE_MISSING = evq.EVIDENCE_MISSING
+FLAG_COLOURS = {"off_breast": "#e8590c", "marker": "#9c36b5", "lesion": "#2b8a3e"}
+
+
+def has_evidence(bundle: Bundle) -> bool:
+    return evq.has_evidence(bundle)
+
+
+def study_head(bundle: Bundle, views: list[cases.HangingView], positive: tuple[str, ...]) -> str:
+    """The head a study opens on: the "Positive for" concept, else the most probable head."""
+    return evq.study_head(bundle, [v.position for v in views if v.position is not None], positive)
+
+
+def evidence_vmax(bundle: Bundle, views: list[cases.HangingView], head: str) -> float | None:
+    return evq.evidence_vmax(bundle, [v.position for v in views if v.position is not None], head)
+
+
+def evidence_line(bundle: Bundle, position: int, head: str) -> str | None:
+    return evq.evidence_line(bundle, position, head)
+
+
+def view_findings(bundle: Bundle, views: list[cases.HangingView]) -> pd.DataFrame:
+    return evq.view_findings(bundle, [v.position for v in views if v.position is not None])
+
+
+def spot_mask(bundle: Bundle, spot: dict[str, Any]) -> np.ndarray:
+    """The tokens of a spot (``{"position", "token"}`` or ``{"position", "box"}``)."""
+    box = spot.get("box")
+    return evq.spot_mask(
+        bundle, int(spot["position"]), token=spot.get("token"), box=tuple(box) if box is not None else None
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _fires_here(
+    path: str,
+    stamp: FileStamp,
+    position: int,
+    token: int | None,
+    box: tuple[float, float, float, float] | None,
+    notes_dir: str,
+    notes_stamp: FileStamp,
+) -> pd.DataFrame:
+    bundle = _bundle(path, stamp)
+    notes = LatentNotes(notes_dir, bundle.d_sae)
+    return evq.fires_here(bundle, position, token=token, box=box, notes=notes)
+
+
+def fires_here(bundle: Bundle, spot: dict[str, Any]) -> pd.DataFrame:
+    """What fires at a spot of a view: latents, names, flags, in-region activation, specificity and
+    contribution to each head (cached per bundle, spot and notes file)."""
+    notes = latent_notes(bundle)
+    box = spot.get("box")
+    return _fires_here(
+        *_key(bundle),
+        int(spot["position"]),
+        None if spot.get("token") is None else int(spot["token"]),
+        None if box is None else tuple(float(b) for b in box),
+        str(notes.folder),
+        file_stamp(notes.path),
+    )
+
+
+def flag_columns(bundle: Bundle, *tables: pd.DataFrame) -> dict[str, Any]:
+    """``column_config`` that shows a table's ``flags`` lists as coloured badges."""
+    options = set(evq.flag_options(bundle))
+    for table in tables:
+        if "flags" in table:
+            options |= {f for flags in table["flags"] for f in flags}
+    ordered = sorted(options)
+    colours = [FLAG_COLOURS.get(f.split(":", 1)[0], "#868e96") for f in ordered]
+    return {
+        "flags": st.column_config.MultiselectColumn(
+            "flags", options=ordered, color=colours, format_func=evq.flag_text, disabled=True, width="medium",
+            help="off-breast: fires mostly outside the breast (padding, borders); marker: mostly on burned-in "
+            "markers; <category> lesion: its peaks land in that category's boxes",
+        )
+    }  # fmt: skip
+
+
+def fires_columns(bundle: Bundle, table: pd.DataFrame) -> dict[str, Any]:
+    """``column_config`` of the what-fires-here table: badges, and its numbers named in words."""
+    number = st.column_config.NumberColumn
+    return {
+        **flag_columns(bundle, table),
+        "latent": number("latent", format="%d", width="small"),
+        "mean_in": number("mean here", format="%.3f", help="mean activation over the spot's tokens"),
+        "max_in": number("max here", format="%.3f"),
+        "specificity": number("specificity", format="%.1f",
+                              help="mean here over the mean on the rest of the image (∞: silent elsewhere)"),
+        **{f"contribution_{t}": number(f"→ {t} logit", format="%+.4f",
+                                       help=f"the latent's part of the {t} logit from the spot")
+           for t in bundle.tasks},
+    }  # fmt: skip
+
+
+def latent_badges(bundle: Bundle, latent: int) -> str:
+    """A latent's flags as Markdown badges (for captions and headers), "" without flags."""
+    flags = evq.flag_list(evq.latent_flags(bundle).get(int(latent), ""))
+    colour = {"off_breast": "orange", "marker": "violet", "lesion": "green"}
+    return " ".join(
+        f":{colour.get(f.split(':', 1)[0], 'gray')}-badge[{md_text(evq.flag_text(f))}]" for f in flags
+    )
+
+
+def latent_labeller(bundle: Bundle):
+    """``latent -> "#id name [badges]"`` for pickers and lists."""
+    return evq.labeller(bundle, latent_notes(bundle))
+
+
+def suggested_latents(
+    bundle: Bundle, position: int, head: str, current: int | None, top: int = 10
+) -> list[int]:
+    """The latent picker's choices: the current one, the view's top contributors to ``head``, then the
+    concept ranking's top class-1 latents (when ``head`` is a concept), each once."""
+    chosen = [] if current is None else [int(current)]
+    chosen += [int(t) for t in bundle.contributions(position, head)["latent"].head(top)]
+    if head in bundle.concepts:
+        chosen += [int(t) for t in bundle.top_latents(head, 1, top)]
+    return list(dict.fromkeys(chosen))
+
+
+def patch_study(bundle: Bundle, image: int) -> str:
+    return str(bundle.images.iloc[int(image)]["study_id"])
+
+
+# --- the shortcut audit --------------------------------------------------------------------------------------
+
+
+def shortcut_summary(bundle: Bundle) -> pd.DataFrame | None:
+    return evq.shortcut_summary(bundle)
+
+
+def shortcut_table(bundle: Bundle, head: str) -> pd.DataFrame | None:
+    return evq.shortcut_table(bundle, head, latent_notes(bundle))
+
+
+def suppressed_latents(bundle: Bundle) -> list[int]:
+    return evq.suppressed_latents(bundle)
+
+
+def counterfactual_summary(bundle: Bundle) -> pd.DataFrame | None:
+    return evq.counterfactual_summary(bundle)
+
+
+def counterfactual_latents(bundle: Bundle, head: str, top: int = 20) -> pd.DataFrame | None:
+    return evq.counterfactual_latents(bundle, head, latent_notes(bundle), top)
+
+
+def counterfactual_shifts(bundle: Bundle, head: str) -> pd.DataFrame | None:
+    return evq.counterfactual_shifts(bundle, head)
+
+
+def shift_chart(shifts: pd.DataFrame, head: str) -> alt.Chart:
+    """Each image's logit shift from adding its marker, by class (one tick per image, the class means ruled)."""
+    ticks = (
+        alt.Chart(shifts)
+        .mark_tick(thickness=2, size=18, opacity=0.6)
+        .encode(
+            x=alt.X("logit shift:Q", title=f"{head} logit with the marker minus without"),
+            y=alt.Y("class:N", title=None, sort=["positive", "negative"]),
+            color=alt.Color(
+                "analysed with a marker:N",
+                scale=alt.Scale(domain=[True, False], range=["#f08c00", "#74c0fc"]),
+                legend=alt.Legend(orient="right"),
+            ),
+            tooltip=["image_id:N", "class:N", "logit shift:Q"],
+        )
+    )
+    means = (
+        alt.Chart(shifts)
+        .mark_point(shape="diamond", size=120, filled=True, color="white")
+        .encode(x="mean(logit shift):Q", y=alt.Y("class:N", sort=["positive", "negative"]))
+    )
+    return (ticks + means).properties(
+        height=140, title=f"Per image: what the marker does to the {head} logit"
+    )
+
+
+SUMMARY_NAMES = {
+    "task": "head",
+    "auroc": "AUROC as analysed",
+    "auroc_suppressed": "AUROC, flagged suppressed",
+    "auroc_drop": "drop",
+    "n_suppressed": "latents suppressed",
+    "suppressed_share": "their share of the logit difference",
+}
+
+
+SUMMARY_COLUMNS = {
+    "their share of the logit difference": st.column_config.NumberColumn(format="percent"),
+    "AUROC as analysed": st.column_config.NumberColumn(format="%.3f"),
+    "AUROC, flagged suppressed": st.column_config.NumberColumn(format="%.3f"),
+    "drop": st.column_config.NumberColumn(format="%+.3f"),
+}
+
+
+def carrier_columns(bundle: Bundle, carriers: pd.DataFrame) -> dict[str, Any]:
+    """``column_config`` of the marker-shift carriers: badges and the columns named in words."""
+    number = st.column_config.NumberColumn
+    return {
+        **flag_columns(bundle, carriers),
+        evq.CARRIER_VALUE: number("logit change", format="%+.4f", help="mean change of its contribution"),
+        "activation_change": number(
+            "activation change", format="%+.4f", help="mean activation, with - without"
+        ),
+        "images_more": number("images: fires more", format="%d"),
+        "images_less": number("images: fires less", format="%d"),
+        "share": number("share of the SAE shift", format="percent"),
+    }
+
+
+def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The shortcut summary with its columns named in words (those it has)."""
+    return summary[[c for c in SUMMARY_NAMES if c in summary]].rename(columns=SUMMARY_NAMES)
+
+
+def carriers_chart(carriers: pd.DataFrame, head: str) -> alt.Chart:
+    """The latents that carry the marker's shift of ``head``'s logit as signed bars (the contribution chart)."""
+    table = carriers.rename(columns={evq.CARRIER_VALUE: "contribution"})
+    table["label"] = [
+        label + evq.badge_suffix(",".join(flags))
+        for label, flags in zip(table["label"], table["flags"], strict=True)
+    ]  # plain-text badges on the chart's axis
+    return charts.contributions_chart(table, head).properties(
+        title=f"Change of each latent's contribution to the {head} logit when the marker is added"
+    )
+
+
+SUPPRESS_KEY = "suppress-flagged"  # session state: the latents the Interventions page suppresses as flagged
 
 
 # --- latents -------------------------------------------------------------------------------------------------
@@ -561,10 +912,14 @@ def _patch(path: str, stamp: FileStamp, box: tuple[float, float, float, float]) 
 
 
 def patch_gallery(bundle: Bundle, root: Path, patches: pd.DataFrame) -> list[tuple[np.ndarray | None, str]]:
-    """(crop, caption) per top patch, or (None, escaped error) where its image cannot be read."""
+    """(crop, caption) per top patch, or (None, escaped error) where its image cannot be read; a patch
+    that overlaps a ground-truth box says which kind (``top_patches``' ``hits``)."""
     out: list[tuple[np.ndarray | None, str]] = []
     for patch in patches.itertuples():
-        caption = f"{patch.value:.2f} · {patch.image_id[:8]}"
+        hits = list(getattr(patch, "hits", []) or [])
+        caption = f"{patch.value:.2f} · {patch.image_id[:8]}" + (
+            f" · in a {', '.join(hits)} box" if hits else ""
+        )
         try:
             path = image_path(root, patch.image_id)
             box = (patch.orig_x0, patch.orig_y0, patch.orig_x1, patch.orig_y1)
@@ -572,6 +927,13 @@ def patch_gallery(bundle: Bundle, root: Path, patches: pd.DataFrame) -> list[tup
         except (MammoSaeError, KeyError) as error:
             out.append((None, md_text(error)))
     return out
+
+
+def open_case(study: str, latent: int) -> None:
+    """Set Case review to ``study`` with ``latent``'s map (the page is then switched to by the caller)."""
+    st.session_state["study"] = study
+    st.session_state["latent"] = int(latent)
+    st.session_state["overlay"] = "latent"
 
 
 def latent_histogram(bundle: Bundle, latent: int) -> pd.DataFrame:
@@ -694,7 +1056,9 @@ def live_probabilities(bundle: Bundle, case) -> pd.DataFrame:
 
 def live_contributions(bundle: Bundle, case, head: str, top: int = 15) -> pd.DataFrame:
     live = _live(*_key(bundle))
-    return queries.live_contributions_table(live, case, head, top=top, notes=latent_notes(bundle))
+    return queries.live_contributions_table(
+        live, case, head, top=top, notes=latent_notes(bundle), flags=evq.latent_flags(bundle)
+    )
 
 
 def render_live_case(case, latent: int | None, colour_map: str) -> np.ndarray:

@@ -1,7 +1,10 @@
 """Every dashboard page through Streamlit's AppTest, on a small analysis bundle: pages render with the
 frame's notices, a control changes a probability by exactly what the library computes, naming a latent
 persists in the notes folder with its author, a bad upload shows its error and the session goes on, and
-every message or untrusted string reaches Markdown escaped."""
+every message or untrusted string reaches Markdown escaped. Case review opens on the study head's evidence
+map with the evidence line under each view (a bundle from before evidence maps: latent maps and a note),
+a spot shows what fires there, flags show as badges, a top patch opens its case, and the shortcut audit's
+button suppresses the flagged latents on the Interventions page."""
 
 from __future__ import annotations
 
@@ -26,13 +29,15 @@ from untrusted_fixtures import (
 
 from mammo_sae.analysis.interventions import contributions
 from mammo_sae.bundle import Bundle
+from mammo_sae.bundle import evidence_queries as evq
+from mammo_sae.bundle.cases import hanging_views
 from mammo_sae.bundle.notes import NOTES_ENV, notes_folder
 from mammo_sae.bundle.queries import case_intervention, intervention_scale
 from mammo_sae.bundle.roots import ROOTS_ENV
 from mammo_sae.data.vindr import VindrIndex
 
 HOME = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
-PAGES = ("case_review", "concepts", "interventions", "upload", "training", "overview")
+PAGES = ("case_review", "concepts", "interventions", "shortcuts", "upload", "training", "overview")
 SYNTHETIC = "**Synthetic phantoms:** generated images with planted lesions, not patient data."
 
 
@@ -102,27 +107,58 @@ def test_every_page_says_once_that_the_bundle_is_built_on_phantoms(
     assert [c.value for c in app.caption].count(SYNTHETIC) == 1, [c.value for c in app.caption]
 
 
-def test_case_review_draws_the_contribution_bars_largest_first(monkeypatch, bundle_copy: Path) -> None:
+def view_position(bundle: Bundle, study: str, view: str) -> int:
+    laterality, name = view.split()
+    images = bundle.images
+    match = images[
+        (images["study_id"] == study) & (images["laterality"] == laterality) & (images["view"] == name)
+    ]
+    return int(match["position"].iloc[0])
+
+
+def chart_specs(app: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in app.get("vega_lite_chart")]
+
+
+def test_case_review_draws_the_contribution_bars_of_the_overlay_head_largest_first(
+    monkeypatch, bundle_copy: Path
+) -> None:
     app = start(monkeypatch, bundle_copy, "case_review")
     bundle = Bundle.open(bundle_copy)
     study = next(s for s in app.selectbox if s.label.startswith("Study")).value
-    view = next(s for s in app.selectbox if s.label == "View" and s.key == "chart-view").value
-    laterality, name = view.split()
-    images = bundle.images
-    position = int(
-        images[
-            (images["study_id"] == study) & (images["laterality"] == laterality) & (images["view"] == name)
-        ]["position"].iloc[0]
-    )
-    ranked = contributions(bundle.mean_latents[position], bundle.heads, "mass").head(15)
-    specs = [json.loads(c.proto.spec) for c in app.get("vega_lite_chart")]
-    bars = next(s for s in specs if s["encoding"]["x"]["field"] == "contribution")
-    assert bars["encoding"]["y"]["sort"] == [f"#{t}" for t in ranked["latent"]]
+    for head in bundle.tasks:
+        next(s for s in app.selectbox if s.key == "overlay-head").set_value(head).run()
+        view = next(s for s in app.selectbox if s.label == "View" and s.key == "chart-view").value
+        assert view_position(bundle, study, view) == max(
+            (v.position for v in hanging_views(bundle, study) if v.position is not None),
+            key=lambda p: bundle.images[f"logit_{head}_original"].iloc[p],
+        ), "the chart opens on the head's strongest view"
+        ranked = contributions(
+            bundle.mean_latents[view_position(bundle, study, view)], bundle.heads, head
+        ).head(15)
+        bars = next(
+            s for s in chart_specs(app) if s.get("encoding", {}).get("x", {}).get("field") == "contribution"
+        )
+        flags = evq.latent_flags(bundle)
+        assert bars["encoding"]["y"]["sort"] == [
+            f"#{t}{evq.badge_suffix(flags[t])}" for t in ranked["latent"]
+        ]
+        assert bars["encoding"]["x"]["title"] == f"contribution to the {head} logit"
+        assert [p["name"] for p in bars["params"]] == ["bar"], "a bar can be clicked"
 
 
-def test_case_review_shows_four_views_and_their_probabilities(monkeypatch, bundle_copy: Path) -> None:
+def test_case_review_shows_four_clickable_views_and_their_probabilities(
+    monkeypatch, bundle_copy: Path
+) -> None:
     app = start(monkeypatch, bundle_copy, "case_review")
-    assert len(app.get("imgs")) + len(app.get("image")) >= 4
+    charts = [c.proto for c in app.get("vega_lite_chart")]
+    pickers = [c for c in charts if '"image"' in c.spec and '"spot"' in c.spec]
+    assert len(pickers) == 4
+    for chart in pickers:
+        payload = chart.SerializeToString().replace(json.loads(chart.spec)["$schema"].encode(), b"")
+        assert payload.count(b"data:image/jpeg;base64,") == 1 and b"http" not in payload, (
+            "inline, never fetched"
+        )
     bundle = Bundle.open(bundle_copy)
     study = next(s for s in app.selectbox if s.label.startswith("Study")).value
     shown = [m.value for m in app.markdown if m.value.startswith("**mass**")]
@@ -131,6 +167,122 @@ def test_case_review_shows_four_views_and_their_probabilities(monkeypatch, bundl
     right_cc = rows.loc[("R", "CC")]
     probability = 1 / (1 + np.exp(-right_cc["logit_mass_original"]))
     assert f"**mass** {probability:.2f}" in shown[0], "R CC hangs first"
+
+
+def test_case_review_opens_on_the_study_heads_evidence_map_with_a_line_under_each_view(
+    monkeypatch, bundle_copy: Path
+) -> None:
+    app = start(monkeypatch, bundle_copy, "case_review")
+    bundle = Bundle.open(bundle_copy)
+    assert bundle.has_evidence, "the analysis bundle carries evidence maps"
+    study = next(s for s in app.selectbox if s.label.startswith("Study")).value
+    views = hanging_views(bundle, study)
+    positions = [v.position for v in views if v.position is not None]
+    assert next(r for r in app.radio if r.key == "overlay").value == "evidence map"
+    head = next(s for s in app.selectbox if s.key == "overlay-head").value
+    assert head == evq.study_head(bundle, positions)
+    lines = [m.value for m in app.markdown if " evidence\\: " in m.value]
+    assert lines == [md_text(evq.evidence_line(bundle, p, head)) for p in positions]
+    assert all(
+        re.search(r"(\d+% inside the marked|no \w+ marked on this view|no token raises)", line)
+        for line in lines
+    )
+    other = next(t for t in bundle.tasks if t != head)
+    next(s for s in app.selectbox if s.key == "overlay-head").set_value(other).run()
+    assert [m.value for m in app.markdown if " evidence\\: " in m.value] == [
+        md_text(evq.evidence_line(bundle, p, other)) for p in positions
+    ], "the lines follow the head"
+
+
+def test_the_positive_for_filter_chooses_the_head(monkeypatch, bundle_copy: Path) -> None:
+    app = start(monkeypatch, bundle_copy, "case_review")
+    for concept in Bundle.open(bundle_copy).concepts:
+        next(m for m in app.multiselect if m.label == "Positive for").set_value([concept]).run()
+        assert not app.exception
+        if not any(i.value.startswith("No study") for i in app.info):
+            assert next(s for s in app.selectbox if s.key == "overlay-head").value == concept
+
+
+def test_a_spot_shows_what_fires_there_with_badges(monkeypatch, bundle_copy: Path) -> None:
+    app = start(monkeypatch, bundle_copy, "case_review")
+    bundle = Bundle.open(bundle_copy)
+    study = next(s for s in app.selectbox if s.label.startswith("Study")).value
+    position = next(v.position for v in hanging_views(bundle, study) if v.position is not None)
+    token = int(np.argmax(np.diff(bundle.codes.image(position).indptr)))  # the token with most active latents
+    app.session_state["spot"] = {"study": study, "position": position, "token": token, "where": "here"}
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    table = app.dataframe[0].value
+    expected = evq.fires_here(bundle, position, token=token)
+    assert table["latent"].tolist() == expected["latent"].tolist() and len(table)
+    assert [list(f) for f in table["flags"]] == expected["flags"].tolist()
+    assert np.allclose(table["mean_in"], expected["mean_in"])
+
+
+def test_an_old_bundle_shows_latent_maps_and_says_it_predates_evidence(
+    monkeypatch, bundle_copy: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(bundle_copy.parent, tmp_path / "copy")
+    bundle = tmp_path / "copy" / "bundle"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for name in (
+        "evidence.npy",
+        "regions.npz",
+        "evidence_regions.parquet",
+        "evidence_split.parquet",
+        "shortcuts.parquet",
+    ):
+        manifest["files"].pop(name, None)
+        (bundle / name).unlink(missing_ok=True)
+    manifest["format_version"] = 2
+    manifest.get("summary", {}).pop("shortcut_summary", None)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    app = start(monkeypatch, bundle, "case_review")
+    assert not app.error, [e.value for e in app.error]
+    assert next(r for r in app.radio if r.key == "overlay").options == ["latent", "none"]
+    assert any("predates evidence maps" in c.value for c in app.caption)
+    assert not [m.value for m in app.markdown if " evidence\\: " in m.value]
+    assert len([m for m in app.markdown if m.value.startswith("Showing")]) == 1, "the top contributor's map"
+    app.switch_page("views/shortcuts.py").run()
+    assert not app.exception and any("predates the shortcut audit" in i.value for i in app.info)
+
+
+def test_the_shortcut_audit_button_suppresses_the_flagged_latents_on_interventions(
+    monkeypatch, bundle_copy: Path
+) -> None:
+    bundle = Bundle.open(bundle_copy)
+    flagged = evq.suppressed_latents(bundle)
+    if not flagged:
+        pytest.skip("the small analysis bundle flags no off-breast or marker latent")
+    app = start(monkeypatch, bundle_copy, "shortcuts")
+    button = next(b for b in app.button if b.label.startswith("Suppress the"))
+    assert f"{len(flagged):,} flagged latents" in button.label
+    button.click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert any(t.label.startswith(f"Suppress the {len(flagged):,} flagged") and t.value for t in app.toggle)
+    study = next(s for s in app.selectbox if s.label == "Case").value
+    view = next(r for r in app.radio if r.label == "View").value
+    scale = intervention_scale(bundle, concept=None, k=10, mode="suppress", scales={t: 0.0 for t in flagged})
+    expected = case_intervention(bundle, view_position(bundle, study, view), scale).set_index("head")
+    shown = {m.label.removesuffix(" probability"): m for m in app.metric if m.label.endswith("probability")}
+    assert shown
+    for head, metric in shown.items():
+        assert float(metric.value) == pytest.approx(expected.loc[head, "after"], abs=5e-4)
+
+
+def test_a_top_patch_opens_its_case_with_its_latent(monkeypatch, bundle_copy: Path) -> None:
+    app = start(monkeypatch, bundle_copy, "concepts")
+    bundle = Bundle.open(bundle_copy)
+    assert "flags" in app.dataframe[0].value.columns, "the concept table shows the flags"
+    latent = int(next(n for n in app.number_input if n.label == "Latent").value)
+    patches = bundle.patches[bundle.patches["latent"] == latent].sort_values("rank")
+    first = next(b for b in app.button if b.label == "Open case")
+    first.click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    study = bundle.images["study_id"].iloc[int(patches["image"].iloc[0])]
+    assert next(s for s in app.selectbox if s.label.startswith("Study")).value == study
+    assert next(r for r in app.radio if r.key == "overlay").value == "latent"
+    assert any(m.value.startswith(f"Showing \\#{latent}") for m in app.markdown)
 
 
 def test_an_intervention_moves_the_probability_by_what_the_library_computes(

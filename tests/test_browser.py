@@ -1,6 +1,7 @@
 """The dashboard in a real browser: headless Debian Chromium driven by Playwright against `streamlit run`
-on 127.0.0.1, on the shipped demo bundle (notes go to a temporary notes folder, never into the bundle).
-Nothing a page loads may come from another host than the server. Screenshots go to
+on 127.0.0.1, on the shipped demo bundle (notes go to a temporary notes folder, never into the bundle),
+and, for what needs evidence maps, flags and the shortcut audit, on the small analysis bundle the tests
+build. Nothing a page loads may come from another host than the server. Screenshots go to
 MAMMO_SAE_SCREENSHOTS (README images) or to test-artifacts/screenshots.
 
 Needs /usr/bin/chromium (Debian package `chromium`) and the `playwright` package; never `playwright
@@ -13,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,16 +26,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import untrusted_fixtures as untrusted
 from dicom_fixtures import identifying_tags, leaked
 
 from mammo_sae.bundle import Bundle
+from mammo_sae.bundle import evidence_queries as evq
 from mammo_sae.bundle.cases import hanging_views, study_table, view_probabilities
 from mammo_sae.bundle.format import read_manifest
 from mammo_sae.bundle.notes import NOTES_ENV, notes_folder
 from mammo_sae.bundle.queries import case_intervention, intervention_scale
+from mammo_sae.bundle.viewer import ViewOptions, render_case_view, token_rects
 from mammo_sae.data.dicom import DicomEncoding, read_mammogram, write_mammogram
+from mammo_sae.data.frames import transform_from_json
+from mammo_sae.data.vindr import VindrIndex
 from mammo_sae.demo import DEMO_DIR, demo_bundle_dir, ensure_demo_dataset
 
 CHROMIUM = "/usr/bin/chromium"
@@ -48,6 +55,7 @@ PAGE_TITLES = (
     "Case review",
     "Concept neurons",
     "Interventions",
+    "Shortcut audit",
     "Upload",
     "Training report",
     "Dataset",
@@ -81,13 +89,17 @@ def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextlib.contextmanager
-def streamlit_server(cache: Path, log_dir: Path, notes: Path | None = None) -> Iterator[str]:
-    """`streamlit run app/Home.py` on a free local port, on the shipped demo, keeping latent notes in
-    ``notes`` (default: the cache's); stopped by its own PID."""
+def streamlit_server(
+    cache: Path, log_dir: Path, notes: Path | None = None, bundle: Path | None = None
+) -> Iterator[str]:
+    """`streamlit run app/Home.py` on a free local port, on the shipped demo (or ``bundle``), keeping latent
+    notes in ``notes`` (default: the cache's); stopped by its own PID."""
     port = free_port()
     env = {**os.environ, "MAMMO_SAE_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
     env.pop("MAMMO_SAE_BUNDLE", None)
     env.pop(NOTES_ENV, None)
+    if bundle is not None:
+        env["MAMMO_SAE_BUNDLE"] = str(bundle)
     if notes is not None:
         env[NOTES_ENV] = str(notes)
     log = open(log_dir / "streamlit.log", "w")  # noqa: SIM115
@@ -123,6 +135,28 @@ def streamlit_server(cache: Path, log_dir: Path, notes: Path | None = None) -> I
 def server(tmp_path_factory: pytest.TempPathFactory, demo_cache: Path) -> Iterator[str]:
     """The app on the shipped demo bundle (read only: tests here never write into weights/demo)."""
     with streamlit_server(demo_cache, tmp_path_factory.mktemp("server")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def evidence_bundle(analysis_bundle_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small analysis bundle (evidence maps, regions, flags, shortcut audit) with its inputs, copied."""
+    root = tmp_path_factory.mktemp("evidence-bundle")
+    for name in ("bundle", "phantoms", "classifier.safetensors", "sae-relu"):
+        src = analysis_bundle_path.parent / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
+    return root / "bundle"
+
+
+@pytest.fixture(scope="module")
+def evidence_server(
+    tmp_path_factory: pytest.TempPathFactory, demo_cache: Path, evidence_bundle: Path
+) -> Iterator[str]:
+    """The app on the small analysis bundle."""
+    log_dir = tmp_path_factory.mktemp("evidence-server")
+    with streamlit_server(
+        demo_cache, log_dir, tmp_path_factory.mktemp("evidence-notes"), evidence_bundle
+    ) as url:
         yield url
 
 
@@ -194,11 +228,15 @@ def test_pages_open_with_the_banner_and_screenshots(server: str, browser) -> Non
     page.wait_for_selector("text=/synthetic phantoms/i", timeout=60_000)
     shoot(page, "overview")
     open_page(page, server, "Case review")
-    page.wait_for_selector("[data-testid=stImage]", timeout=60_000)
-    assert page.locator("[data-testid=stImage]").count() >= 4
+    page.wait_for_selector("[data-testid=stVegaLiteChart] image", timeout=60_000)
+    assert page.locator("[data-testid=stVegaLiteChart] image").count() >= 4, "four clickable views"
     assert "calcification" in page.content()
     shoot(page, "case_review")
-    for title, name in (("Concept neurons", "concepts"), ("Training report", "training")):
+    for title, name in (
+        ("Concept neurons", "concepts"),
+        ("Shortcut audit", "shortcuts"),
+        ("Training report", "training"),
+    ):
         open_page(page, server, title)
         assert "Research use only" in page.content()
         shoot(page, name)
@@ -248,21 +286,29 @@ def test_contribution_bars_stay_ranked_when_the_view_changes(server: str, browse
 
     ensure_demo_dataset(cache=demo_cache)
     bundle = Bundle.open(demo_bundle_dir())
+    flags = evq.latent_flags(bundle)
     page = browser.new_page(viewport={"width": 1500, "height": 1000})
     open_page(page, server, "Case review")
     study = page.get_by_role("combobox", name="Study").first.input_value()
+    head = page.get_by_role("combobox", name="Head").first.input_value()
     views = [v for v in hanging_views(bundle, study) if v.position is not None]
     for view in [*views[1:], views[0]]:
-        box = page.get_by_role("combobox", name="View").last
-        box.click()
-        box.fill(f"{view.laterality} {view.view}")
-        page.keyboard.press("Enter")
-        page.wait_for_timeout(500)
-        settle(page)
-        page.wait_for_timeout(1000)
-        ranked = contributions(bundle.mean_latents[view.position], bundle.heads, "mass").head(15)
-        assert bar_labels(page) == [f"#{t}" for t in ranked["latent"]], f"{view.laterality} {view.view}"
+        choose_view(page, f"{view.laterality} {view.view}")
+        ranked = contributions(bundle.mean_latents[view.position], bundle.heads, head).head(15)
+        expected = [f"#{t}{evq.badge_suffix(flags[t])}" for t in ranked["latent"]]
+        assert bar_labels(page) == expected, f"{view.laterality} {view.view}"
     page.close()
+
+
+def choose_view(page, name: str) -> None:
+    """Show the contribution bars of one view (the View box above the chart)."""
+    box = page.get_by_role("combobox", name="View").first
+    box.click()
+    box.fill(name)
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(500)
+    settle(page)
+    page.wait_for_timeout(1000)
 
 
 def test_an_intervention_changes_the_probability(server: str, browser) -> None:
@@ -546,3 +592,167 @@ def test_untrusted_names_notes_and_dicom_strings_are_shown_as_text(
         assert dialogs == [], f"a payload ran: {dialogs}"
     finally:
         context.close()
+
+
+# --- where is the evidence? (the small analysis bundle: evidence maps, flags, shortcut audit) ---------------
+
+
+def first_study_views(bundle: Bundle) -> tuple[str, list]:
+    study = study_table(bundle)["study_id"].iloc[0]
+    return study, [v for v in hanging_views(bundle, study) if v.position is not None]
+
+
+def markdown_lines(page, text: str) -> list[str]:
+    lines = page.locator("[data-testid=stMarkdownContainer]").filter(has_text=text)
+    return [lines.nth(i).inner_text().strip() for i in range(lines.count())]
+
+
+def overlay_choice(page) -> str:
+    radio = page.locator("[data-testid=stRadio]").filter(has_text="Overlay").first
+    return radio.locator("input:checked").first.evaluate("e => e.closest('label').innerText").strip()
+
+
+def shown_latent(page) -> int | None:
+    """The latent whose map the views show (the "Showing #id ..." line), None when none is."""
+    lines = markdown_lines(page, "Showing #")
+    match = re.search(r"Showing #(\d+)", lines[0]) if lines else None
+    return int(match.group(1)) if match else None
+
+
+def wait_for(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert condition()
+
+
+def test_case_review_opens_on_the_evidence_map_with_a_line_under_each_view(
+    evidence_server: str, browser, evidence_bundle: Path
+) -> None:
+    bundle = Bundle.open(evidence_bundle)
+    study, views = first_study_views(bundle)
+    head = evq.study_head(bundle, [v.position for v in views])
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    open_page(page, evidence_server, "Case review")
+    assert page.get_by_role("combobox", name="Study").first.input_value() == study
+    assert overlay_choice(page) == "evidence map"
+    assert page.get_by_role("combobox", name="Head").first.input_value() == head
+    assert markdown_lines(page, " evidence: ") == [evq.evidence_line(bundle, v.position, head) for v in views]
+    assert page.locator("[data-testid=stVegaLiteChart] image").count() == len(views)
+    shoot(page, "case_review_evidence")
+    page.close()
+
+
+def token_centre(
+    bundle: Bundle, position: int, head: str, token: int, height: int = 480
+) -> tuple[float, float]:
+    """Where on its chart (display pixels) a token of a view lies, as the page renders it."""
+    index = VindrIndex.load(bundle.data_root).images.set_index("image_id")["path"]
+    image = read_mammogram(index[bundle.images.iloc[position]["image_id"]])
+    view = render_case_view(bundle, position, image, ViewOptions(max_height=height), evidence_head=head)
+    transform = transform_from_json(bundle.images.iloc[position]["transform"])
+    rect = token_rects(transform, bundle.grid, view.scale, view.flipped).set_index("token").loc[token]
+    return (rect.x0 + rect.x1) / 2, (rect.y0 + rect.y1) / 2
+
+
+def test_clicking_a_view_shows_what_fires_there_and_a_row_overlays_its_latent(
+    evidence_server: str, browser, evidence_bundle: Path
+) -> None:
+    bundle = Bundle.open(evidence_bundle)
+    _, views = first_study_views(bundle)
+    head = evq.study_head(bundle, [v.position for v in views])
+    view = views[0]
+    busy = np.diff(bundle.codes.image(view.position).indptr)
+    token = int(np.argmax(busy))  # the token with most active latents
+    expected = evq.fires_here(bundle, view.position, token=token)
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    open_page(page, evidence_server, "Case review")
+    chart = page.locator("[data-testid=stVegaLiteChart]").first
+    chart.scroll_into_view_if_needed()
+    box = chart.locator("image").first.bounding_box()
+    x, y = token_centre(bundle, view.position, head, token)
+    page.mouse.click(box["x"] + x, box["y"] + y)
+    settle(page)
+    name = f"{view.laterality} {view.view}"
+    page.wait_for_selector(f"text={name}, token {token}:", timeout=60_000)  # exactly the clicked token
+    table = page.locator("[data-testid=stDataFrame]").first
+    table.scroll_into_view_if_needed()
+    assert table.is_visible()
+    shoot(page, "case_review_what_fires_here")
+    frame = table.bounding_box()
+    page.mouse.click(frame["x"] + 16, frame["y"] + 35 + 17)  # the first row's selection box
+    settle(page)
+    wait_for(lambda: shown_latent(page) == int(expected["latent"].iloc[0]))
+    assert overlay_choice(page) == "latent"
+    page.close()
+
+
+def test_clicking_a_contribution_bar_overlays_its_latent(
+    evidence_server: str, browser, evidence_bundle: Path
+) -> None:
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    open_page(page, evidence_server, "Case review")
+    assert shown_latent(page) is None, "the evidence map first"
+    bars = page.locator("[data-testid=stVegaLiteChart]").filter(has=page.locator("g.mark-rect")).last
+    bars.scroll_into_view_if_needed()
+    bar = bars.locator("g.mark-rect path").nth(2)
+    latent = int(re.search(r"latent: #(\d+)", bar.get_attribute("aria-label")).group(1))
+    bar.click()
+    settle(page)
+    wait_for(lambda: shown_latent(page) == latent)
+    assert overlay_choice(page) == "latent"
+    page.close()
+
+
+def test_flags_show_as_badges(evidence_server: str, browser, evidence_bundle: Path) -> None:
+    flags = evq.latent_flags(Bundle.open(evidence_bundle))
+    flagged = flags[flags != ""]
+    if flagged.empty:
+        pytest.skip("the small analysis bundle flags no latent")
+    latent, text = int(flagged.index[0]), evq.flag_text(evq.flag_list(flagged.iloc[0])[0])
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    open_page(page, evidence_server, "Case review")
+    page.locator("[data-testid=stRadio]").filter(has_text="Overlay").get_by_text("latent", exact=True).click()
+    settle(page)
+    number = page.get_by_role("spinbutton", name="Any latent").first
+    number.fill(str(latent))
+    number.press("Enter")
+    settle(page)
+    wait_for(lambda: shown_latent(page) == latent)
+    badge = (
+        page.locator("[data-testid=stMarkdownContainer]")
+        .filter(has_text="Showing #")
+        .locator("span", has_text=text)
+    )
+    assert badge.count() >= 1 and badge.first.is_visible(), f"a {text} badge beside #{latent}"
+    open_page(page, evidence_server, "Concept neurons")
+    number = page.get_by_role("spinbutton", name="Latent").first
+    number.fill(str(latent))
+    number.press("Enter")
+    settle(page)
+    page.wait_for_selector(f"h2:has-text('#{latent}')", timeout=60_000)
+    assert page.locator("[data-testid=stMarkdownContainer] span", has_text=text).first.is_visible()
+    page.close()
+
+
+def test_the_shortcut_audit_button_suppresses_the_flagged_latents_on_interventions(
+    evidence_server: str, browser, evidence_bundle: Path
+) -> None:
+    bundle = Bundle.open(evidence_bundle)
+    flagged = evq.suppressed_latents(bundle)
+    if not flagged:
+        pytest.skip("the small analysis bundle flags no off-breast or marker latent")
+    _, views = first_study_views(bundle)
+    scale = intervention_scale(bundle, concept=None, k=10, mode="suppress", scales={t: 0.0 for t in flagged})
+    expected = {
+        r.head: (r.after, r.change) for r in case_intervention(bundle, views[0].position, scale).itertuples()
+    }
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    open_page(page, evidence_server, "Shortcut audit")
+    shoot(page, "shortcut_audit")
+    page.get_by_role("button", name=re.compile(r"Suppress the .* flagged latents")).first.click()
+    settle(page)
+    page.wait_for_selector("h1:has-text('Interventions')", timeout=60_000)
+    page.wait_for_selector(f"text=Suppress the {len(flagged):,} flagged latents", timeout=60_000)
+    wait_for_metrics(page, expected)
+    page.close()

@@ -162,7 +162,9 @@ def test_dead_latents_carry_their_token_counts(figures: dict, bundle: Bundle) ->
 
 
 @shipped
-def test_the_shipped_evidence_figures_are_remeasured_and_meet_their_targets(figures: dict, bundle: Bundle) -> None:
+def test_the_shipped_evidence_figures_are_remeasured_and_meet_their_targets(
+    figures: dict, bundle: Bundle
+) -> None:
     """Point 8: exactness, marker flags, pointing of the evidence maps, shortcut AUROC and the marker
     counterfactual, measured again here from the shipped files (evidence.npy, regions.npz, latents.parquet,
     the manifest and counterfactual.parquet)."""

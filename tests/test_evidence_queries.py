@@ -204,7 +204,9 @@ def test_the_marker_counterfactual_figures_against_a_hand_count(bundle: TinyBund
     shifts = evq.counterfactual_shifts(bundle, "calcification")
     assert shifts["class"].tolist() == ["positive", "negative"]
     assert shifts["logit shift"].tolist() == pytest.approx([0.8, 0.4])
-    bundle.manifest["summary"]["counterfactual"] = [{"head": "mass", "mean_shift": 0.9, "auroc_adversarial": 0.6}]
+    bundle.manifest["summary"]["counterfactual"] = [
+        {"head": "mass", "mean_shift": 0.9, "auroc_adversarial": 0.6}
+    ]
     recorded = evq.counterfactual_summary(bundle)
     assert recorded.to_dict("records") == [{"head": "mass", "mean logit shift": 0.9, evq.ADVERSARIAL: 0.6}], (
         "the analysis' own figures when the manifest records them"
@@ -214,7 +216,10 @@ def test_the_marker_counterfactual_figures_against_a_hand_count(bundle: TinyBund
     )  # fmt: skip
     carriers = evq.counterfactual_latents(bundle, "calcification")
     assert carriers["latent"].tolist() == [2, 1, 3], "both signs, largest change first"
-    assert carriers["label"].tolist()[0] == "#2" and carriers["flags"].tolist()[0] == ["marker", "lesion:calcification"]
+    assert carriers["label"].tolist()[0] == "#2" and carriers["flags"].tolist()[0] == [
+        "marker",
+        "lesion:calcification",
+    ]
 
 
 def test_badges_read_as_words() -> None:

@@ -1,4 +1,5 @@
-"""Heatmaps carried back to original pixels, blended overlays, gallery crops and zoom windows."""
+"""Heatmaps carried back to original pixels, blended overlays (sequential and diverging), gallery crops,
+zoom windows and images as inline data URLs."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import numpy as np
 import pytest
 
 from mammo_sae.bundle.overlays import (
+    blend_diverging,
     blend_heatmap,
     frame_heatmap,
     heatmap_on_original,
+    image_data_url,
     patch_crop,
     zoom_region,
 )
@@ -76,3 +79,46 @@ def test_zoom_window_stays_inside_the_image() -> None:
     image = np.arange(100 * 80).reshape(100, 80)
     window = zoom_region(image, (78, 2), 10)
     assert window.shape == (20, 20) and window[0, -1] == image[0, 79]
+
+
+def test_diverging_blend_is_warm_for_positive_cool_for_negative_and_clear_at_zero() -> None:
+    image = np.full((20, 20), 128, np.uint8)
+    heat = np.zeros((20, 20), np.float32)
+    heat[2:6, 2:6] = 1.0
+    heat[10:14, 10:14] = -1.0
+    heat[16:, 16:] = 0.05  # below the threshold
+    out = blend_diverging(image, heat, opacity=0.8, threshold=0.1)
+    warm, cool = out[3, 3].astype(int), out[11, 11].astype(int)
+    assert warm[0] > warm[2] + 50, "positive evidence is warm (red over blue)"
+    assert cool[2] > cool[0] + 50, "negative evidence is cool (blue over red)"
+    assert (out[0, 0] == 128).all() and (out[18, 18] == 128).all(), "zero and sub-threshold stay clear"
+    half = blend_diverging(image, heat * 0.5, opacity=0.8, vmax=1.0)
+    assert abs(int(half[3, 3, 0]) - 128) < abs(int(out[3, 3, 0]) - 128), "weaker evidence is fainter"
+    flipped = blend_diverging(image, -heat, opacity=0.8, threshold=0.1)
+    assert np.array_equal(flipped[3, 3], cool) and np.array_equal(flipped[11, 11], warm), (
+        "the sign alone decides"
+    )
+    assert np.array_equal(blend_diverging(image, np.zeros_like(heat)), np.repeat(image[:, :, None], 3, 2))
+
+
+def test_an_all_negative_map_is_drawn_on_its_own_scale() -> None:
+    image = np.full((10, 10), 100, np.uint8)
+    heat = np.full((10, 10), -0.2, np.float32)
+    out = blend_diverging(image, heat, opacity=1.0)
+    assert (out[..., 2] > out[..., 0]).all(), "scaled to its largest magnitude, every pixel is full cool"
+
+
+def test_a_data_url_carries_the_image_itself() -> None:
+    import base64
+
+    import cv2
+
+    image = np.zeros((48, 32, 3), np.uint8)
+    image[..., 0] = np.linspace(0, 255, 32)[None, :]  # smooth grey levels with a coloured overlay
+    image[..., 1] = np.linspace(0, 255, 48)[:, None]
+    image[10:20, 10:20] = (230, 40, 30)
+    url = image_data_url(image)
+    assert url.startswith("data:image/jpeg;base64,")
+    decoded = cv2.imdecode(np.frombuffer(base64.b64decode(url.split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
+    assert decoded.shape == image.shape
+    assert np.abs(cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB).astype(int) - image).mean() < 3

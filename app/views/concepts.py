@@ -1,6 +1,7 @@
-"""Concept neurons: latents ranked per finding and class; a latent's top patches, activation histogram,
-where it fires and its effect on each head; naming latents (kept in the user's data folder with their
-author and time, exported as CSV)."""
+"""Concept neurons: latents ranked per finding and class, with their flags as badges; a latent's top
+patches (marked where they hit a ground-truth box, each opening its case), activation histogram, where it
+fires and its effect on each head; naming latents (kept in the user's data folder with their author and
+time, exported as CSV)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ selection = st.dataframe(
     on_select="rerun",
     selection_mode="single-row",
     key="concept-table",
+    column_config=accessors.flag_columns(bundle, table),
 )
 rows = selection.selection.rows if selection else []
 default = (
@@ -41,6 +43,9 @@ latent = int(st.number_input("Latent", 0, bundle.d_sae - 1, value=default))
 st.session_state["latent"] = latent
 
 st.header(accessors.md_text(notes.label(latent)))
+badges = accessors.latent_badges(bundle, latent)
+if badges:
+    st.markdown(badges)
 stats = accessors.latent_stats(bundle, latent)
 cols = st.columns(4)
 cols[0].metric("Fires on tokens", f"{100 * stats['frequency']:.2f}%")
@@ -58,11 +63,21 @@ else:
         st.dataframe(patches, hide_index=True)
     else:
         grid = st.columns(6)
-        for i, (crop, caption) in enumerate(accessors.patch_gallery(bundle, root, patches)):
+        gallery = accessors.patch_gallery(bundle, root, patches)
+        for i, ((crop, caption), patch) in enumerate(zip(gallery, patches.itertuples(), strict=True)):
+            cell = grid[i % 6]
             if crop is None:
-                grid[i % 6].error(caption)  # already escaped
-            else:
-                grid[i % 6].image(crop, caption=caption, width="stretch")
+                cell.error(caption)  # already escaped
+                continue
+            cell.image(crop, caption=caption, width="stretch")
+            if cell.button(
+                "Open case", key=f"open-{latent}-{i}", help=f"study {patch.study_id}, with this latent's map"
+            ):
+                accessors.open_case(patch.study_id, latent)
+                st.switch_page("views/case_review.py")
+        st.caption(
+            "A caption naming a finding kind marks a patch that overlaps a ground-truth box of that kind."
+        )
 
 chart_cols = st.columns(3)
 chart_cols[0].altair_chart(

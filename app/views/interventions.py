@@ -1,5 +1,6 @@
 """Interventions: keep or suppress latents and watch the current case's probabilities (a fragment, no
-full redraw) and the whole split's AUROC move; the precomputed keep/suppress curves vs k."""
+full redraw) and the whole split's AUROC move; the latents the shortcut audit flagged can be suppressed
+on top (its button sets them here); the precomputed keep/suppress curves vs k."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import streamlit as st
 
 st.title("Interventions")
 bundle = accessors.require_bundle()
-notes = accessors.latent_notes(bundle)
 
 studies = accessors.study_ids(bundle)
 current = st.session_state.get("study")
@@ -30,10 +30,21 @@ def intervention_panel() -> None:
     extra = st.multiselect(
         "Also these latents",
         list(range(bundle.d_sae)),
-        format_func=notes.labeller(),
+        format_func=accessors.latent_labeller(bundle),
         max_selections=50,
         key="extra-latents",
     )
+    flagged = st.session_state.get(accessors.SUPPRESS_KEY) or []
+    suppress_flagged = False
+    if flagged:
+        left, right = st.columns([4, 1])
+        suppress_flagged = left.toggle(
+            f"Suppress the {len(flagged):,} flagged latents (off-breast and marker, from the shortcut audit)",
+            value=True, help="their scale is set to 0 whatever the mode; the table below overrides single latents",
+        )  # fmt: skip
+        if right.button("Forget them"):
+            st.session_state[accessors.SUPPRESS_KEY] = []
+            st.rerun()
     scales_table = st.data_editor(
         accessors.empty_scales(), num_rows="dynamic", key="scales", width="stretch",
         column_config={"latent": st.column_config.NumberColumn(min_value=0, max_value=bundle.d_sae - 1, step=1),
@@ -46,7 +57,10 @@ def intervention_panel() -> None:
             k=k,
             mode=mode,
             latents=extra,
-            scales=accessors.scales_from_editor(scales_table),
+            scales={
+                **({int(t): 0.0 for t in flagged} if suppress_flagged else {}),
+                **accessors.scales_from_editor(scales_table),
+            },
         )
     except accessors.MammoSaeError as error:
         st.error(accessors.md_text(error))

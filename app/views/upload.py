@@ -38,6 +38,10 @@ with left:
     st.image(overlay, caption=accessors.md_text(upload.name), width="stretch")
 with right:
     st.altair_chart(accessors.contributions_chart(table, head), width="stretch")
+    st.dataframe(
+        table[["label", "flags", "contribution"]], hide_index=True, width="stretch",
+        column_config=accessors.flag_columns(bundle, table),
+    )  # fmt: skip
 if metadata:
     with st.expander("Metadata (allow-listed)"):
         st.table(accessors.md_table(metadata))

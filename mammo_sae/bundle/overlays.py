@@ -1,8 +1,12 @@
 """Latent heatmaps on a viewer's image: a token map carried back through the preprocessing to the pixels
-on screen, coloured and blended; gallery crops with the patch outlined. numpy/opencv only, no Streamlit.
+on screen, coloured and blended (a latent's map on a sequential colour map, a head's signed evidence on a
+diverging one); gallery crops with the patch outlined; an image as a data URL for a chart. numpy/opencv
+only, no Streamlit.
 """
 
 from __future__ import annotations
+
+import base64
 
 import cv2
 import numpy as np
@@ -18,6 +22,9 @@ COLOUR_MAPS: dict[str, int] = {
     "hot": cv2.COLORMAP_HOT,
 }
 PATCH_OUTLINE: RGB = (255, 214, 10)
+#: the diverging overlay's ends: positive evidence warm, negative cool (zero is not coloured)
+WARM_LOW, WARM_HIGH = np.array((255, 200, 40), np.float32), np.array((220, 20, 30), np.float32)
+COOL_LOW, COOL_HIGH = np.array((110, 210, 255), np.float32), np.array((30, 60, 230), np.float32)
 
 
 def frame_heatmap(token_map: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
@@ -72,6 +79,52 @@ def blend_heatmap(
     blended = (out * (1 - opacity) + coloured * opacity).astype(np.uint8)
     out[mask] = blended[mask]
     return out
+
+
+def blend_diverging(
+    image: np.ndarray,
+    heat: np.ndarray,
+    *,
+    opacity: float = 0.6,
+    threshold: float = 0.0,
+    vmax: float | None = None,
+) -> np.ndarray:
+    """RGB copy of ``image`` with a signed map ``heat`` (same height and width) blended on a diverging scale
+    centred at zero: positive values warm (yellow to red), negative cool (light to deep blue), each pixel's
+    opacity ``opacity x |heat| / vmax`` (``vmax`` default: the map's largest magnitude), nothing drawn
+    where that fraction is below ``threshold`` or the value is 0. An all-zero map leaves the image."""
+    if not 0 <= opacity <= 1 or not 0 <= threshold <= 1:
+        raise ValueError("opacity and threshold are fractions in [0, 1]")
+    out = to_rgb(image)
+    assert heat.shape == out.shape[:2], f"heatmap {heat.shape} does not match the image {out.shape[:2]}"
+    peak = float(vmax if vmax is not None else np.abs(heat).max(initial=0.0))
+    if peak <= 0:
+        return out
+    level = np.clip(np.asarray(heat, np.float32) / peak, -1, 1)
+    magnitude = np.abs(level)[..., None]
+    warm = WARM_LOW + (WARM_HIGH - WARM_LOW) * magnitude
+    cool = COOL_LOW + (COOL_HIGH - COOL_LOW) * magnitude
+    colour = np.where(level[..., None] > 0, warm, cool)
+    alpha = opacity * magnitude  # strong evidence shows, weak fades out, zero stays clear
+    mask = (magnitude[..., 0] >= threshold) & (level != 0)
+    blended = out * (1 - alpha) + colour * alpha
+    out[mask] = np.clip(blended[mask], 0, 255).astype(np.uint8)
+    return out
+
+
+def image_data_url(pixels: np.ndarray, *, quality: int = 92) -> str:
+    """An RGB image as an inline ``data:image/jpeg;base64,...`` URL (full colour resolution, no chroma
+    subsampling): a chart shows it with nothing fetched."""
+    rgb = to_rgb(pixels)
+    params = [
+        cv2.IMWRITE_JPEG_QUALITY,
+        quality,
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+    ]
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    assert ok, "JPEG encoding of a uint8 RGB image cannot fail"
+    return "data:image/jpeg;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
 
 
 def patch_crop(

@@ -10,6 +10,7 @@ import pandas as pd
 from mammo_sae.analysis.interventions import scale_vector
 from mammo_sae.analysis.scores import describe_ranking
 from mammo_sae.bundle.cases import sigmoid, view_boxes
+from mammo_sae.bundle.evidence_queries import badge_suffix, flag_list, latent_flags, patch_hits
 from mammo_sae.bundle.format import BundleError
 from mammo_sae.bundle.notes import LatentNotes
 from mammo_sae.bundle.reader import Bundle
@@ -100,19 +101,24 @@ def dataset_metrics(
     return pd.DataFrame.from_records(records)
 
 
-def labelled(table: pd.DataFrame, top: int, notes: LatentNotes | None) -> pd.DataFrame:
-    """The first ``top`` rows of a contributions table with a ``label`` column (``#id name``)."""
+def labelled(
+    table: pd.DataFrame, top: int, notes: LatentNotes | None, flags: pd.Series | None = None
+) -> pd.DataFrame:
+    """The first ``top`` rows of a contributions table with a ``label`` column (``#id name [badges]``)
+    and, given the latents' ``flags`` (latent -> "off_breast,..."), a ``flags`` list column."""
     out = table.head(top).copy()
     label = notes.labeller() if notes else (lambda t: f"#{t}")
-    out["label"] = [label(int(t)) for t in out["latent"]]
+    flags = flags if flags is not None else pd.Series(dtype=object)
+    out["label"] = [label(int(t)) + badge_suffix(flags.get(int(t), "")) for t in out["latent"]]
+    out["flags"] = [flag_list(flags.get(int(t), "")) for t in out["latent"]]
     return out
 
 
 def contributions_table(
     bundle: Bundle, position: int, task: str, top: int = 15, notes: LatentNotes | None = None
 ) -> pd.DataFrame:
-    """A case's largest latent contributions to one head's logit, labelled with latent names."""
-    return labelled(bundle.contributions(position, task), top, notes)
+    """A case's largest latent contributions to one head's logit, labelled with latent names and flags."""
+    return labelled(bundle.contributions(position, task), top, notes, latent_flags(bundle))
 
 
 def strongest_view(bundle: Bundle, positions: list[int], task: str) -> int:
@@ -145,9 +151,13 @@ def curve_rows(bundle: Bundle, unit: str, error_term: bool) -> pd.DataFrame:
 
 
 def top_patches(bundle: Bundle, latent: int, n: int = 12) -> pd.DataFrame:
-    """The latent's ``n`` top-activating patches, strongest first."""
+    """The latent's ``n`` top-activating patches, strongest first, with ``study_id`` and ``hits`` (the
+    kinds of the ground-truth boxes each patch overlaps)."""
     patches = bundle.patches
-    return patches[patches["latent"] == latent].sort_values("rank").head(n)
+    top = patches[patches["latent"] == latent].sort_values("rank").head(n).reset_index(drop=True)
+    top["study_id"] = bundle.images["study_id"].to_numpy()[top["image"].to_numpy()]
+    top["hits"] = patch_hits(bundle, top)
+    return top
 
 
 def latent_stats(bundle: Bundle, latent: int) -> dict[str, float]:
@@ -168,10 +178,10 @@ def live_probabilities(case, tasks: tuple[str, ...]) -> pd.DataFrame:
 
 
 def live_contributions_table(
-    live, case, task: str, top: int = 15, notes: LatentNotes | None = None
+    live, case, task: str, top: int = 15, notes: LatentNotes | None = None, flags: pd.Series | None = None
 ) -> pd.DataFrame:
     """An uploaded case's largest latent contributions to one head's logit, labelled like a bundle case."""
-    return labelled(live.contributions(case, task), top, notes)
+    return labelled(live.contributions(case, task), top, notes, flags)
 
 
 def concept_table(
@@ -202,6 +212,8 @@ def concept_table(
     if notes is not None:
         entries = notes.all()
         table["name"] = [entries.get(int(t), {}).get("name", "") for t in table["latent"]]
+    flags = latent_flags(bundle)
+    table.insert(2, "flags", [flag_list(flags.get(int(t), "")) for t in table["latent"]])
     return table
 
 
