@@ -466,7 +466,9 @@ def colour_maps() -> list[str]:
     return list(COLOUR_MAPS)
 
 
-@st.cache_data(show_spinner=False, max_entries=96)
+# rendered views are held briefly (a study's four views, a few overlays); their encoded images stay longer
+# in _view_url, so the cache that fills during a session is the small one
+@st.cache_data(show_spinner=False, max_entries=16)
 def _case_view(
     bundle_path: str,
     bundle_stamp_: FileStamp,
