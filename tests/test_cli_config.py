@@ -216,6 +216,10 @@ def example_value(cls: type, name: str, default: Any, kind: Any, choices: Any) -
         "ema_decay": 0.9,
         "tokens_per_image": 0.5,
         "mammo_clip_csv": None,
+        "box_overlap": 0.4,
+        "flag_off_breast": 0.6,
+        "flag_marker": 0.7,
+        "flag_lesion": 0.8,
     }
     if name.endswith("_rate") or name == "test_fraction":
         return 0.75
