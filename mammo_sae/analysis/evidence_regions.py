@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from mammo_sae.analysis.peaks import pointing_tolerances
+from mammo_sae.analysis.profiles import region_column
 from mammo_sae.analysis.regions import BACKGROUND, BASE_REGIONS, BORDER, BOX_PREFIX, MARKER, near_box
 from mammo_sae.core.errors import MammoSaeError
 from mammo_sae.core.metrics import undefined_reason
@@ -33,11 +35,6 @@ class EvidenceRegionError(MammoSaeError):
 def _region_suffix(name: str) -> str:
     """A region name as a column suffix: ``box:mass`` -> ``box_mass``."""
     return name.replace(":", "_")
-
-
-def _share_column(name: str) -> str:
-    """The ``share_<region>`` column name (the rule of ``analysis.profiles.region_column``)."""
-    return "share_" + _region_suffix(name)
 
 
 def _logit_column(name: str) -> str:
@@ -113,7 +110,7 @@ def image_region_table(
     with np.errstate(invalid="ignore", divide="ignore"):
         share_nhr = np.where(total_nh[..., None] > 0, positive_nhr / total_nh[..., None], 0.0)
     for r, name in enumerate(names):
-        columns[_share_column(name)] = share_nhr[:, :, r].ravel()
+        columns[region_column(name)] = share_nhr[:, :, r].ravel()
     for r, name in enumerate(names):
         columns[_logit_column(name)] = signed_nhr[:, :, r].ravel()
     columns["positive_total"] = total_nh.ravel()
@@ -282,17 +279,6 @@ def evidence_pointing(
 
 
 def box_tolerances_xy(boxes: pd.DataFrame, original_px: float) -> np.ndarray:
-    """[m, 2] ``original_px`` original-image pixels in frame pixels per axis for each ``truth_boxes`` row:
-    (frame width / original width, frame height / original height) of the box times ``original_px``; a
-    degenerate box borrows its image's median scale on that axis (1 when the image has none)."""
-    out = np.empty((len(boxes), 2))
-    for axis, (lo, hi, flo, fhi) in enumerate(
-        (("xmin", "xmax", "frame_x0", "frame_x1"), ("ymin", "ymax", "frame_y0", "frame_y1"))
-    ):
-        size = (boxes[hi] - boxes[lo]).to_numpy(dtype=np.float64)
-        frame = (boxes[fhi] - boxes[flo]).to_numpy(dtype=np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            scale = pd.Series(np.where(size > 0, frame / size, np.nan), index=boxes.index)
-        scale = scale.groupby(boxes["position"]).transform(lambda s: s.fillna(s.median()))
-        out[:, axis] = scale.fillna(1.0).to_numpy() * float(original_px)
-    return out
+    """[m, 2] ``original_px`` original-image pixels in frame pixels per axis for each ``truth_boxes`` row
+    (``analysis.peaks.pointing_tolerances`` as an array)."""
+    return pointing_tolerances(boxes, original_px)[["tolerance_x", "tolerance_y"]].to_numpy(dtype=np.float64)

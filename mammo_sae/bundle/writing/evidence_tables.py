@@ -19,8 +19,8 @@ from mammo_sae.analysis.evidence_regions import (
     split_difference_shares,
 )
 from mammo_sae.analysis.interventions import HeadLinear
-from mammo_sae.analysis.peaks import FRAME_BOX
-from mammo_sae.analysis.profiles import FlagThresholds, latent_flags, location_profiles, token_ap
+from mammo_sae.analysis.peaks import FRAME_BOX, image_tolerance
+from mammo_sae.analysis.profiles import FlagThresholds, latent_flags, location_profiles, token_aps
 from mammo_sae.analysis.regions import BOX_PREFIX, RegionSettings, region_names, split_regions
 from mammo_sae.analysis.shortcuts import shortcut_audit
 from mammo_sae.bundle.writing.work import load_chunk
@@ -61,14 +61,6 @@ def finding_categories(concepts: tuple[str, ...], dataset_categories: tuple[str,
     return tuple(dict.fromkeys((*concepts, *dataset_categories)))
 
 
-def box_tolerances(group: pd.DataFrame) -> tuple[float, float]:
-    """One image's pointing tolerance (x, y) in frame px, from its boxes' per-axis (or older one-axis) columns."""
-    if "tolerance_x" in group:
-        return float(group["tolerance_x"].iloc[0]), float(group["tolerance_y"].iloc[0])
-    value = float(group["tolerance"].iloc[0]) if "tolerance" in group else 0.0
-    return value, value
-
-
 def head_pointing(
     evidence_nht: np.ndarray,
     boxes: pd.DataFrame,
@@ -91,7 +83,7 @@ def head_pointing(
         maps = evidence_nht[positions, h]
         per_image = [g[FRAME_BOX].to_numpy() for _, g in groups]
         tolerant = evidence_pointing(
-            maps, per_image, grid, frame_size, [box_tolerances(g) for _, g in groups]
+            maps, per_image, grid, frame_size, [image_tolerance(g) for _, g in groups]
         )
         strict = evidence_pointing(maps, per_image, grid, frame_size, [(0.0, 0.0)] * len(groups))
         records.append(
@@ -137,8 +129,9 @@ def evidence_tables(
     split = pd.concat(split_parts, ignore_index=True) if split_parts else pd.DataFrame()
 
     profiles = location_profiles(codes, labels_nt, names)
-    for category in categories:
-        profiles[f"token_ap_{category}"] = token_ap(codes, labels_nt, names.index(f"{BOX_PREFIX}{category}"))
+    ap_kl = token_aps(codes, labels_nt, [names.index(f"{BOX_PREFIX}{c}") for c in categories])  # one sort
+    for category, ap_l in zip(categories, ap_kl, strict=True):
+        profiles[f"token_ap_{category}"] = ap_l
     n_box_images = {str(k): int(g["position"].nunique()) for k, g in boxes.groupby("kind")}
     profiles["flags"] = latent_flags(latents.join(profiles), categories, n_box_images, thresholds)
 
