@@ -18,9 +18,10 @@ from mammo_sae import RESEARCH_USE_NOTICE, __version__
 ICON = Path(__file__).parent / "assets" / "icon.png"  # served by the app itself
 
 st.set_page_config(page_title="mammo-sae", page_icon=str(ICON), layout="wide")
-st.warning(
-    f"**{RESEARCH_USE_NOTICE}** mammo-sae is an interpretability workbench, not a medical device.", icon="⚠️"
-)
+# One line, not a box: the reading screen needs the height. The synthetic-data notice joins it (on every
+# page when the bundle was built on phantoms); the style trims the page's top margin for the same reason.
+st.html("<style>.stMainBlockContainer { padding-top: 2.6rem; padding-bottom: 1rem; }</style>")
+banner = st.empty()
 
 if "bundle_path" not in st.session_state:
     st.session_state["bundle_path"] = accessors.default_bundle_path()
@@ -38,8 +39,10 @@ st.sidebar.text_input(
     "data folder (MAMMO_SAE_NOTES, or the cache), never in the bundle.",
 )
 notice = accessors.frame_notice()
-if notice:
-    st.caption(notice)
+banner.markdown(
+    f":orange-background[⚠️ **{RESEARCH_USE_NOTICE}**] mammo-sae is an interpretability workbench, not a "
+    f"medical device.{' ' + notice if notice else ''}"
+)
 
 pages = [
     st.Page("views/overview.py", title="Overview", icon=":material/home:", default=True),

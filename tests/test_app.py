@@ -33,7 +33,7 @@ def start(monkeypatch: pytest.MonkeyPatch, data_root: Path) -> AppTest:
 
 def test_home_shows_the_research_use_banner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     app = start(monkeypatch, tmp_path / "nowhere")
-    assert any("Research use only" in w.value for w in app.warning)
+    assert any("Research use only" in m.value for m in app.markdown)
     assert app.title[0].value == "mammo-sae"
 
 

@@ -95,7 +95,7 @@ def start(
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders_with_the_research_banner(monkeypatch, bundle_copy: Path, page: str) -> None:
     app = start(monkeypatch, bundle_copy, page)
-    assert any("Research use only" in w.value for w in app.warning)
+    assert any("Research use only" in m.value for m in app.markdown)
     assert not app.error, [e.value for e in app.error]
 
 
@@ -104,7 +104,8 @@ def test_every_page_says_once_that_the_bundle_is_built_on_phantoms(
     monkeypatch, bundle_copy: Path, page
 ) -> None:
     app = start(monkeypatch, bundle_copy, page)
-    assert [c.value for c in app.caption].count(SYNTHETIC) == 1, [c.value for c in app.caption]
+    shown = [m.value for m in [*app.caption, *app.markdown]]
+    assert sum(SYNTHETIC in text for text in shown) == 1, shown
 
 
 def view_position(bundle: Bundle, study: str, view: str) -> int:

@@ -1,4 +1,5 @@
-"""Dataset browser: counts of a VinDr-layout root and the four views of a study. Research use only."""
+"""Dataset browser: counts of a VinDr-layout root and the four views of a study. Opens on the picked bundle's
+images (the demo's phantoms, generated on first use) unless MAMMO_SAE_DATA names a root. Research use only."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import accessors
 import streamlit as st
 
 st.title("Dataset")
-root = st.sidebar.text_input("Dataset root (VinDr-Mammo layout)", accessors.default_data_root())
+root = st.sidebar.text_input("Dataset root (VinDr-Mammo layout)", accessors.pages.dataset_root())
 try:
     counts = accessors.dataset_counts(root)
 except accessors.MammoSaeError as error:

@@ -45,6 +45,69 @@ st.caption(
     "Per image on the analysed split. The report in the bundle (report.md) also gives the per-CSV-row numbers."
 )
 
+st.subheader("Calibration and operating points")
+calibrated = accessors.marks.calibrated_images(bundle)
+st.caption(
+    f"Calibrated on the analysed split, {calibrated:,} images: each head's logit is Platt-scaled "
+    "(sigmoid(a · logit + b)), and Case review's marks appear on views whose calibrated probability reaches "
+    "the head's operating point. Calibration and operating point are chosen on the same split the app shows, "
+    "so they describe it; they are not a held-out estimate."
+)
+for note in accessors.marks.calibration_notes(bundle):
+    st.warning(accessors.md_text(note), icon="⚠️")
+specificity = accessors.marks.DEFAULT_SPECIFICITY
+chart = accessors.marks.reliability_chart(bundle, specificity=specificity)
+if chart is None:
+    st.info("No labelled image on the analysed split: there is nothing to calibrate or to draw.")
+else:
+    st.altair_chart(chart, width="content")
+    st.caption(
+        "Reliability: in each bin of predicted probability (10 equal-width bins), the share of images that "
+        "really have the finding; on the dashed diagonal a probability means what it says. Point size = "
+        "images in the bin; ECE = the images-weighted mean gap to the diagonal; the red dotted line is the "
+        "head's operating point (views at or right of it are marked)."
+    )
+st.dataframe(
+    accessors.marks.operating_point_table(bundle, specificity),
+    width="stretch",
+    hide_index=True,
+    column_config={
+        "threshold": st.column_config.NumberColumn(
+            format="%.3f", help="calibrated probability that marks a view"
+        ),
+        "target specificity": st.column_config.NumberColumn(format="percent"),
+        "specificity": st.column_config.NumberColumn(format="percent", help="negatives below the threshold"),
+        "sensitivity": st.column_config.NumberColumn(format="percent", help="positives at or above it"),
+        "positives": st.column_config.NumberColumn(help="images with the finding on the analysed split"),
+        "negatives": st.column_config.NumberColumn(help="images without it"),
+    },
+)
+st.caption(
+    f"Each head's default operating point: the lowest threshold with at least {specificity:.0%} specificity "
+    "on the analysed images (Case review's sidebar can set another specificity or a threshold)."
+)
+
+# --- review agreement ---
+st.subheader("Review agreement")
+try:
+    review_metrics = accessors.verdicts.agreement_metrics(bundle)
+except accessors.BundleError as error:  # a damaged verdicts file: say which and what to do
+    st.error(accessors.md_text(error))
+else:
+    for col, (label, value, explanation) in zip(st.columns(len(review_metrics)), review_metrics, strict=True):
+        col.metric(label, value, help=explanation)
+    st.download_button(
+        "Download every verdict (CSV)",
+        accessors.verdicts.verdicts_csv(bundle),
+        file_name=accessors.verdicts.csv_file_name(bundle),
+        mime="text/csv",
+        on_click="ignore",
+    )
+    st.caption(
+        "Verdicts recorded on Case review and Concept neurons by everyone using this bundle, kept in your data "
+        "folder beside the latent notes. The CSV holds both kinds (a kind column: case or latent)."
+    )
+
 st.subheader("Pages")
 st.markdown(
     """

@@ -7,19 +7,16 @@ bundle moved or rebuilt from the same inputs keeps its notes. Every entry record
 and the UTC time of its last save.
 
 Several app sessions may write at once: every save takes an exclusive lock on ``latent_notes.lock``,
-re-reads the file, changes one latent and replaces the file atomically, so concurrent edits of different
-latents are all kept and a reader never sees a half-written file. A save given the entry its editor
-started from (``base``) writes only the fields changed since, so two sessions editing different fields of
-one latent keep both edits. The text is untrusted: show it as text.
+re-reads the file, changes one latent and replaces the file atomically (see ``locked_json``), so
+concurrent edits of different latents are all kept and a reader never sees a half-written file. A save
+given the entry its editor started from (``base``) writes only the fields changed since, so two sessions
+editing different fields of one latent keep both edits. The text is untrusted: show it as text.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,8 +24,8 @@ from typing import Any
 import pandas as pd
 
 from mammo_sae.bundle.format import BundleError, without_locations
-from mammo_sae.core.atomic import atomic_write_text
-from mammo_sae.core.errors import os_error_message
+from mammo_sae.bundle.locked_json import locked, read_mapping, write_mapping
+from mammo_sae.bundle.spreadsheet import safe_csv
 from mammo_sae.core.hashing import sha256_json
 
 NOTES_FILE, LOCK_FILE = "latent_notes.json", "latent_notes.lock"
@@ -37,6 +34,7 @@ CATEGORIES = ("calcification", "mass", "artifact / marker", "anatomy", "unclear"
 MAX_NAME, MAX_NOTE, MAX_AUTHOR = 80, 2000, 80
 COLUMNS = ["latent", "name", "category", "note", "author", "updated"]
 EMPTY_ENTRY = {"name": "", "category": "unclear", "note": ""}
+NOTES_CONTENT = "a mapping of latent -> note"
 
 
 def bundle_identity(manifest: Mapping[str, Any]) -> str:
@@ -53,38 +51,6 @@ def bundle_identity(manifest: Mapping[str, Any]) -> str:
 def notes_folder(manifest: Mapping[str, Any], base: str | os.PathLike[str]) -> Path:
     """Where the notes of the bundle with ``manifest`` live under the notes location ``base``."""
     return Path(base).expanduser() / bundle_identity(manifest)
-
-
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """Hold the folder's notes lock; a file-system error inside (a full disk, a read-only folder) becomes
-    a BundleError that says so, and the notes file keeps its previous content."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / LOCK_FILE, "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-    except OSError as error:
-        raise BundleError(f"the notes in {folder} were not saved: {os_error_message(error)}") from None
-
-
-def _read(path: Path) -> dict[str, dict[str, Any]]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise BundleError(
-            f"{path} is unreadable ({type(error).__name__}); restore it or delete it to start afresh"
-        ) from None
-    if not isinstance(data, dict):
-        raise BundleError(
-            f"{path} is not a mapping of latent -> note; restore it or delete it to start afresh"
-        )
-    return data
 
 
 def _merge(edited: dict[str, str], base: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, str]:
@@ -117,7 +83,7 @@ class LatentNotes:
         return self.folder / NOTES_FILE
 
     def all(self) -> dict[int, dict[str, Any]]:
-        return {int(k): v for k, v in _read(self.path).items()}
+        return {int(k): v for k, v in read_mapping(self.path, NOTES_CONTENT).items()}
 
     def get(self, latent: int) -> dict[str, Any] | None:
         return self.all().get(int(latent))
@@ -157,8 +123,8 @@ class LatentNotes:
                 f"a name holds at most {MAX_NAME} characters, a note {MAX_NOTE} and an author {MAX_AUTHOR}"
             )
         edited = {"name": name, "category": category, "note": note}
-        with _locked(self.folder):
-            data = _read(self.path)
+        with locked(self.folder, LOCK_FILE, "the notes"):
+            data = read_mapping(self.path, NOTES_CONTENT)
             if base is not None:
                 edited = _merge(edited, base, data.get(str(latent), {}))
             entry = {**edited, "author": author, "updated": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -166,9 +132,7 @@ class LatentNotes:
                 data.pop(str(latent), None)
             else:
                 data[str(latent)] = entry
-            atomic_write_text(
-                self.path, json.dumps(dict(sorted(data.items(), key=lambda kv: int(kv[0]))), indent=1) + "\n"
-            )
+            write_mapping(self.path, dict(sorted(data.items(), key=lambda kv: int(kv[0]))))
         return entry
 
     def table(self) -> pd.DataFrame:
@@ -179,4 +143,5 @@ class LatentNotes:
         return pd.DataFrame(rows, columns=COLUMNS)
 
     def to_csv(self) -> str:
-        return self.table().to_csv(index=False)
+        """The table as CSV, a cell a spreadsheet would run as a formula neutralised (``spreadsheet``)."""
+        return safe_csv(self.table())

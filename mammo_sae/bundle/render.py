@@ -6,8 +6,21 @@ import cv2
 import numpy as np
 
 RGB = tuple[int, int, int]
-FINDING_COLOURS: dict[str, RGB] = {"mass": (255, 99, 71), "calcification": (64, 200, 255)}
-DEFAULT_COLOUR: RGB = (255, 214, 10)
+# Ground-truth box colours, one per category (the viewers' legends name each); CAD marks use MARK_COLOUR,
+# which no category shares.
+FINDING_COLOURS: dict[str, RGB] = {
+    "mass": (255, 99, 71),
+    "calcification": (64, 200, 255),
+    "benign": (140, 220, 110),
+    "marker": (200, 140, 255),
+}
+DEFAULT_COLOUR: RGB = (225, 225, 225)  # any other category
+MARK_COLOUR: RGB = (255, 214, 10)
+
+
+def colour_hex(colour: RGB) -> str:
+    """``#rrggbb`` of an RGB triple, for browser-side drawing and legends."""
+    return "#{:02x}{:02x}{:02x}".format(*colour)
 
 
 def fit_height(image: np.ndarray, max_height: int) -> tuple[np.ndarray, float]:

@@ -1066,3 +1066,15 @@ def live_contributions(bundle: Bundle, case, head: str, top: int = 15) -> pd.Dat
 def render_live_case(case, latent: int | None, colour_map: str) -> np.ndarray:
     """An uploaded case's frame, as the network saw it, with a latent's heatmap (uploads are never cached)."""
     return render_live(case, latent, colour_map=colour_map)
+
+
+# Topic modules below reach the helpers above through this package (``accessors.<topic>.<function>``); each
+# is imported last so that what it needs from here is already defined.
+from accessors import (
+    marks,  # noqa: F401
+    reading,  # noqa: F401
+    verdicts,  # noqa: F401
+    viewer,  # noqa: F401
+)
+from accessors import pages  # noqa: E402, F401
+from accessors import snapshot  # noqa: E402, F401

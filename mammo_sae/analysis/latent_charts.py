@@ -1,0 +1,77 @@
+"""Charts of one latent and of the whole dictionary for the Concept neurons page (Altair): a latent's
+activation histogram with a log count axis, and the firing-frequency density of every latent on a log
+frequency axis with the dense threshold and the shown latent marked.
+
+hist = activation_histogram_chart(table)        # from, to, tokens (bundle.queries.latent_histogram)
+density = density_chart(firing_density(freq), dense_threshold=0.1, marked=0.004)
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+BAR_COLOUR, THRESHOLD_COLOUR, MARK_COLOUR = "#4c6ef5", "#e8590c", "#2b8a3e"
+
+
+def activation_histogram_chart(table: pd.DataFrame, title: str = "Activation histogram") -> alt.Chart:
+    """Bars of the tokens per activation bin (only where the latent fires) on a log count axis: the rare
+    strong activations that define a concept stay visible beside the many weak ones. Empty bins are left
+    out (a log axis has no zero)."""
+    shown = table[table["tokens"] > 0]
+    return (
+        alt.Chart(shown, title=title)
+        .mark_bar(color=BAR_COLOUR)
+        .encode(
+            x=alt.X("from:Q", bin="binned", title="activation (where it fires)"),
+            x2="to:Q",
+            y=alt.Y("tokens:Q", scale=alt.Scale(type="log"), title="tokens (log scale)"),
+            tooltip=[alt.Tooltip("from:Q", format=".3f"), alt.Tooltip("to:Q", format=".3f"), "tokens:Q"],
+        )
+        .properties(height=220)
+    )
+
+
+def density_chart(
+    density: pd.DataFrame, *, dense_threshold: float, marked: float | None = None, title: str | None = None
+) -> alt.LayerChart:
+    """Latents per firing-frequency bin (log frequency axis), a rule at the dense threshold and, given
+    ``marked`` (the shown latent's frequency, > 0), a rule where that latent lies."""
+    x = alt.X(
+        "from:Q", bin="binned", scale=alt.Scale(type="log"), axis=alt.Axis(format="~%"),
+        title="fires on this fraction of tokens (log scale)",
+    )  # fmt: skip
+    bars = (
+        alt.Chart(density)
+        .mark_bar(color=BAR_COLOUR)
+        .encode(
+            x=x,
+            x2="to:Q",
+            y=alt.Y("latents:Q", title="latents"),
+            tooltip=[
+                alt.Tooltip("from:Q", format=".2~%", title="from"),
+                alt.Tooltip("to:Q", format=".2~%", title="to"),
+                "latents:Q",
+            ],
+        )
+    )
+    rules = pd.DataFrame({"at": [dense_threshold], "what": [f"dense above {dense_threshold:.0%}"]})
+    colours = [THRESHOLD_COLOUR]
+    if marked is not None and marked > 0:
+        rules = pd.concat([rules, pd.DataFrame({"at": [marked], "what": ["this latent"]})], ignore_index=True)
+        colours.append(MARK_COLOUR)
+    lines = (
+        alt.Chart(rules)
+        .mark_rule(strokeWidth=2, strokeDash=[5, 3])
+        .encode(
+            x="at:Q",
+            color=alt.Color(
+                "what:N", scale=alt.Scale(domain=rules["what"].tolist(), range=colours),
+                legend=alt.Legend(title=None, orient="top"),
+            ),
+            tooltip=["what:N", alt.Tooltip("at:Q", format=".3~%")],
+        )
+    )  # fmt: skip
+    return alt.layer(bars, lines).properties(
+        height=220, title=title or "Firing frequency of every latent (density)"
+    )
