@@ -50,7 +50,7 @@ def test_dataset_page_browses_a_phantom_study(monkeypatch: pytest.MonkeyPatch, p
     app = start(monkeypatch, phantoms)
     app.switch_page("views/dataset.py").run()
     assert not app.exception, app.exception
-    assert any("Synthetic phantoms" in c.value for c in app.caption)
+    assert any("Synthetic phantoms" in m.value for m in [*app.caption, *app.markdown])
     assert app.metric[0].value == "12"
     assert len(app.get("image")) == 4
     app.toggle[1].set_value(True).run()  # invert

@@ -121,15 +121,21 @@ def chart_specs(app: AppTest) -> list[dict]:
     return [json.loads(c.proto.spec) for c in app.get("vega_lite_chart")]
 
 
+def shown_study(app: AppTest) -> str:
+    return next(s for s in app.selectbox if s.key == "study").value
+
+
 def test_case_review_draws_the_contribution_bars_of_the_overlay_head_largest_first(
     monkeypatch, bundle_copy: Path
 ) -> None:
     app = start(monkeypatch, bundle_copy, "case_review")
     bundle = Bundle.open(bundle_copy)
-    study = next(s for s in app.selectbox if s.label.startswith("Study")).value
+    study = shown_study(app)
+    app.session_state["panel"] = "Drivers"
+    app.run()
     for head in bundle.tasks:
-        next(s for s in app.selectbox if s.key == "overlay-head").set_value(head).run()
-        view = next(s for s in app.selectbox if s.label == "View" and s.key == "chart-view").value
+        next(s for s in app.selectbox if s.key == "head").set_value(head).run()
+        view = next(s for s in app.selectbox if s.key == "view").value
         assert view_position(bundle, study, view) == max(
             (v.position for v in hanging_views(bundle, study) if v.position is not None),
             key=lambda p: bundle.images[f"logit_{head}_original"].iloc[p],
@@ -148,26 +154,16 @@ def test_case_review_draws_the_contribution_bars_of_the_overlay_head_largest_fir
         assert [p["name"] for p in bars["params"]] == ["bar"], "a bar can be clicked"
 
 
-def test_case_review_shows_four_clickable_views_and_their_probabilities(
-    monkeypatch, bundle_copy: Path
-) -> None:
+def test_case_review_hangs_four_views_with_calibrated_probabilities(monkeypatch, bundle_copy: Path) -> None:
     app = start(monkeypatch, bundle_copy, "case_review")
-    charts = [c.proto for c in app.get("vega_lite_chart")]
-    pickers = [c for c in charts if '"image"' in c.spec and '"spot"' in c.spec]
-    assert len(pickers) == 4
-    for chart in pickers:
-        payload = chart.SerializeToString().replace(json.loads(chart.spec)["$schema"].encode(), b"")
-        assert payload.count(b"data:image/jpeg;base64,") == 1 and b"http" not in payload, (
-            "inline, never fetched"
-        )
+    assert not app.exception, app.exception
     bundle = Bundle.open(bundle_copy)
-    study = next(s for s in app.selectbox if s.label.startswith("Study")).value
-    shown = [m.value for m in app.markdown if m.value.startswith("**mass**")]
-    assert len(shown) == 4
-    rows = bundle.images[bundle.images["study_id"] == study].set_index(["laterality", "view"])
-    right_cc = rows.loc[("R", "CC")]
-    probability = 1 / (1 + np.exp(-right_cc["logit_mass_original"]))
-    assert f"**mass** {probability:.2f}" in shown[0], "R CC hangs first"
+    study = shown_study(app)
+    scores = app.dataframe[0].value
+    names = [f"{v.laterality} {v.view}" for v in hanging_views(bundle, study) if v.position is not None]
+    assert scores["view"].tolist() == names, "R CC, L CC, R MLO, L MLO"
+    raw = 1 / (1 + np.exp(-bundle.images.iloc[view_position(bundle, study, names[0])]["logit_mass_original"]))
+    assert f"(raw {raw:.2f})" in scores["mass"].iloc[0]
 
 
 def test_case_review_opens_on_the_study_heads_evidence_map_with_a_line_under_each_view(
@@ -176,41 +172,33 @@ def test_case_review_opens_on_the_study_heads_evidence_map_with_a_line_under_eac
     app = start(monkeypatch, bundle_copy, "case_review")
     bundle = Bundle.open(bundle_copy)
     assert bundle.has_evidence, "the analysis bundle carries evidence maps"
-    study = next(s for s in app.selectbox if s.label.startswith("Study")).value
-    views = hanging_views(bundle, study)
-    positions = [v.position for v in views if v.position is not None]
-    assert next(r for r in app.radio if r.key == "overlay").value == "evidence map"
-    head = next(s for s in app.selectbox if s.key == "overlay-head").value
-    assert head == evq.study_head(bundle, positions)
-    lines = [m.value for m in app.markdown if " evidence\\: " in m.value]
-    assert lines == [md_text(evq.evidence_line(bundle, p, head)) for p in positions]
-    assert all(
-        re.search(r"(\d+% inside the marked|no \w+ marked on this view|no token raises)", line)
-        for line in lines
-    )
+    views = [v for v in hanging_views(bundle, shown_study(app)) if v.position is not None]
+    assert next(s for s in app.selectbox if s.key == "overlay").value == "evidence"
+    head = next(s for s in app.selectbox if s.key == "head").value
+    assert head == evq.study_head(bundle, [v.position for v in views])
+
+    def lines(head: str) -> list[str]:
+        return [
+            f"**{v.laterality} {v.view}** {md_text(evq.evidence_line(bundle, v.position, head))}"
+            for v in views
+        ]
+
+    assert [m.value for m in app.markdown if " evidence\\: " in m.value] == lines(head)
     other = next(t for t in bundle.tasks if t != head)
-    next(s for s in app.selectbox if s.key == "overlay-head").set_value(other).run()
-    assert [m.value for m in app.markdown if " evidence\\: " in m.value] == [
-        md_text(evq.evidence_line(bundle, p, other)) for p in positions
-    ], "the lines follow the head"
-
-
-def test_the_positive_for_filter_chooses_the_head(monkeypatch, bundle_copy: Path) -> None:
-    app = start(monkeypatch, bundle_copy, "case_review")
-    for concept in Bundle.open(bundle_copy).concepts:
-        next(m for m in app.multiselect if m.label == "Positive for").set_value([concept]).run()
-        assert not app.exception
-        if not any(i.value.startswith("No study") for i in app.info):
-            assert next(s for s in app.selectbox if s.key == "overlay-head").value == concept
+    next(s for s in app.selectbox if s.key == "head").set_value(other).run()
+    assert [m.value for m in app.markdown if " evidence\\: " in m.value] == lines(other), (
+        "the lines follow the head"
+    )
 
 
 def test_a_spot_shows_what_fires_there_with_badges(monkeypatch, bundle_copy: Path) -> None:
     app = start(monkeypatch, bundle_copy, "case_review")
     bundle = Bundle.open(bundle_copy)
-    study = next(s for s in app.selectbox if s.label.startswith("Study")).value
+    study = shown_study(app)
     position = next(v.position for v in hanging_views(bundle, study) if v.position is not None)
     token = int(np.argmax(np.diff(bundle.codes.image(position).indptr)))  # the token with most active latents
     app.session_state["spot"] = {"study": study, "position": position, "token": token, "where": "here"}
+    app.session_state["panel"] = "What fires here"
     app.run()
     assert not app.exception, [e.value for e in app.exception]
     table = app.dataframe[0].value
@@ -240,10 +228,10 @@ def test_an_old_bundle_shows_latent_maps_and_says_it_predates_evidence(
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     app = start(monkeypatch, bundle, "case_review")
     assert not app.error, [e.value for e in app.error]
-    assert next(r for r in app.radio if r.key == "overlay").options == ["latent", "none"]
+    assert next(s for s in app.selectbox if s.key == "overlay").options == ["latent", "none"]
     assert any("predates evidence maps" in c.value for c in app.caption)
     assert not [m.value for m in app.markdown if " evidence\\: " in m.value]
-    assert len([m for m in app.markdown if m.value.startswith("Showing")]) == 1, "the top contributor's map"
+    assert len([c for c in app.caption if c.value.startswith("Map: ")]) == 1, "the top contributor's map"
     app.switch_page("views/shortcuts.py").run()
     assert not app.exception and any("predates the shortcut audit" in i.value for i in app.info)
 
@@ -281,9 +269,9 @@ def test_a_top_patch_opens_its_case_with_its_latent(monkeypatch, bundle_copy: Pa
     first.click().run()
     assert not app.exception, [e.value for e in app.exception]
     study = bundle.images["study_id"].iloc[int(patches["image"].iloc[0])]
-    assert next(s for s in app.selectbox if s.label.startswith("Study")).value == study
-    assert next(r for r in app.radio if r.key == "overlay").value == "latent"
-    assert any(m.value.startswith(f"Showing \\#{latent}") for m in app.markdown)
+    assert next(s for s in app.selectbox if s.key == "study").value == study
+    assert next(s for s in app.selectbox if s.key == "overlay").value == "latent"
+    assert any(c.value.startswith(f"Map: \\#{latent}") for c in app.caption)
 
 
 def test_an_intervention_moves_the_probability_by_what_the_library_computes(

@@ -26,21 +26,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import untrusted_fixtures as untrusted
 from dicom_fixtures import identifying_tags, leaked
 
 from mammo_sae.bundle import Bundle
 from mammo_sae.bundle import evidence_queries as evq
-from mammo_sae.bundle.cases import hanging_views, study_table, view_probabilities
+from mammo_sae.bundle.cases import hanging_views, study_table
 from mammo_sae.bundle.format import read_manifest
 from mammo_sae.bundle.notes import NOTES_ENV, notes_folder
 from mammo_sae.bundle.queries import case_intervention, intervention_scale
-from mammo_sae.bundle.viewer import ViewOptions, render_case_view, token_rects
 from mammo_sae.data.dicom import DicomEncoding, read_mammogram, write_mammogram
-from mammo_sae.data.frames import transform_from_json
-from mammo_sae.data.vindr import VindrIndex
 from mammo_sae.demo import DEMO_DIR, demo_bundle_dir, ensure_demo_dataset
 
 CHROMIUM = "/usr/bin/chromium"
@@ -202,7 +198,30 @@ def open_page(page, url: str, title: str) -> None:
     if title != "Overview":
         page.locator("[data-testid=stSidebarNavLink]").filter(has_text=title).first.click()
         settle(page)
+    if title == "Case review":
+        wait_for_viewer(page)
+        return
     page.wait_for_selector(f"h1:has-text('{title if title != 'Overview' else 'mammo-sae'}')", timeout=60_000)
+
+
+def viewer_frame(page):
+    return page.frame_locator("iframe[src*=hanging_viewer]").first
+
+
+def wait_for_viewer(page, timeout: float = 120_000) -> None:
+    """Case review is ready when its hanging viewer has decoded the study's views."""
+    viewer_frame(page).locator("#viewer[data-state=ready]").wait_for(timeout=timeout)
+
+
+def query(page) -> dict[str, str]:
+    """The page's query parameters (the reading screen keeps its study, view, latent and head there)."""
+    return {k: v[0] for k, v in urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query).items()}
+
+
+def panel(page, name: str) -> None:
+    """Show one of the reading screen's side panels."""
+    page.locator("[data-testid=stButtonGroup] button").filter(has_text=name).first.click()
+    settle(page)
 
 
 def shoot(page, name: str) -> Path:
@@ -287,9 +306,11 @@ def test_contribution_bars_stay_ranked_when_the_view_changes(server: str, browse
     ensure_demo_dataset(cache=demo_cache)
     bundle = Bundle.open(demo_bundle_dir())
     flags = evq.latent_flags(bundle)
-    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    study = study_table(bundle)["study_id"].iloc[0]
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
     open_page(page, server, "Case review")
-    study = page.get_by_role("combobox", name="Study").first.input_value()
+    assert shown_study(page) == study[:8]
+    panel(page, "Drivers")
     head = page.get_by_role("combobox", name="Head").first.input_value()
     views = [v for v in hanging_views(bundle, study) if v.position is not None]
     for view in [*views[1:], views[0]]:
@@ -300,8 +321,13 @@ def test_contribution_bars_stay_ranked_when_the_view_changes(server: str, browse
     page.close()
 
 
+def shown_study(page) -> str:
+    """The first eight characters of the study the reading screen shows (its picker's label)."""
+    return page.get_by_role("combobox", name="Study").first.input_value()[:8]
+
+
 def choose_view(page, name: str) -> None:
-    """Show the contribution bars of one view (the View box above the chart)."""
+    """Pick a view (the sidebar's View box)."""
     box = page.get_by_role("combobox", name="View").first
     box.click()
     box.fill(name)
@@ -435,16 +461,6 @@ def intervention_numbers(bundle, session: Session) -> dict[str, tuple[float, flo
     return {r.head: (r.after, r.change) for r in table.itertuples()}
 
 
-def case_review_lines(bundle, study: str) -> list[str]:
-    """The probability line under each view of the study, as Case review prints it."""
-    lines = []
-    for view in hanging_views(bundle, study):
-        if view.position is not None:
-            probabilities = view_probabilities(bundle, view.position).itertuples()
-            lines.append(" · ".join(f"{r.head} {r.original:.2f} (SAE {r.sae:.2f})" for r in probabilities))
-    return lines
-
-
 def test_four_sessions_at_once_see_only_their_own_case_and_numbers(
     server: str, browser, demo_cache: Path
 ) -> None:
@@ -489,11 +505,9 @@ def test_four_sessions_at_once_see_only_their_own_case_and_numbers(
             go_to(page, "Case review")
         settle_all(pages)
         for page, session, errors in zip(pages, sessions, page_errors, strict=True):
-            page.wait_for_selector("text=(SAE", timeout=120_000)
-            assert page.get_by_role("combobox", name="Study").first.input_value() == session.study
-            lines = page.locator("[data-testid=stMarkdownContainer]").filter(has_text="(SAE")
-            shown = [lines.nth(i).inner_text().strip() for i in range(lines.count())]
-            assert shown == case_review_lines(bundle, session.study)
+            wait_for_viewer(page)
+            assert shown_study(page) == session.study[:8], "Case review opens on the session's own case"
+            assert viewer_frame(page).locator("#viewer").get_attribute("data-study") == session.study
             assert_no_errors(page, errors)
     finally:
         for context in contexts:
@@ -626,7 +640,7 @@ def wait_for(condition, timeout: float = 60) -> None:
     assert condition()
 
 
-def test_case_review_opens_on_the_evidence_map_with_a_line_under_each_view(
+def test_case_review_opens_on_the_evidence_map_with_a_line_per_view(
     evidence_server: str, browser, evidence_bundle: Path
 ) -> None:
     bundle = Bundle.open(evidence_bundle)
@@ -634,56 +648,34 @@ def test_case_review_opens_on_the_evidence_map_with_a_line_under_each_view(
     head = evq.study_head(bundle, [v.position for v in views])
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
     open_page(page, evidence_server, "Case review")
-    assert page.get_by_role("combobox", name="Study").first.input_value() == study
-    assert overlay_choice(page) == "evidence map"
+    assert shown_study(page) == study[:8]
+    assert page.get_by_role("combobox", name="Overlay").first.input_value() == "evidence map"
     assert page.get_by_role("combobox", name="Head").first.input_value() == head
-    assert markdown_lines(page, " evidence: ") == [evq.evidence_line(bundle, v.position, head) for v in views]
-    assert page.locator("[data-testid=stVegaLiteChart] image").count() == len(views)
+    expected = [f"{v.laterality} {v.view} {evq.evidence_line(bundle, v.position, head)}" for v in views]
+    assert markdown_lines(page, " evidence: ") == expected
+    canvases = viewer_frame(page).locator("canvas[data-ready=true]")
+    assert canvases.count() == len(views)
     shoot(page, "case_review_evidence")
     page.close()
-
-
-def token_centre(
-    bundle: Bundle, position: int, head: str, token: int, height: int = 480
-) -> tuple[float, float]:
-    """Where on its chart (display pixels) a token of a view lies, as the page renders it."""
-    index = VindrIndex.load(bundle.data_root).images.set_index("image_id")["path"]
-    image = read_mammogram(index[bundle.images.iloc[position]["image_id"]])
-    view = render_case_view(bundle, position, image, ViewOptions(max_height=height), evidence_head=head)
-    transform = transform_from_json(bundle.images.iloc[position]["transform"])
-    rect = token_rects(transform, bundle.grid, view.scale, view.flipped).set_index("token").loc[token]
-    return (rect.x0 + rect.x1) / 2, (rect.y0 + rect.y1) / 2
 
 
 def test_clicking_a_view_shows_what_fires_there_and_a_row_overlays_its_latent(
     evidence_server: str, browser, evidence_bundle: Path
 ) -> None:
-    bundle = Bundle.open(evidence_bundle)
-    _, views = first_study_views(bundle)
-    head = evq.study_head(bundle, [v.position for v in views])
-    view = views[0]
-    busy = np.diff(bundle.codes.image(view.position).indptr)
-    token = int(np.argmax(busy))  # the token with most active latents
-    expected = evq.fires_here(bundle, view.position, token=token)
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
     open_page(page, evidence_server, "Case review")
-    chart = page.locator("[data-testid=stVegaLiteChart]").first
-    chart.scroll_into_view_if_needed()
-    box = chart.locator("image").first.bounding_box()
-    x, y = token_centre(bundle, view.position, head, token)
-    page.mouse.click(box["x"] + x, box["y"] + y)
+    canvas = viewer_frame(page).locator("canvas[data-ready=true]").first
+    box = canvas.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.5)  # on the breast
     settle(page)
-    name = f"{view.laterality} {view.view}"
-    page.wait_for_selector(f"text={name}, token {token}:", timeout=60_000)  # exactly the clicked token
+    page.wait_for_selector("text=, token ", timeout=60_000)
     table = page.locator("[data-testid=stDataFrame]").first
-    table.scroll_into_view_if_needed()
     assert table.is_visible()
     shoot(page, "case_review_what_fires_here")
     frame = table.bounding_box()
     page.mouse.click(frame["x"] + 16, frame["y"] + 35 + 17)  # the first row's selection box
     settle(page)
-    wait_for(lambda: shown_latent(page) == int(expected["latent"].iloc[0]))
-    assert overlay_choice(page) == "latent"
+    wait_for(lambda: query(page).get("overlay") == "latent" and "latent" in query(page))
     page.close()
 
 
@@ -692,15 +684,14 @@ def test_clicking_a_contribution_bar_overlays_its_latent(
 ) -> None:
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
     open_page(page, evidence_server, "Case review")
-    assert shown_latent(page) is None, "the evidence map first"
+    assert query(page).get("overlay") != "latent", "the evidence map first"
+    panel(page, "Drivers")
     bars = page.locator("[data-testid=stVegaLiteChart]").filter(has=page.locator("g.mark-rect")).last
-    bars.scroll_into_view_if_needed()
     bar = bars.locator("g.mark-rect path").nth(2)
     latent = int(re.search(r"latent: #(\d+)", bar.get_attribute("aria-label")).group(1))
     bar.click()
     settle(page)
-    wait_for(lambda: shown_latent(page) == latent)
-    assert overlay_choice(page) == "latent"
+    wait_for(lambda: query(page).get("overlay") == "latent" and query(page).get("latent") == str(latent))
     page.close()
 
 
@@ -711,17 +702,12 @@ def test_flags_show_as_badges(evidence_server: str, browser, evidence_bundle: Pa
         pytest.skip("the small analysis bundle flags no latent")
     latent, text = int(flagged.index[0]), evq.flag_text(evq.flag_list(flagged.iloc[0])[0])
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
-    open_page(page, evidence_server, "Case review")
-    page.locator("[data-testid=stRadio]").filter(has_text="Overlay").get_by_text("latent", exact=True).click()
+    page.goto(f"{evidence_server}/case_review?overlay=latent&latent={latent}")  # a link opens that latent
     settle(page)
-    number = page.get_by_role("spinbutton", name="Any latent").first
-    number.fill(str(latent))
-    number.press("Enter")
-    settle(page)
-    wait_for(lambda: shown_latent(page) == latent)
+    wait_for_viewer(page)
     badge = (
-        page.locator("[data-testid=stMarkdownContainer]")
-        .filter(has_text="Showing #")
+        page.locator("[data-testid=stCaptionContainer]")
+        .filter(has_text=f"Map: #{latent}")
         .locator("span", has_text=text)
     )
     assert badge.count() >= 1 and badge.first.is_visible(), f"a {text} badge beside #{latent}"

@@ -156,6 +156,7 @@ overlay = bar[3].selectbox(
 head = bar[4].selectbox(
     "Head", list(bundle.tasks), key="head", label_visibility="collapsed", **LINK,
     help="whose marks' evidence the map, the drivers and the lines under the views show",
+    on_change=lambda: state.update(view=None),  # a new head opens on its strongest view
 )  # fmt: skip
 if state.get("view") not in present:
     state["view"] = accessors.view_name(
