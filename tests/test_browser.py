@@ -328,7 +328,7 @@ def shown_study(page) -> str:
 
 def choose_view(page, name: str) -> None:
     """Pick a view (the sidebar's View box)."""
-    box = page.get_by_role("combobox", name="View").first
+    box = page.get_by_role("combobox", name="View", exact=True).first
     box.click()
     box.fill(name)
     page.keyboard.press("Enter")
