@@ -26,6 +26,12 @@ def keep(key: str, default: object) -> None:
         state[key] = default
 
 
+# A link's choices (study, view, latent, head, overlay, session) win on the session's first visit.
+for key, kind in {"study": str, "view": str, "latent": int, "head": str, "overlay": str}.items():
+    text = st.query_params.get(key, "")
+    if key not in state and text and (kind is str or text.isdigit()):
+        state[key] = kind(text)  # checked against the bundle below
+
 # --- the worklist ------------------------------------------------------------------------------------------
 for key, default in {
     "wl-split": "all", "wl-findings": [], "wl-birads": [], "wl-density": [], "wl-reviewed": "all",

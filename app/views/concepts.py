@@ -81,7 +81,7 @@ with right:
         args=(f"latent-number-{latent}",), help="any latent of the dictionary; the table need not list it",
     )  # fmt: skip
     stats = accessors.latent_stats(bundle, latent)
-    cols = st.columns(4)
+    cols = [c for pair in (st.columns(2), st.columns(2)) for c in pair]
     cols[0].metric(
         "Fires on tokens",
         f"{100 * stats['frequency']:.2f}%",

@@ -18,7 +18,7 @@ def activation_histogram_chart(table: pd.DataFrame, title: str = "Activation his
     """Bars of the tokens per activation bin (only where the latent fires) on a log count axis: the rare
     strong activations that define a concept stay visible beside the many weak ones. Empty bins are left
     out (a log axis has no zero)."""
-    shown = table[table["tokens"] > 0]
+    shown = table[table["tokens"] > 0].assign(base=0.5)  # a log axis has no 0: bars rise from half a token
     return (
         alt.Chart(shown, title=title)
         .mark_bar(color=BAR_COLOUR)
@@ -26,6 +26,7 @@ def activation_histogram_chart(table: pd.DataFrame, title: str = "Activation his
             x=alt.X("from:Q", bin="binned", title="activation (where it fires)"),
             x2="to:Q",
             y=alt.Y("tokens:Q", scale=alt.Scale(type="log"), title="tokens (log scale)"),
+            y2="base:Q",
             tooltip=[alt.Tooltip("from:Q", format=".3f"), alt.Tooltip("to:Q", format=".3f"), "tokens:Q"],
         )
         .properties(height=220)

@@ -34,10 +34,10 @@ def training_chart(
         )
     )
     if rules is None or rules.empty:
-        return lines.properties(height=230)
+        return lines
     marks = (
         alt.Chart(rules)
         .mark_rule(color=RULE_COLOUR, strokeDash=[4, 3])
         .encode(x="at:Q", tooltip=["what:N", alt.Tooltip("at:Q", format=",.0f", title=x)])
     )
-    return alt.layer(lines, marks).properties(height=230)
+    return alt.layer(lines, marks)
