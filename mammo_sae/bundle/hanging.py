@@ -22,8 +22,8 @@ from mammo_sae.bundle.format import BundleError
 from mammo_sae.bundle.marks import Mark
 from mammo_sae.bundle.overlays import COLOUR_MAPS, COOL_HIGH, COOL_LOW, WARM_HIGH, WARM_LOW
 from mammo_sae.bundle.reader import Bundle
-from mammo_sae.bundle.render import DEFAULT_COLOUR, FINDING_COLOURS, RGB
-from mammo_sae.bundle.viewer import PREDICTED_COLOUR, head_evidence
+from mammo_sae.bundle.render import DEFAULT_COLOUR, FINDING_COLOURS, MARK_COLOUR, colour_hex
+from mammo_sae.bundle.viewer import head_evidence
 from mammo_sae.data.dicom import MammogramDicom, display_image
 from mammo_sae.data.dicom.display import FULL_RANGE, modality_values, padding_mask
 from mammo_sae.data.frames import FrameTransform, needs_display_flip, transform_from_json
@@ -43,7 +43,6 @@ __all__ = [
     "view_presets",
 ]
 
-MARK_COLOUR: RGB = PREDICTED_COLOUR
 SAMPLE_LEVELS = 65535  # samples 1..65535 carry values; sample 0 is padding (drawn black)
 #: the keyboard, as the on-screen help lists it (the component implements exactly these)
 KEYS: dict[str, str] = {
@@ -227,12 +226,8 @@ def _heatmap(token_map_hw: np.ndarray | None, overlay: Overlay, vmax: float | No
     }
 
 
-def _hex(colour: Sequence[int]) -> str:
-    return "#" + "".join(f"{int(c):02x}" for c in colour)
-
-
 def finding_colour(kind: str) -> str:
-    return _hex(FINDING_COLOURS.get(kind, DEFAULT_COLOUR))
+    return colour_hex(FINDING_COLOURS.get(kind, DEFAULT_COLOUR))
 
 
 def _caption(bundle: Bundle, position: int) -> str:
@@ -322,7 +317,7 @@ def slot_spec(
                 "head": str(m.head),
                 "score": float(m.score),
                 "label": f"{m.head} {m.score:.0%}",
-                "colour": _hex(MARK_COLOUR),
+                "colour": colour_hex(MARK_COLOUR),
             }
             for m in marks
         ],
@@ -425,7 +420,7 @@ def _legend(
     ]  # fmt: skip
     if any(s["marks"] for s in slots):
         legend.append(
-            {"kind": "mark", "label": "CAD mark: calibrated probability", "colour": _hex(MARK_COLOUR),
+            {"kind": "mark", "label": "CAD mark: calibrated probability", "colour": colour_hex(MARK_COLOUR),
              "colours": None, "min": "", "max": ""}
         )  # fmt: skip
     if overlay.kind != "none":
