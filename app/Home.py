@@ -32,11 +32,11 @@ st.sidebar.text_input(
     "MAMMO_SAE_BUNDLE). Only folders under weights/, the cache, MAMMO_SAE_BUNDLE_ROOTS or MAMMO_SAE_BUNDLE open.",
 )
 st.sidebar.text_input(
-    "Your name (for latent notes)",
+    "Your name (for notes and verdicts)",
     key=accessors.AUTHOR_KEY,
     max_chars=80,
-    help="Optional. Saved with every latent name or note you save in this session. Notes are kept in your "
-    "data folder (MAMMO_SAE_NOTES, or the cache), never in the bundle.",
+    help="Saved with every latent note and case verdict you record in this session (verdicts need it). Both "
+    "are kept in your data folder (MAMMO_SAE_NOTES, or the cache), never in the bundle.",
 )
 notice = accessors.frame_notice()
 banner.markdown(

@@ -70,8 +70,10 @@ def shown_l0(app: AppTest) -> str:
     return next(m.value for m in app.metric if m.label.startswith("L0"))
 
 
-def probability_lines(app: AppTest) -> list[str]:
-    return [m.value for m in app.markdown if m.value.startswith("**mass**")]
+def mass_column(app: AppTest) -> list[str]:
+    """The Findings panel's mass probabilities, one per hung view (R CC first): "0.42 (raw 0.37)"."""
+    scores = next(d.value for d in app.dataframe if "view" in d.value and "mass" in d.value)
+    return scores["mass"].tolist()
 
 
 def test_a_bundle_rewritten_in_the_same_folder_shows_its_new_numbers(
@@ -85,19 +87,19 @@ def test_a_bundle_rewritten_in_the_same_folder_shows_its_new_numbers(
     assert float(shown_l0(app)) == pytest.approx(before + 7.0, abs=0.05), "the new manifest is read"
 
     app.switch_page("views/case_review.py").run()
-    old_lines = probability_lines(app)
+    old_lines = mass_column(app)
     assert len(old_lines) == 4
     rewrite_bundle(bundle_dir, l0=before, logit_shift=3.0)
     app.run()
     assert not app.exception, app.exception
-    new_lines = probability_lines(app)
-    study = next(s for s in app.selectbox if s.label.startswith("Study")).value
+    new_lines = mass_column(app)
+    study = next(s for s in app.selectbox if s.key == "study").value
     images = Bundle.open(bundle_dir).images
     right_cc = images[
         (images["study_id"] == study) & (images["laterality"] == "R") & (images["view"] == "CC")
     ]
     expected = 1 / (1 + np.exp(-float(right_cc["logit_mass_original"].iloc[0])))
-    assert new_lines != old_lines and f"**mass** {expected:.2f}" in new_lines[0], (old_lines, new_lines)
+    assert new_lines != old_lines and f"(raw {expected:.2f})" in new_lines[0], (old_lines, new_lines)
 
 
 def test_a_dataset_regenerated_in_place_is_indexed_again(

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from app_viewer import shown_viewer
 from streamlit.testing.v1 import AppTest
 
 import mammo_sae.demo.dataset as demo_dataset
@@ -78,8 +79,9 @@ def first_start(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tu
         app.run()
         app.switch_page("views/case_review.py").run()
         assert not app.exception, [e.value for e in app.exception]
-        views = [c for c in app.get("vega_lite_chart") if '"image"' in c.proto.spec]  # clickable view charts
-        assert len(views) >= 4, "the views show once generated"
+        spec, pixel_bytes = shown_viewer(app)
+        assert [s["name"] for s in spec["slots"]] == ["R CC", "L CC", "R MLO", "L MLO"]
+        assert all(pixel_bytes), "the views show once generated"
         assert not app.get("progress"), "the bar is removed when the work is done"
     return cache, reports
 

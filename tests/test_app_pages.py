@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from app_viewer import shown_viewer
 from streamlit.testing.v1 import AppTest
 from untrusted_fixtures import (
     HTML_NAME,
@@ -30,7 +31,7 @@ from untrusted_fixtures import (
 from mammo_sae.analysis.interventions import contributions
 from mammo_sae.bundle import Bundle
 from mammo_sae.bundle import evidence_queries as evq
-from mammo_sae.bundle.cases import hanging_views
+from mammo_sae.bundle.cases import hanging_views, study_table
 from mammo_sae.bundle.notes import NOTES_ENV, notes_folder
 from mammo_sae.bundle.queries import case_intervention, intervention_scale
 from mammo_sae.bundle.roots import ROOTS_ENV
@@ -228,7 +229,7 @@ def test_an_old_bundle_shows_latent_maps_and_says_it_predates_evidence(
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     app = start(monkeypatch, bundle, "case_review")
     assert not app.error, [e.value for e in app.error]
-    assert next(s for s in app.selectbox if s.key == "overlay").options == ["latent", "none"]
+    assert next(s for s in app.selectbox if s.key == "overlay").options == ["latent map", "no map"]
     assert any("predates evidence maps" in c.value for c in app.caption)
     assert not [m.value for m in app.markdown if " evidence\\: " in m.value]
     assert len([c for c in app.caption if c.value.startswith("Map: ")]) == 1, "the top contributor's map"
@@ -515,3 +516,29 @@ def test_the_overview_shows_the_manifest_warnings_escaped(
     app.run()
     assert not app.exception
     assert [w.value for w in app.warning if "Research use only" not in w.value] == [], "no key: no warnings"
+
+
+def test_a_link_opens_its_case_view_head_and_latent_and_the_address_follows(
+    monkeypatch, bundle_copy: Path
+) -> None:
+    bundle = Bundle.open(bundle_copy)
+    study = study_table(bundle)["study_id"].iloc[1]
+    view = [f"{v.laterality} {v.view}" for v in hanging_views(bundle, study) if v.position is not None][-1]
+    head, latent = bundle.tasks[-1], bundle.d_sae - 2
+    monkeypatch.setenv("MAMMO_SAE_BUNDLE", str(bundle_copy))
+    app = AppTest.from_file(HOME, default_timeout=60)
+    app.query_params.update(
+        {"study": study, "view": view, "head": head, "overlay": "latent", "latent": latent}
+    )
+    app.switch_page("views/case_review.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    shown = {s.key: s.value for s in app.selectbox if s.key in ("study", "view", "head", "overlay")}
+    assert shown == {"study": study, "view": view, "head": head, "overlay": "latent"}
+    assert next(n for n in app.number_input if n.key == "latent").value == latent
+    spec, _ = shown_viewer(app)
+    assert spec["study"] == study and spec["slots"][spec["selected"]]["name"] == view
+    next(s for s in app.selectbox if s.key == "overlay").set_value("evidence").run()
+    address = {k: str(v).strip("[]'") for k, v in app.query_params.items()}
+    assert address == {"study": study, "view": view, "head": head, "overlay": "evidence"}, (
+        "raw values, no latent"
+    )

@@ -266,12 +266,10 @@ def test_keys_on_the_page_step_studies_and_a_click_sends_the_point(browser, view
     press_outside(page, "k")
     settle(page)
     page.wait_for_selector("text=study: study-a")
+    frame.locator("#viewer[data-study=study-a][data-state=ready]").wait_for(timeout=60_000)
     # a click near the centre line of the mirrored R CC is near the chest wall: small original x
-    box = page.locator("iframe").first.bounding_box()
-    canvas = frame.locator('canvas[data-slot="0"]').bounding_box()
-    page.mouse.click(
-        box["x"] + canvas["x"] + canvas["width"] - 30, box["y"] + canvas["y"] + canvas["height"] / 2
-    )
+    canvas = frame.locator('canvas[data-slot="0"]').bounding_box()  # page coordinates
+    page.mouse.click(canvas["x"] + canvas["width"] - 30, canvas["y"] + canvas["height"] / 2)
     settle(page)
     page.wait_for_function(
         "() => document.querySelector('[data-testid=stCode]')?.innerText.includes('point')"

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from mammo_sae.bundle import open_bundle
+from mammo_sae.bundle import worklist as wl
 from mammo_sae.bundle.worklist import (
     NO_FINDING,
     filter_choices,
@@ -80,3 +81,18 @@ def test_step_stops_at_either_end() -> None:
     assert step(ids, "a", -1) == "a"
     assert step(ids, "gone", 1) == "a"
     assert step([], "a", 1) is None
+
+
+def test_a_link_holds_raw_values_and_reads_back_into_the_same_choices() -> None:
+    params = wl.link_params("abc123", "L MLO", "mass", "latent", 42, "tuesday")
+    assert params == {"study": "abc123", "view": "L MLO", "head": "mass", "overlay": "latent", "latent": "42",
+                      "session": "tuesday"}  # fmt: skip
+    assert wl.linked_choices(params) == {"study": "abc123", "view": "L MLO", "head": "mass", "overlay": "latent",
+                                         "latent": 42, "review-session": "tuesday"}  # fmt: skip
+    evidence = wl.link_params("abc123", "R CC", "calcification", "evidence", 42, None)
+    assert "latent" not in evidence and "session" not in evidence, "only what is shown is in the address"
+
+
+def test_a_hand_written_link_is_read_leniently() -> None:
+    choices = wl.linked_choices({"overlay": "latent map", "latent": "12a", "study": "  ", "colour": "red"})
+    assert choices == {"overlay": "latent"}, "a label for the overlay, no bad latent, no blank or unknown key"

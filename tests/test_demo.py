@@ -19,6 +19,7 @@ from mammo_sae.analysis.localisation import MapThreshold, localise
 from mammo_sae.analysis.peaks import pointing_tolerances
 from mammo_sae.bundle import Bundle
 from mammo_sae.core.metrics import auroc
+from mammo_sae.data.phantom import pixel_fingerprint as fingerprint
 from mammo_sae.data.vindr import VindrIndex
 from mammo_sae.demo import (
     DEMO_DIR,
@@ -145,7 +146,8 @@ def test_shipped_quality_figures_are_remeasured_from_the_shipped_files(heldout: 
     measured = {}
     for task in bundle.tasks:
         values = np.concatenate(logits[task])
-        assert np.abs(values - bundle.images[f"logit_{task}_original"].to_numpy()).max() < 1e-3
+        # another CPU rounds a few phantom pixels and the network's sums differently: up to 2.4e-3 measured
+        assert np.abs(values - bundle.images[f"logit_{task}_original"].to_numpy()).max() < 5e-3
         measured[task] = auroc(bundle.images[task].to_numpy(), values)
         assert measured[task] == pytest.approx(manifest["quality"]["classifier_auroc"][task], abs=1e-3)
     assert sse / sst_parts == pytest.approx(manifest["quality"]["sae"]["fvu"], abs=2e-3)
@@ -180,9 +182,11 @@ def test_a_generator_that_changes_pixels_fails_until_the_demo_is_rebuilt(
     demo = tmp_path / "demo"
     demo.mkdir()
     manifest = read_demo_manifest()
-    manifest["datasets"]["heldout"]["pixel_checksum"] = "0" * 64  # what a changed generator would meet
+    record = manifest["datasets"]["heldout"]
+    record["pixel_checksum"] = "0" * 64  # what a changed generator would meet: other pixels,
+    record["pixel_fingerprint"] = fingerprint.encode(fingerprint.decode(record["pixel_fingerprint"]) + 1.0)
     (demo / "demo.json").write_text(json.dumps(manifest))
-    with pytest.raises(DemoError, match="rebuild the demo"):
+    with pytest.raises(DemoError, match=r"differ by up to 1\.00 stored values.*rebuild the demo"):
         ensure_demo_dataset(demo, cache=tmp_path / "cache")
     manifest["generator_version"] = "0.0.1"
     (demo / "demo.json").write_text(json.dumps(manifest))
@@ -205,6 +209,13 @@ def test_a_cached_dataset_is_reused_and_a_damaged_one_is_not(heldout: Path, tmp_
     (copy / ".phantom-in-progress").unlink()
     manifest = json.loads((copy / "phantom.json").read_text())
     manifest["pixel_checksum"]["value"] = "f" * 64
+    (copy / "phantom.json").write_text(json.dumps(manifest))
+    assert dataset_ready(copy, record), (
+        "another CPU's rounding (same fingerprint, other checksum) is the same set"
+    )
+    means_ngg = fingerprint.decode(manifest["pixel_fingerprint"]["value"])
+    means_ngg[3, 1, 2] += 2 * fingerprint.TOLERANCE  # one block of one image drawn differently
+    manifest["pixel_fingerprint"]["value"] = fingerprint.encode(means_ngg)
     (copy / "phantom.json").write_text(json.dumps(manifest))
     assert not dataset_ready(copy, record), "a dataset with other pixels is regenerated"
     with pytest.raises(DemoError, match="no demo"):

@@ -1,6 +1,6 @@
 """The reading screen's worklist: each study's findings and highest view probabilities, filtered, sorted
-and stepped through. (Its widgets persist across pages with ``persist_state="session"`` and the case,
-view, latent and head are linked by URL with ``bind="query-params"``: Streamlit keeps both.)"""
+and stepped through. (Its widgets persist across pages with ``persist_state="session"``; the page writes the
+case, view, head, overlay, latent and session into the address with raw values, never display labels.)"""
 
 from __future__ import annotations
 
@@ -27,6 +27,16 @@ def worklist(bundle: accessors.Bundle, probabilities: pd.DataFrame, reviewed: It
     table = _worklist(*accessors._key(bundle), probabilities).copy()
     table["reviewed"] = table["study_id"].isin(set(reviewed))
     return table
+
+
+def link_params(
+    study: str, view: str, head: str, overlay: str, latent: int | None, session: str
+) -> dict[str, str]:
+    return wl.link_params(study, view, head, overlay, latent, None if session == ALL_STUDIES else session)
+
+
+def linked_choices(params: Mapping[str, str]) -> dict[str, Any]:
+    return wl.linked_choices(params)
 
 
 def worklist_choices(table: pd.DataFrame) -> Mapping[str, list[str]]:
@@ -58,6 +68,7 @@ WORKLIST_SORTS = {
     "findings": "findings",
 }
 
+OVERLAY_LABELS = wl.OVERLAY_LABELS
 ALL_STUDIES = "(all studies)"  # the review-session choice that means "the filtered worklist"
 
 

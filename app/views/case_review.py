@@ -17,7 +17,6 @@ label = accessors.latent_labeller(bundle)  # "#id name [badges]"
 notes = accessors.latent_notes(bundle)
 has_evidence = accessors.has_evidence(bundle)
 KEEP = {"persist_state": "session"}  # every choice here outlives a visit to another page
-LINK = {"bind": "query-params", **KEEP}  # ... and these are in the URL
 
 
 def keep(key: str, default: object) -> None:
@@ -26,11 +25,11 @@ def keep(key: str, default: object) -> None:
         state[key] = default
 
 
-# A link's choices (study, view, latent, head, overlay, session) win on the session's first visit.
-for key, kind in {"study": str, "view": str, "latent": int, "head": str, "overlay": str}.items():
-    text = st.query_params.get(key, "")
-    if key not in state and text and (kind is str or text.isdigit()):
-        state[key] = kind(text)  # checked against the bundle below
+# A link's choices (study, view, latent, head, overlay, session) win on the session's first visit; the page
+# writes them back into the address bar on every run (below), so the address is a link to what is shown.
+for key, value in reading.linked_choices(st.query_params.to_dict()).items():
+    if key not in state:
+        state[key] = value  # checked against the bundle below
 
 # --- the worklist ------------------------------------------------------------------------------------------
 for key, default in {
@@ -45,10 +44,12 @@ calibrated = marks.calibrated_table(bundle)  # position x head
 table = reading.worklist(bundle, calibrated, verdicts.reviewed_studies(bundle))
 choices = reading.worklist_choices(table)
 sessions = verdicts.session_names(bundle)
+if state["review-session"] not in (reading.ALL_STUDIES, *sessions):  # a link to a session since deleted
+    state["review-session"] = reading.ALL_STUDIES
 with st.sidebar:
     st.subheader("Worklist")
     session_name = st.selectbox(
-        "Review session", [reading.ALL_STUDIES, *sessions], key="review-session", **LINK,
+        "Review session", [reading.ALL_STUDIES, *sessions], key="review-session", **KEEP,
         help="a saved, ordered list of studies for a case-review meeting (build one below)",
     )  # fmt: skip
     if session_name == reading.ALL_STUDIES:
@@ -139,7 +140,11 @@ views = accessors.hanging_views(bundle, study)
 present = [name for name in names if name]
 head_default = accessors.study_head(bundle, views, tuple(state.get("wl-findings", ())))
 keep("head", head_default)
-keep("overlay", "evidence" if has_evidence else "none")
+if state["head"] not in bundle.tasks:
+    state["head"] = head_default
+if not 0 <= int(state.get("latent", 0)) < bundle.d_sae:
+    del state["latent"]
+keep("overlay", "evidence" if has_evidence else "latent")  # an old bundle: the top contributor
 keep("panel", "Findings")
 bar = st.columns([0.5, 0.5, 3.0, 1.6, 1.6, 1.2], vertical_alignment="top")
 bar[0].button("◀", on_click=go, args=(-1,), help="previous study (k or ↑)", disabled=study == ids[0])
@@ -147,20 +152,20 @@ bar[1].button("▶", on_click=go, args=(1,), help="next study (j or ↓)", disab
 with bar[2]:
     st.selectbox(
         "Study", all_ids if study not in ids else ids, key="study", format_func=reading.study_label(table),
-        label_visibility="collapsed", **LINK,
+        label_visibility="collapsed", **KEEP,
     )  # fmt: skip
     st.caption(reading.study_caption(table, ids, study))
 overlay_kinds = ["evidence", "latent", "none"] if has_evidence else ["latent", "none"]
 if state["overlay"] not in overlay_kinds:
     state["overlay"] = overlay_kinds[0]
 overlay = bar[3].selectbox(
-    "Overlay", overlay_kinds, key="overlay", label_visibility="collapsed", **LINK,
-    format_func={"evidence": "evidence map", "latent": "latent map", "none": "no map"}.get,
+    "Overlay", overlay_kinds, key="overlay", label_visibility="collapsed", **KEEP,
+    format_func=reading.OVERLAY_LABELS.get,
     help="the heatmap on the views: the head's evidence (warm raises its logit, cool lowers it), a latent's "
     "activation, or none",
 )  # fmt: skip
 head = bar[4].selectbox(
-    "Head", list(bundle.tasks), key="head", label_visibility="collapsed", **LINK,
+    "Head", list(bundle.tasks), key="head", label_visibility="collapsed", **KEEP,
     help="whose marks' evidence the map, the drivers and the lines under the views show",
     on_change=lambda: state.update(view=None),  # a new head opens on its strongest view
 )  # fmt: skip
@@ -170,7 +175,7 @@ if state.get("view") not in present:
     )
 latent = None
 with map_slot:
-    view_name = st.selectbox("View", present, key="view", help="keys 1-4 select a view too", **LINK)
+    view_name = st.selectbox("View", present, key="view", help="keys 1-4 select a view too", **KEEP)
     position = reading.position_of(bundle, study, view_name)
     if overlay == "latent":
         keep("latent", int(accessors.suggested_latents(bundle, position, head, None)[0]))
@@ -182,10 +187,11 @@ with map_slot:
             on_change=lambda k=f"latent-pick-{latent}": show_latent(state[k]),
             help="this view's top contributors to the head, then the head's top class-1 concept latents",
         )  # fmt: skip
-        st.number_input("Latent", 0, bundle.d_sae - 1, key="latent", **LINK)
+        st.number_input("Latent", 0, bundle.d_sae - 1, key="latent", **KEEP)
         st.selectbox("Colour map", accessors.colour_maps(), key="colour-map", **KEEP)
 positions = [v.position for v in views]
 study_marks = marks.study_marks(bundle, positions, specificity)
+st.query_params.from_dict(reading.link_params(study, view_name, head, overlay, latent, session_name))
 with bar[5].popover("Snapshot", help="the case as PNG or PDF for the meeting"):
     snap = {
         "options": accessors.ViewOptions(colour_map=state.get("colour-map", "inferno")),

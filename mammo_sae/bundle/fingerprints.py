@@ -57,6 +57,7 @@ def dataset_fingerprint(root: str | Path, folder: Path) -> dict[str, Any]:
             "seed": manifest["seed"],
             "parameters": manifest["parameters"],
             "pixel_checksum": manifest["pixel_checksum"]["value"],
+            "pixel_fingerprint": manifest.get("pixel_fingerprint", {}).get("value"),
         }
     return record
 

@@ -22,6 +22,7 @@ from mammo_sae.bundle.format import resolve_from
 from mammo_sae.core.hashing import sha256_file
 from mammo_sae.core.user_data import user_data_dir
 from mammo_sae.data.phantom import is_phantom_dataset, load_manifest
+from mammo_sae.data.phantom.pixel_fingerprint import same_pixels
 from mammo_sae.models import parse_spec
 from mammo_sae.sae import CONFIG_FILE, WEIGHTS_FILE
 
@@ -111,7 +112,7 @@ def dataset_matches(record: Mapping[str, Any], root: Path) -> bool:
     if phantom:
         if not is_phantom_dataset(root):
             return False
-        return load_manifest(root).get("pixel_checksum", {}).get("value") == phantom["pixel_checksum"]
+        return same_pixels(load_manifest(root), phantom)
     return True
 
 

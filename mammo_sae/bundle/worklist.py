@@ -1,9 +1,11 @@
 """The reading worklist: one row per study with what a reader sorts and filters on (ground-truth findings,
-each head's highest view probability, BI-RADS, density, split, reviewed), and stepping through it."""
+each head's highest view probability, BI-RADS, density, split, reviewed), stepping through it, and the
+address parameters that link to what the reading screen shows."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -104,3 +106,47 @@ def filter_choices(table: pd.DataFrame) -> Mapping[str, list[str]]:
         "birads": sorted(table["birads"].unique()),
         "density": sorted(table["density"].unique()),
     }
+
+
+# --- links: the reading screen's address holds the study, view, head, overlay, latent and review session -----
+
+OVERLAY_LABELS = {"evidence": "evidence map", "latent": "latent map", "none": "no map"}
+LINK_KEYS = {
+    "study": "study",
+    "view": "view",
+    "head": "head",
+    "overlay": "overlay",
+    "latent": "latent",
+    "session": "review-session",
+}  # fmt: skip  (address parameter: page state key)
+
+
+def link_params(
+    study: str, view: str, head: str, overlay: str, latent: int | None, session: str | None
+) -> dict[str, str]:
+    """The address parameters of what the reading screen shows (raw values, never display labels); the latent
+    only when its map is shown and the session only when one is open (``None``: the whole worklist)."""
+    params = {"study": study, "view": view, "head": head, "overlay": overlay}
+    if overlay == "latent" and latent is not None:
+        params["latent"] = str(int(latent))
+    if session:
+        params["session"] = session
+    return params
+
+
+def linked_choices(params: Mapping[str, str]) -> dict[str, Any]:
+    """Session-state values from an address's parameters: the overlay also by its label, the latent only
+    when it is a number; unknown parameters are dropped (values are checked against the bundle later)."""
+    choices: dict[str, Any] = {}
+    for param, key in LINK_KEYS.items():
+        text = str(params.get(param, "")).strip()
+        if not text:
+            continue
+        if param == "latent":
+            if text.isdigit():
+                choices[key] = int(text)
+            continue
+        if param == "overlay":
+            text = {label: kind for kind, label in OVERLAY_LABELS.items()}.get(text, text)
+        choices[key] = text
+    return choices

@@ -377,6 +377,7 @@ def _dataset_record(root: Path) -> dict[str, Any]:
         "seed": manifest["seed"],
         "counts": manifest["counts"],
         "pixel_checksum": manifest["pixel_checksum"]["value"],
+        "pixel_fingerprint": manifest["pixel_fingerprint"]["value"],
     }
 
 

@@ -19,6 +19,7 @@ from mammo_sae.data.phantom import (
     is_phantom_dataset,
     load_manifest,
 )
+from mammo_sae.data.phantom.pixel_fingerprint import TOLERANCE, largest_difference, same_pixels
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "weights" / "demo"
 DEMO_MANIFEST = "demo.json"
@@ -66,10 +67,7 @@ def dataset_ready(root: Path, record: dict[str, Any]) -> bool:
         manifest = load_manifest(root)
     except MammoSaeError:
         return False
-    return (
-        manifest["parameters"] == record["parameters"]
-        and manifest["pixel_checksum"]["value"] == record["pixel_checksum"]
-    )
+    return manifest["parameters"] == record["parameters"] and same_pixels(manifest, record)
 
 
 def demo_dataset_root(
@@ -111,10 +109,23 @@ def ensure_demo_dataset(
     if root.exists():
         shutil.rmtree(root)
     generate_dataset(root, phantom_config(record), workers=0, on_image=progress)
-    current = load_manifest(root)["pixel_checksum"]["value"]
-    if current != record["pixel_checksum"]:
+    made = load_manifest(root)
+    if not same_pixels(made, record):
         raise DemoError(
-            f"the phantom generator now makes different pixels for the demo's {which} set (checksum {current[:12]}, the "
-            f"demo expects {record['pixel_checksum'][:12]}): rebuild the demo with {rebuild_command(demo_dir)}"
+            f"the phantom generator now makes different pixels for the demo's {which} set (checksum "
+            f"{made['pixel_checksum']['value'][:12]}, the demo expects {record['pixel_checksum'][:12]}"
+            f"{_fingerprint_note(made, record)}): rebuild the demo with {rebuild_command(demo_dir)}"
         )
     return root
+
+
+def _fingerprint_note(made: dict[str, Any], record: dict[str, Any]) -> str:
+    """How far the regenerated pixels are from the recorded ones, when both carry a fingerprint."""
+    recorded, current = record.get("pixel_fingerprint"), made.get("pixel_fingerprint", {}).get("value")
+    try:
+        difference = largest_difference(current, recorded) if recorded and current else None
+    except (AssertionError, ValueError):
+        return "; another number of images"
+    if difference is None:
+        return ""
+    return f"; block means differ by up to {difference:.2f} stored values, more than rounding ({TOLERANCE})"

@@ -439,6 +439,7 @@ function updateAttributes() {
         clip(p.by + p.height * p.s, c.height)].join(",");
     }
     c.dataset.ready = String(!!viewer.images[i]);
+    c.dataset.marks = String(d.show.all && d.show.marks ? viewer.spec.slots[i].marks.length : 0); // drawn
   }
   const ready = viewer.spec.slots.every((s, i) => !s.present || viewer.images[i]);
   root.dataset.state = ready ? "ready" : "loading";

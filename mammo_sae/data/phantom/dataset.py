@@ -41,6 +41,7 @@ from mammo_sae.data.csv_tables import (
 )
 from mammo_sae.data.dicom.read import read_mammogram
 from mammo_sae.data.dicom.write import DicomEncoding, intensity_to_stored, write_mammogram
+from mammo_sae.data.phantom import pixel_fingerprint as fingerprint
 from mammo_sae.data.phantom.config import (
     GENERATOR_NAME,
     GENERATOR_VERSION,
@@ -115,6 +116,7 @@ class ImageResult:
     encoding: DicomEncoding
     pixel_sha256: str
     file_sha256: str
+    block_means_gg: np.ndarray  # the pixel fingerprint's block means of this image
 
     @property
     def relpath(self) -> str:
@@ -179,7 +181,16 @@ def produce_image(plan: ImagePlan, size_hw: tuple[int, int], root: str) -> Image
         )
     file_sha = hashlib.sha256(path.read_bytes()).hexdigest()
     rows, cols = stored.shape
-    return ImageResult(plan, rows, cols, rendered.objects, encoding, stored_sha256(stored), file_sha)
+    return ImageResult(
+        plan,
+        rows,
+        cols,
+        rendered.objects,
+        encoding,
+        stored_sha256(stored),
+        file_sha,
+        fingerprint.block_means(stored),
+    )
 
 
 def _init_worker() -> None:
@@ -502,6 +513,10 @@ def generate_dataset(
         "layout": "VinDr-Mammo",
         "counts": counts,
         "pixel_checksum": {"algorithm": "sha256", "method": PIXEL_CHECKSUM_METHOD, "value": pixel_checksum},
+        "pixel_fingerprint": {
+            "method": fingerprint.METHOD,
+            "value": fingerprint.encode(np.stack([r.block_means_gg for r in results])),
+        },
         "files": dict(sorted(files.items())),
         "images": [_image_entry(r, confounder) for r in results],
     }
