@@ -20,7 +20,11 @@ ICON = Path(__file__).parent / "assets" / "icon.png"  # served by the app itself
 st.set_page_config(page_title="mammo-sae", page_icon=str(ICON), layout="wide")
 # One line, not a box: the reading screen needs the height. The synthetic-data notice joins it (on every
 # page when the bundle was built on phantoms); the style trims the page's top margin for the same reason.
-st.html("<style>.stMainBlockContainer { padding-top: 2.6rem; padding-bottom: 1rem; }</style>")
+st.html(  # a short header, so the reading screen's first line is not under it
+    "<style>.stMainBlockContainer { padding-top: 2.6rem; padding-bottom: 1rem; }"
+    "[data-testid=stHeader] { height: 2.5rem; min-height: 2.5rem; }"
+    "[data-testid=stButtonGroup] [role=radiogroup] { flex-wrap: wrap; }</style>"  # panel switches wrap
+)
 banner = st.empty()
 
 if "bundle_path" not in st.session_state:

@@ -208,7 +208,7 @@ with bar[5].popover("Snapshot", help="the case as PNG or PDF for the meeting"):
     )  # fmt: skip
 
 # --- the hanging, and the panel beside it ----------------------------------------------------------------------
-stage, side = st.columns([1.25, 1], gap="small")
+stage, side = st.columns([1.6, 1], gap="small")  # the images get most of the width
 with stage:
     try:
         spec = viewer.study_spec(

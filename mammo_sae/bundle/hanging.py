@@ -414,13 +414,13 @@ def _legend(
     drawn = [b["kind"] for s in slots for b in s["boxes"]]
     kinds = list(dict.fromkeys([*box_kinds, *drawn]))
     legend: list[dict[str, Any]] = [
-        {"kind": "box", "label": f"{kind} (ground truth)", "colour": finding_colour(kind), "colours": None,
+        {"kind": "box", "label": kind, "colour": finding_colour(kind), "colours": None,
          "min": "", "max": ""}
         for kind in kinds
     ]  # fmt: skip
     if any(s["marks"] for s in slots):
         legend.append(
-            {"kind": "mark", "label": "CAD mark: calibrated probability", "colour": colour_hex(MARK_COLOUR),
+            {"kind": "mark", "label": "CAD mark (calibrated probability)", "colour": colour_hex(MARK_COLOUR),
              "colours": None, "min": "", "max": ""}
         )  # fmt: skip
     if overlay.kind != "none":

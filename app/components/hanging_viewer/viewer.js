@@ -516,7 +516,6 @@ function presetNames() {
 }
 
 function fillToolbar() {
-  document.getElementById("study").textContent = viewer.spec.study;
   const select = document.getElementById("preset");
   const names = presetNames();
   select.replaceChildren(...[...names, "(dragged)"].map((name) => {
@@ -549,7 +548,13 @@ function firstPresent(preferred) {
 function fillLegend() {
   const items = document.getElementById("legend-items");
   items.replaceChildren();
-  for (const entry of viewer.spec.legend || []) {
+  const legend = viewer.spec.legend || [];
+  if (legend.some((entry) => entry.kind === "box")) {
+    const heading = document.createElement("span");
+    heading.textContent = "Ground truth:";
+    items.append(heading);
+  }
+  for (const entry of legend) {
     const item = document.createElement("span");
     item.className = "item";
     item.dataset.kind = entry.kind;
@@ -599,8 +604,6 @@ function bindToolbar() {
     fn();
     document.getElementById(id).blur(); // keys keep working
   });
-  on("prev", () => sendEvent("prev", viewer.display.selected));
-  on("next", () => sendEvent("next", viewer.display.selected));
   on("invert", () => act("i"));
   on("show-boxes", () => act("b"));
   on("show-heatmap", () => act("h"));
