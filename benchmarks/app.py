@@ -1,49 +1,165 @@
-"""Dashboard speed on the demo bundle, with Streamlit's AppTest (server time, no browser): medians of
+"""The app's speed on the demo bundle, server time measured in one run with Streamlit's AppTest (a page's whole
+rerun, as the server runs it), medians:
 
-- case page ready after selecting a study (target <= 1.5 s),
-- an intervention toggle updating the probabilities (target <= 150 ms; the fragment's rerun),
-- a dataset curve update (target <= 1 s),
-- resident memory over 200 case switches (target: within 10% after warm-up),
-- on bundles with evidence maps: the click-to-table round trip (the page's rerun after a click on a view,
-  with the "what fires here" query behind it, target <= 300 ms; the query alone is reported too) and the
-  evidence map of one view (read, carried to display pixels through the frame transform, blended;
-  target <= 50 ms).
+- the reading screen: next / previous study (the viewer's j / k and the toolbar's arrows take one path;
+  target <= 400 ms), a verdict save (submit and the rerun that shows it; target <= 200 ms), a click on a
+  view -> what fires there (target <= 300 ms, the query alone reported too), one view's evidence map
+  (target <= 50 ms), the case snapshot as PNG (<= 2 s) and PDF (<= 4 s);
+- Interventions: a control -> probabilities (the fragment's rerun; <= 150 ms) and a curve update (<= 1 s);
+- server memory over 200 study switches shared by 4 concurrent sessions (target: within +10% after warm-up).
 
-    python benchmarks/app.py [--bundle weights/demo/bundle] [--switches 200] [--clicks 40]
+Zoom, pan and window/level never reach the server (the viewer draws them in the browser):
+``benchmarks/reading_browser.py`` proves it and times them, with the first start on an empty cache.
+
+    python benchmarks/app.py [--bundle weights/demo/bundle] [--switches 200] [--sessions 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import statistics
-import time
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
+from measure import report, rss_mb, timed
 from streamlit.testing.v1 import AppTest
 
-from mammo_sae.bundle import Bundle
-from mammo_sae.bundle import evidence_queries as evq
-from mammo_sae.bundle.cases import hanging_views
-from mammo_sae.bundle.overlays import blend_diverging, heatmap_on_original
-from mammo_sae.bundle.viewer import head_evidence
-from mammo_sae.data.frames import transform_from_json
-
-HOME = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
+REPO = Path(__file__).resolve().parents[1]
+HOME = str(REPO / "app" / "Home.py")
 
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def reading_app() -> AppTest:
+    """A session on Case review with its reviewer named."""
+    app = AppTest.from_file(HOME, default_timeout=300)
+    app.run()
+    app.session_state["note_author"] = "Benchmark reader"
+    app.switch_page("views/case_review.py").run()
+    assert not app.exception, app.exception
+    return app
 
 
-def timed(action) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
+def press(app: AppTest, label: str) -> None:
+    next(b for b in app.button if b.label == label).click().run()
+    assert not app.exception, app.exception
+
+
+def study_steps(app: AppTest, steps: int) -> list[float]:
+    """Next, next, ... then back: each a first visit of a study (nothing of it cached) or a return to one."""
+    times = [timed(lambda: press(app, "▶")) for _ in range(steps)]
+    return times + [timed(lambda: press(app, "◀")) for _ in range(steps // 2)]
+
+
+def verdict_saves(app: AppTest, count: int) -> list[float]:
+    app.session_state["panel"] = "Verdict"
+    app.run()
+    times = []
+    for i in range(count):
+        next(r for r in app.radio if r.label.startswith("Does the evidence")).set_value(
+            ("yes", "partly", "no")[i % 3]
+        )
+        button = next(b for b in app.button if b.label == "Save verdict")
+        times.append(timed(lambda button=button: button.click().run()))
+        assert not app.exception and app.success, (app.exception, [e.value for e in app.error])
+    return times
+
+
+def view_clicks(app: AppTest, bundle, clicks: int) -> tuple[list[float], list[float]]:
+    """A click on a view (the spot it sets) -> the page's rerun with its table, and the query alone."""
+    from mammo_sae.bundle import evidence_queries as evq
+    from mammo_sae.bundle.cases import hanging_views
+
+    study = next(s for s in app.selectbox if s.key == "study").value
+    positions = [v.position for v in hanging_views(bundle, study) if v.position is not None]
+    tokens = np.random.default_rng(0).integers(0, bundle.grid[0] * bundle.grid[1], size=clicks)
+    app.session_state["panel"] = "What fires here"
+    rerun, query = [], []
+    for i, token in enumerate(tokens):
+        position = positions[i % len(positions)]
+        query.append(timed(lambda p=position, t=int(token): evq.fires_here(bundle, p, token=t)))
+        app.session_state["spot"] = {
+            "study": study,
+            "position": position,
+            "token": int(token),
+            "where": "bench",
+        }
+        rerun.append(timed(app.run))
+        assert not app.exception, app.exception
+    return rerun, query
+
+
+def evidence_maps(bundle, count: int) -> list[float]:
+    """One view's evidence map carried to display pixels (480 px high) and blended."""
+    from mammo_sae.bundle.overlays import blend_diverging, heatmap_on_original
+    from mammo_sae.bundle.viewer import head_evidence
+    from mammo_sae.data.frames import transform_from_json
+
+    head, times = bundle.tasks[0], []
+    for i in range(count):
+        position = i % len(bundle.images)
+        transform = transform_from_json(bundle.images.iloc[position]["transform"])
+        scale = 480 / transform.original_shape[0]
+        shape = (round(transform.original_shape[0] * scale), round(transform.original_shape[1] * scale))
+        image = np.zeros(shape, np.uint8)
+
+        def draw(position=position, transform=transform, scale=scale, image=image) -> None:
+            heat = heatmap_on_original(head_evidence(bundle, position, head), transform, scale)
+            blend_diverging(image, heat[: image.shape[0], : image.shape[1]], threshold=0.1)
+
+        times.append(timed(draw))
+    return times
+
+
+def snapshots(studies: int) -> tuple[list[float], list[float]]:
+    """The case snapshot of new studies as PNG and as PDF (each study's first export: nothing cached)."""
+    sys.path.insert(0, str(REPO / "app"))
+    import accessors
+
+    bundle = accessors.open_bundle(accessors.default_bundle_path())
+    root = accessors.bundle_data_root(bundle)
+    ids = accessors.study_ids(bundle)
+    choices = {"options": accessors.ViewOptions(opacity=0.7, threshold=0.1), "overlay": "evidence map",
+               "head": bundle.tasks[0]}  # fmt: skip
+    accessors.snapshot.snapshot_png(bundle, root, ids[-1], **choices)  # imports and calibration, once
+    png = [
+        timed(lambda s=s: accessors.snapshot.snapshot_png(bundle, root, s, **choices)) for s in ids[:studies]
+    ]
+    pdf = [
+        timed(lambda s=s: accessors.snapshot.snapshot_pdf(bundle, root, s, **choices))
+        for s in ids[studies : 2 * studies]
+    ]
+    return png, pdf
+
+
+def interventions(app: AppTest) -> tuple[list[float], list[float]]:
+    app.switch_page("views/interventions.py").run()
+    toggles = []
+    for k in ["10", "20", "50", "10", "30", "50", "20", "10"]:
+        slider = next(s for s in app.select_slider if s.label == "k per class")
+        if k in slider.options:
+            toggles.append(timed(lambda slider=slider, k=k: slider.set_value(int(k)).run()))
+            assert not app.exception, app.exception
+    concept = next(s for s in app.selectbox if s.label == "Top-k of concept")
+    concept.set_value(concept.options[1]).run()
+    curves = []
+    for _ in range(4):
+        for unit in ("row", "image"):
+            radio = next(r for r in app.radio if r.label == "Unit")
+            curves.append(timed(lambda radio=radio, unit=unit: radio.set_value(unit).run()))
+    return toggles, curves
+
+
+def shared_switches(sessions: int, switches: int) -> tuple[float, float]:
+    """RSS after a warm-up and after ``switches`` study switches spread over ``sessions`` sessions."""
+    apps = [reading_app() for _ in range(sessions)]
+    warm = rss_mb()
+    for i in range(switches):
+        press(apps[i % sessions], "▶" if (i // (sessions * 20)) % 2 == 0 else "◀")
+        if i == 8 * sessions - 1:
+            warm = rss_mb()
+    return warm, rss_mb()
 
 
 def main() -> None:
@@ -52,106 +168,44 @@ def main() -> None:
     )
     parser.add_argument("--bundle", default=None, help="bundle folder (default: the shipped demo)")
     parser.add_argument("--switches", type=int, default=200)
-    parser.add_argument("--clicks", type=int, default=40, help="clicks on views for the round trip")
+    parser.add_argument("--sessions", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=16, help="next-study steps (then half as many back)")
+    parser.add_argument("--clicks", type=int, default=30, help="clicks on views")
     args = parser.parse_args()
     if args.bundle:
         os.environ["MAMMO_SAE_BUNDLE"] = args.bundle
-    app = AppTest.from_file(HOME, default_timeout=300)
-    app.run()
-    app.switch_page("views/case_review.py").run()
-    assert not app.exception, app.exception
-    study_box = next(s for s in app.selectbox if s.label.startswith("Study"))
-    studies = list(study_box.options)
+    for name in list(logging.root.manager.loggerDict):  # bare-mode warnings on every call
+        if name.startswith("streamlit"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    from mammo_sae.bundle import Bundle
+    from mammo_sae.bundle import evidence_queries as evq
 
-    # case page: select a study, wait for the run to finish (first visit of each study: nothing cached)
-    case_times = []
-    for study in studies[1:13]:
-        box = next(s for s in app.selectbox if s.label.startswith("Study"))
-        case_times.append(timed(lambda box=box, study=study: box.set_value(study).run()))
-        assert not app.exception, app.exception
-
-    # interventions: the fragment reruns alone when a control changes
-    app.switch_page("views/interventions.py").run()
-    toggle_times = []
-    for k in ["1", "5", "10", "50", "100", "5", "10", "250", "500", "1000"]:
-        slider = next(s for s in app.select_slider if s.label == "k per class")
-        toggle_times.append(timed(lambda slider=slider, k=k: slider.set_value(int(k)).run()))
-        assert not app.exception, app.exception
-    concept = next(s for s in app.selectbox if s.label == "Top-k of concept")
-    concept.set_value(concept.options[1]).run()  # a concept: the curves below then follow its ranking
-
-    curve_times = []
-    for _ in range(5):
-        for unit in ("row", "image"):
-            radio = next(r for r in app.radio if r.label == "Unit")
-            curve_times.append(timed(lambda radio=radio, unit=unit: radio.set_value(unit).run()))
-
-    # memory over many case switches
-    app.switch_page("views/case_review.py").run()
-    warm = None
-    for i in range(args.switches):
-        box = next(s for s in app.selectbox if s.label.startswith("Study"))
-        box.set_value(studies[i % len(studies)]).run()
-        if i == 19:
-            warm = rss_mb()
-    final = rss_mb()
-
-    # a click on a view: the query behind it, and the page's whole rerun that shows its table
-    bundle = Bundle.open(os.environ.get("MAMMO_SAE_BUNDLE") or "weights/demo/bundle")
-    query_times, click_times, map_times = [], [], []
-    if evq.has_evidence(bundle):
-        rng = np.random.default_rng(0)
-        study = next(s for s in app.selectbox if s.label.startswith("Study")).value
-        positions = [v.position for v in hanging_views(bundle, study) if v.position is not None]
-        tokens = rng.integers(0, bundle.grid[0] * bundle.grid[1], size=args.clicks)
-        for i, token in enumerate(tokens):
-            position = positions[i % len(positions)]
-            query_times.append(timed(lambda p=position, t=int(token): evq.fires_here(bundle, p, token=t)))
-            app.session_state["spot"] = {
-                "study": study,
-                "position": position,
-                "token": int(token),
-                "where": "bench",
-            }
-            click_times.append(timed(app.run))
-            assert not app.exception, app.exception
-        head = bundle.tasks[0]
-        for i in range(args.clicks):
-            position = i % len(bundle.images)
-            transform = transform_from_json(bundle.images.iloc[position]["transform"])
-            scale = 480 / transform.original_shape[0]
-            image = np.zeros(
-                (round(transform.original_shape[0] * scale), round(transform.original_shape[1] * scale)),
-                np.uint8,
-            )
-
-            def evidence_view(position=position, transform=transform, scale=scale, image=image) -> None:
-                heat = heatmap_on_original(head_evidence(bundle, position, head), transform, scale)
-                blend_diverging(image, heat[: image.shape[0], : image.shape[1]], threshold=0.1)
-
-            map_times.append(timed(evidence_view))
-
-    def report(name: str, values: list[float], target: float) -> None:
-        median = statistics.median(values)
-        verdict = "PASS" if median <= target else "FAIL"
-        print(
-            f"{name:<42} median {median * 1000:8.1f} ms  (n={len(values)}, target <= {target * 1000:.0f} ms)  {verdict}"
-        )
-
-    print(f"bundle: {os.environ.get('MAMMO_SAE_BUNDLE', 'weights/demo/bundle')}, studies: {len(studies)}")
-    report("case page ready after selecting a study", case_times, 1.5)
-    report("intervention control -> probabilities", toggle_times, 0.15)
-    report("dataset curve update", curve_times, 1.0)
-    if click_times:
-        report("click on a view -> what-fires-here table (rerun)", click_times, 0.3)
-        report("  the query behind the click", query_times, 0.3)
-        report("evidence map of one view (480 px high)", map_times, 0.05)
-    else:
-        print("click round trip and evidence map: skipped, the bundle predates evidence maps")
+    bundle = Bundle.open(args.bundle or REPO / "weights" / "demo" / "bundle")
+    with tempfile.TemporaryDirectory() as notes:
+        os.environ["MAMMO_SAE_NOTES"] = notes
+        app = reading_app()
+        steps = study_steps(app, args.steps)
+        saves = verdict_saves(app, 12)
+        clicks, queries = view_clicks(app, bundle, args.clicks) if evq.has_evidence(bundle) else ([], [])
+        maps = evidence_maps(bundle, 40) if evq.has_evidence(bundle) else []
+        png, pdf = snapshots(6)
+        toggles, curves = interventions(app)
+        warm, final = shared_switches(args.sessions, args.switches)
+    print(f"bundle {bundle.path}: {bundle.images['study_id'].nunique()} studies, {len(bundle.images)} views")
+    report("next / previous study (page rerun)", steps, 0.4)
+    report("verdict save (submit + rerun)", saves, 0.2)
+    if clicks:
+        report("click on a view -> what fires there (rerun)", clicks, 0.3)
+        report("  the query behind the click", queries, 0.3)
+        report("evidence map of one view (480 px high)", maps, 0.05)
+    report("case snapshot PNG (a new study)", png, 2.0, "s")
+    report("case snapshot PDF (a new study)", pdf, 4.0, "s")
+    report("intervention control -> probabilities", toggles, 0.15)
+    report("intervention curve update", curves, 1.0)
     growth = (final - warm) / warm
-    verdict = "PASS" if growth <= 0.10 else "FAIL"
     print(
-        f"{'RSS over ' + str(args.switches) + ' case switches':<42} {warm:.0f} MB after 20 -> {final:.0f} MB ({growth:+.1%}, target <= +10%)  {verdict}"
+        f"{f'RSS over {args.switches} switches, {args.sessions} sessions':<50} {warm:.0f} MB warm -> {final:.0f} MB "
+        f"({growth:+.1%}, target <= +10%)  {'PASS' if growth <= 0.10 else 'FAIL'}"
     )
 
 

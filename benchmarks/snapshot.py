@@ -16,16 +16,11 @@ import logging
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
+from measure import timed
+
 APP = Path(__file__).resolve().parents[1] / "app"
-
-
-def timed(action) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
 
 
 def main() -> None:

@@ -224,12 +224,12 @@ def panel(page, name: str) -> None:
     settle(page)
 
 
-def shoot(page, name: str) -> Path:
-    """A screenshot, once the page's charts have drawn."""
+def shoot(page, name: str, full_page: bool = True) -> Path:
+    """A screenshot, once the page's charts have drawn (``full_page=False``: the screen as the user sees it)."""
     page.wait_for_timeout(1500)
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     return path
 
 
@@ -246,10 +246,13 @@ def test_pages_open_with_the_banner_and_screenshots(server: str, browser) -> Non
     page.wait_for_selector("text=Research use only", timeout=60_000)
     page.wait_for_selector("text=/synthetic phantoms/i", timeout=60_000)
     shoot(page, "overview")
-    open_page(page, server, "Case review")
-    assert viewer_frame(page).locator("canvas[data-ready=true]").count() == 4, "four views hung"
-    assert "calcification" in page.content()
-    shoot(page, "case_review")
+    for size, name in (((1600, 1000), "case_review"), ((1280, 800), "case_review_1280")):
+        screen = browser.new_page(viewport={"width": size[0], "height": size[1]})
+        open_page(screen, server, "Case review")
+        assert viewer_frame(screen).locator("canvas[data-ready=true]").count() == 4, "four views hung"
+        assert "calcification" in screen.content()
+        shoot(screen, name, full_page=False)  # the reading screen fills the window: no scrolling
+        screen.close()
     for title, name in (
         ("Concept neurons", "concepts"),
         ("Shortcut audit", "shortcuts"),

@@ -157,3 +157,34 @@ def test_sessions_of_the_shipped_demo_lie_in_its_notes_folder(tmp_path: Path) ->
     sessions.save("demo", ["x"])
     assert sessions.path.parent == notes_folder(manifest, tmp_path)
     assert json.loads(sessions.path.read_text())["demo"]["items"] == [{"study": "x", "note": ""}]
+
+
+def test_adding_a_study_appends_it_once_and_keeps_its_place(tmp_path: Path) -> None:
+    sessions = ReviewSessions(tmp_path)
+    sessions.add("Tuesday", "s1", "first", author="Dr. Ada")
+    sessions.add("Tuesday", "s2")
+    again = sessions.add("tuesday", "s1", "look at the marker")  # the same session, the same study
+    assert again.studies == ["s1", "s2"] and again.items[0].note == "look at the marker"
+    assert again.name == "Tuesday" and again.author == "Dr. Ada", "the first save named and signed it"
+    with pytest.raises(BundleError, match="at most"):
+        sessions.add("Tuesday", "s3", "x" * 10_000)
+    assert sessions.load("Tuesday").studies == ["s1", "s2"], "a refused add changes nothing"
+
+
+def _add_many(folder: str, who: str) -> None:
+    sessions = ReviewSessions(folder)
+    for i in range(15):
+        sessions.add("shared", f"{who}-{i}")
+
+
+def test_several_processes_adding_to_one_session_lose_nothing(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_add_many, args=(str(tmp_path), p)) for p in ("ada", "bo", "cy")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    studies = ReviewSessions(tmp_path).load("shared").studies
+    assert sorted(studies) == sorted(f"{w}-{i}" for w in ("ada", "bo", "cy") for i in range(15))
+    assert [s for s in studies if s.startswith("bo")] == [f"bo-{i}" for i in range(15)], "each in its order"

@@ -422,16 +422,6 @@ def study_ids(bundle: Bundle) -> list[str]:
     return studies(bundle)["study_id"].tolist()
 
 
-def study_filter_options(bundle: Bundle) -> dict[str, list[str]]:
-    """The choices of Case review's study filters."""
-    table = studies(bundle)
-    return {
-        "split": ["any", *sorted(table["split"].unique())],
-        "birads": sorted(table["birads"].astype(str).unique()),
-        "density": sorted(table["density"].astype(str).unique()),
-    }
-
-
 def filter_studies(bundle: Bundle, **filters: Any) -> list[str]:
     """Study ids matching Case review's filters (``split="any"`` for every split)."""
     if filters.get("split") == "any":
@@ -456,144 +446,14 @@ def view_probabilities(bundle: Bundle, position: int) -> pd.DataFrame:
     return cases.view_probabilities(bundle, position)
 
 
-def probability_line(bundle: Bundle, position: int) -> str:
-    """``**head** p (SAE p)`` for each head of a view, as Markdown."""
-    table = cases.view_probabilities(bundle, position)
-    return " · ".join(f"**{md_text(r.head)}** {r.original:.2f} (SAE {r.sae:.2f})" for r in table.itertuples())
-
-
 def colour_maps() -> list[str]:
     return list(COLOUR_MAPS)
-
-
-# rendered views are held briefly (a study's four views, a few overlays); their encoded images stay longer
-# in _view_url, so the cache that fills during a session is the small one
-@st.cache_data(show_spinner=False, max_entries=16)
-def _case_view(
-    bundle_path: str,
-    bundle_stamp_: FileStamp,
-    image: str,
-    image_stamp: FileStamp,
-    position: int,
-    options: ViewOptions,
-    latent: int | None,
-    kinds: tuple[str, ...],
-    evidence_head: str | None,
-    vmax: float | None,
-) -> RenderedView:
-    bundle = _bundle(bundle_path, bundle_stamp_)
-    image_ = _mammogram(image, image_stamp)
-    return render_case_view(
-        bundle, position, image_, options, latent, kinds, evidence_head=evidence_head, vmax=vmax
-    )
-
-
-def case_view(
-    bundle: Bundle,
-    root: str | Path,
-    position: int,
-    options: ViewOptions,
-    latent: int | None,
-    kinds: tuple[str, ...],
-    evidence_head: str | None = None,
-    vmax: float | None = None,
-) -> np.ndarray:
-    """One hanging view of a bundle case, rendered with a latent's map or a head's evidence map (cached per
-    bundle, image file, options and overlay)."""
-    return rendered_case_view(bundle, root, position, options, latent, kinds, evidence_head, vmax).pixels
-
-
-def rendered_case_view(
-    bundle: Bundle,
-    root: str | Path,
-    position: int,
-    options: ViewOptions,
-    latent: int | None,
-    kinds: tuple[str, ...],
-    evidence_head: str | None = None,
-    vmax: float | None = None,
-) -> RenderedView:
-    """``case_view`` with its display scale and mirroring (what a clickable view needs)."""
-    path = image_path(root, bundle.images.iloc[position]["image_id"])
-    return _case_view(
-        *_key(bundle), path, file_stamp(path), position, options, latent, kinds, evidence_head, vmax
-    )
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _token_rects(path: str, stamp: FileStamp, position: int, scale: float, flipped: bool) -> pd.DataFrame:
-    bundle = _bundle(path, stamp)
-    transform = transform_from_json(bundle.images.iloc[position]["transform"])
-    return token_rects(transform, bundle.grid, scale, flipped)
-
-
-@st.cache_data(show_spinner=False, max_entries=96)
-def _view_url(
-    bundle_path: str,
-    bundle_stamp_: FileStamp,
-    image: str,
-    image_stamp: FileStamp,
-    position: int,
-    options: ViewOptions,
-    latent: int | None,
-    kinds: tuple[str, ...],
-    evidence_head: str | None,
-    vmax: float | None,
-) -> tuple[str, tuple[int, int], float, bool]:
-    view = _case_view(
-        bundle_path, bundle_stamp_, image, image_stamp, position, options, latent, kinds, evidence_head, vmax
-    )
-    height, width = view.pixels.shape[:2]
-    return image_data_url(view.pixels), (height, width), float(view.scale), bool(view.flipped)
-
-
-def view_picker(
-    bundle: Bundle,
-    root: str | Path,
-    position: int,
-    options: ViewOptions,
-    latent: int | None,
-    kinds: tuple[str, ...],
-    evidence_head: str | None,
-    vmax: float | None,
-    spot: dict[str, Any] | None,
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """One hanging view as (token rectangles, Vega-Lite spec) for ``st.vega_lite_chart(rects, spec)``: the
-    view rendered like ``case_view`` (an inline JPEG, cached), one transparent rectangle per token (the
-    point selection ``spot`` reads back a token), the tokens of ``spot`` outlined when it lies on this view."""
-    path = image_path(root, bundle.images.iloc[position]["image_id"])
-    url, size, scale, flipped = _view_url(
-        *_key(bundle), path, file_stamp(path), position, options, latent, kinds, evidence_head, vmax
-    )
-    rects = _token_rects(*_key(bundle), position, scale, flipped)
-    spec = charts.token_picker_spec(url, size, rects, inline=False)
-    if spot is None or spot.get("position") != position:
-        return rects, spec
-    return rects, charts.with_outline(spec, rects[spot_mask(bundle, spot)[rects["token"].to_numpy()]])
-
-
-def picked_token(state: Any, selection: str = "spot") -> int | None:
-    """The token a click on a ``view_picker`` chart selected (None for a click beside every token)."""
-    chosen = (state or {}).get("selection", {}).get(selection) or []
-    return int(chosen[0]["token"]) if chosen and "token" in chosen[0] else None
 
 
 def picked_latent(state: Any, selection: str = "bar") -> int | None:
     """The latent of the bar a click on a contributions chart selected (None when none is)."""
     chosen = (state or {}).get("selection", {}).get(selection) or []
     return int(chosen[0]["latent"]) if chosen and "latent" in chosen[0] else None
-
-
-def zoom(
-    bundle: Bundle, full: np.ndarray, position: int, centre: str, latent: int | None, half: int
-) -> np.ndarray:
-    """The full-resolution window around the chosen centre (heatmap peak, first box or image centre)."""
-    point = queries.zoom_centre(bundle, position, centre, latent, full.shape)
-    return zoom_region(full, point, half)
-
-
-def zoom_centres() -> tuple[str, ...]:
-    return queries.ZOOM_CENTRES
 
 
 def strongest_view(bundle: Bundle, views: list[cases.HangingView], head: str) -> int:
@@ -752,10 +612,6 @@ def suggested_latents(
     if head in bundle.concepts:
         chosen += [int(t) for t in bundle.top_latents(head, 1, top)]
     return list(dict.fromkeys(chosen))
-
-
-def patch_study(bundle: Bundle, image: int) -> str:
-    return str(bundle.images.iloc[int(image)]["study_id"])
 
 
 # --- the shortcut audit --------------------------------------------------------------------------------------

@@ -251,11 +251,6 @@ def slot_names(bundle: accessors.Bundle, study: str) -> list[str]:
 
 
 def add_to_session(bundle: accessors.Bundle, name: str, study: str, note: str = "") -> None:
-    """Append ``study`` (with ``note``) to the review session ``name``, creating it when new; a study
-    already in it gets the new note."""
-    try:
-        items = [(i.study, i.note) for i in accessors.verdicts.load_session(bundle, name).items]
-    except accessors.BundleError:
-        items = []
-    items = [(s, n) for s, n in items if s != study] + [(study, note)]
-    accessors.verdicts.save_session(bundle, name, items)
+    """Append ``study`` (with ``note``) to the review session ``name`` under the file's lock, creating it
+    when new; a study already in it keeps its place and gets the new note."""
+    accessors.verdicts.sessions(bundle).add(name, study, note, accessors.verdicts.reviewer() or "")

@@ -112,6 +112,11 @@ def on_fired(key: str, latents: list[int]) -> None:
         show_latent(latents[rows[0]])
 
 
+def forget_session(name: str) -> None:
+    verdicts.delete_session(bundle, name)
+    state["review-session"] = reading.ALL_STUDIES
+
+
 def on_finding(key: str, spots: dict) -> None:
     choice = state.get(key)
     if choice in spots:
@@ -351,4 +356,10 @@ with st.sidebar.expander("Build a review session"):
             st.success(f"Added to {accessors.md_text(session_key)}.")
     except accessors.MammoSaeError as failure:
         st.error(accessors.md_text(failure))
+    if session_name != reading.ALL_STUDIES:
+        with st.popover(f"Delete {session_name}", width="stretch"):
+            st.button(
+                f"Yes, delete the session {session_name}", type="primary", on_click=forget_session,
+                args=(session_name,), help="the studies and verdicts stay; only this list goes",
+            )  # fmt: skip
     st.caption("Open a session by name above, or by link: add ?session=NAME to this page's address.")

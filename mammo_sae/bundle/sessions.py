@@ -228,6 +228,28 @@ class ReviewSessions:
 
         return _session(self._update(change), None)
 
+    def add(self, name: str, study: str, note: str = "", author: str = "") -> ReviewSession:
+        """Append ``study`` (with ``note``) to the session ``name`` under the file's lock, creating the
+        session when new; a study already in it keeps its place and gets the new note."""
+        name, (entry,) = session_name(name), _items([(study, note)])
+        author = " ".join(str(author or "").split())[:MAX_REVIEWER]
+        key, now = name.casefold(), _now()
+
+        def change(data: dict[str, Any]) -> dict[str, Any]:
+            old = data.get(key) or {"name": name, "author": author, "created": now, "items": []}
+            items = [dict(i) for i in old["items"]]
+            place = next((i for i in items if i["study"] == entry["study"]), None)
+            if place is not None:
+                place["note"] = entry["note"]
+            else:
+                items.append(entry)
+            if len(items) > MAX_STUDIES:
+                raise BundleError(f"a session holds at most {MAX_STUDIES} studies; {old['name']!r} is full")
+            data[key] = {**old, "updated": now, "items": items}
+            return data[key]
+
+        return _session(self._update(change), None)
+
     def rename(self, old: str, new: str) -> ReviewSession:
         """Give the session ``old`` the name ``new`` (refused when another session has it)."""
         old_key, new = session_key(old), session_name(new)
