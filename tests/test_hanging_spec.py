@@ -450,3 +450,16 @@ def test_every_listed_key_is_handled_by_the_component() -> None:
                 listed.add(names.get(part, part))
     assert listed, "the help lists keys"
     assert listed == handled, (sorted(listed - handled), sorted(handled - listed))
+
+
+def test_downscaling_never_mixes_padding_into_the_tissue_beside_it(tmp_path: Path) -> None:
+    stored_hw = np.full((120, 80), 1000, np.uint16)
+    stored_hw[:, 50:] = 4095  # the padding value, on the right of the file
+    path = tmp_path / "padded.dcm"
+    write_mammogram(path, stored_hw, laterality="L", view="CC", encoding=DicomEncoding(bits_stored=12),
+                    tags={"PixelPaddingValue": 4095})  # fmt: skip
+    packed = view_pixels(read_mammogram(path), 50)
+    samples_hw = np.frombuffer(zlib.decompress(packed.data), "<u2").reshape(packed.height, packed.width)
+    shown = samples_hw[samples_hw > 0] * packed.step + packed.offset
+    assert shown.size and np.allclose(shown, 1000), "the tissue keeps its value up to the padding's edge"
+    assert (samples_hw == 0).any(), "the padding stays padding"

@@ -117,12 +117,16 @@ def view_pixels(image: MammogramDicom, max_rows: int) -> PackedPixels:
     padding_hw = padding_mask(image)
     rows, cols = values_hw.shape
     scale = 1.0
-    if rows > max_rows:
+    if rows > max_rows:  # an area average of the tissue alone: padding never bleeds into its neighbours
         scale = max_rows / rows
         size = (max(1, round(cols * scale)), max_rows)
-        values_hw = cv2.resize(values_hw.astype(np.float32), size, interpolation=cv2.INTER_AREA)
-        padding_hw = cv2.resize(padding_hw.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
-        values_hw = values_hw.astype(np.float64)
+        tissue_hw = (~padding_hw).astype(np.float32)
+        summed_hw = cv2.resize(
+            np.where(padding_hw, 0.0, values_hw).astype(np.float32), size, interpolation=cv2.INTER_AREA
+        )
+        share_hw = cv2.resize(tissue_hw, size, interpolation=cv2.INTER_AREA)
+        padding_hw = share_hw < 0.5  # mostly padding: padding
+        values_hw = (summed_hw / np.maximum(share_hw, 1e-6)).astype(np.float64)
     shown = values_hw[~padding_hw]
     low = float(shown.min()) if shown.size else 0.0
     high = float(shown.max()) if shown.size else 0.0
@@ -431,6 +435,7 @@ def _legend(
         legend.append(
             {"kind": "scale", "label": label, "colour": None,
              "colours": heatmap_colours(overlay.colour_map, diverging),
-             "min": f"{-peak:.3g}" if diverging else "0", "max": f"{peak:+.3g}" if diverging else f"{peak:.3g}"}
+             "min": f"{-peak:.3g}" if diverging and peak else "0",
+             "max": f"{peak:+.3g}" if diverging and peak else f"{peak:.3g}"}
         )  # fmt: skip
     return legend
