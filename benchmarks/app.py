@@ -1,8 +1,8 @@
 """The app's speed on the demo bundle, server time measured in one run with Streamlit's AppTest (a page's whole
 rerun, as the server runs it), medians:
 
-- the reading screen: next / previous study (the viewer's j / k and the toolbar's arrows take one path;
-  target <= 400 ms), a verdict save (submit and the rerun that shows it; target <= 200 ms), a click on a
+- the reading screen: next / previous study after 2 s on each case (the viewer's j / k and the toolbar's
+  arrows take one path; the page prefetches the next study meanwhile; target <= 400 ms), and with no pause, a verdict save (submit and the rerun that shows it; target <= 200 ms), a click on a
   view -> what fires there (target <= 300 ms, the query alone reported too), one view's evidence map
   (target <= 50 ms), the case snapshot as PNG (<= 2 s) and PDF (<= 4 s);
 - Interventions: a control -> probabilities (the fragment's rerun; <= 150 ms) and a curve update (<= 1 s);
@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +47,14 @@ def press(app: AppTest, label: str) -> None:
     assert not app.exception, app.exception
 
 
-def study_steps(app: AppTest, steps: int) -> list[float]:
-    """Next, next, ... then back: each a first visit of a study (nothing of it cached) or a return to one."""
-    times = [timed(lambda: press(app, "▶")) for _ in range(steps)]
-    return times + [timed(lambda: press(app, "◀")) for _ in range(steps // 2)]
+def study_steps(app: AppTest, steps: int, dwell: float = 0.0) -> list[float]:
+    """Next, next, ... then back: each a first visit of a study or a return to one. ``dwell`` seconds on
+    each case before the next key (a reader reads it; the page prefetches the next study meanwhile)."""
+    times = []
+    for key in ["▶"] * steps + ["◀"] * (steps // 2):
+        time.sleep(dwell)
+        times.append(timed(lambda key=key: press(app, key)))
+    return times
 
 
 def verdict_saves(app: AppTest, count: int) -> list[float]:
@@ -184,7 +189,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as notes:
         os.environ["MAMMO_SAE_NOTES"] = notes
         app = reading_app()
-        steps = study_steps(app, args.steps)
+        steps = study_steps(app, args.steps, dwell=2.0)
+        cold = study_steps(app, args.steps)
         saves = verdict_saves(app, 12)
         clicks, queries = view_clicks(app, bundle, args.clicks) if evq.has_evidence(bundle) else ([], [])
         maps = evidence_maps(bundle, 40) if evq.has_evidence(bundle) else []
@@ -192,7 +198,8 @@ def main() -> None:
         toggles, curves = interventions(app)
         warm, final = shared_switches(args.sessions, args.switches)
     print(f"bundle {bundle.path}: {bundle.images['study_id'].nunique()} studies, {len(bundle.images)} views")
-    report("next / previous study (page rerun)", steps, 0.4)
+    report("next / previous study, 2 s on each case (page rerun)", steps, 0.4)
+    report("  ... key held down, nothing prefetched", cold, None)
     report("verdict save (submit + rerun)", saves, 0.2)
     if clicks:
         report("click on a view -> what fires there (rerun)", clicks, 0.3)

@@ -4,12 +4,14 @@ visibility live in the browser; the page hears back only next / prev / select / 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 import streamlit.components.v1 as components
+from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
 import accessors
 from mammo_sae.bundle.hanging import NO_OVERLAY, Overlay, PackedPixels, hanging_spec, view_pixels
@@ -68,6 +70,32 @@ def study_pixels(
         _view_pixels(path, file_stamp(path), max_rows) if path is not None else None
         for path in _paths(bundle, root, study)
     ]
+
+
+_PREFETCHING = threading.Lock()  # one prefetch at a time per server, however many readers step
+
+
+def prefetch(
+    bundle: accessors.Bundle, root: str | Path, study: str, max_rows: int = DEFAULT_MAX_ROWS
+) -> None:
+    """Decode and pack ``study``'s views in the background (the study the reader opens next, as a PACS
+    prefetches), so that stepping to it costs the page alone; skipped while another prefetch runs."""
+    paths = [p for p in _paths(bundle, root, study) if p is not None]
+
+    def work() -> None:
+        if not _PREFETCHING.acquire(blocking=False):
+            return
+        try:
+            for path in paths:
+                _view_pixels(path, file_stamp(path), max_rows)
+        except (OSError, accessors.MammoSaeError):
+            pass  # a missing or damaged file says so when its study is opened
+        finally:
+            _PREFETCHING.release()
+
+    thread = threading.Thread(target=work, name="mammo-sae-prefetch", daemon=True)
+    add_script_run_ctx(thread, get_script_run_ctx())  # the caches' own context, no warning per call
+    thread.start()
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

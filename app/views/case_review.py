@@ -226,6 +226,51 @@ with stage:
         st.error(accessors.md_text(error))  # may quote DICOM values
         st.stop()
     viewer.hanging_viewer(spec, [p.data if p is not None else None for p in pixels], key="hanging")
+    following = reading.step(ids, study, 1)
+    if following is not None and following != study:
+        viewer.prefetch(bundle, root, following)  # j is what a reader presses next
+
+
+@st.fragment
+def verdict_panel(study: str, latent: int | None) -> None:
+    """The reviewer's verdict on the case and on the latent on the map: a save reruns this panel alone."""
+    if verdicts.reviewer() is None:
+        st.info("Type your name in the sidebar (once per session) to record verdicts.")
+    mine = verdicts.case_verdict(bundle, study)
+    with st.form(f"verdict-{study}", border=False):
+        evidence = st.radio(
+            "Does the evidence fall on the finding?", reading.EVIDENCE_CHOICES, horizontal=True,
+            index=reading.EVIDENCE_CHOICES.index(mine.evidence) if mine and mine.evidence else None,
+        )  # fmt: skip
+        error = st.radio(
+            "Is the case a model error?", reading.MODEL_ERRORS, horizontal=True,
+            index=reading.MODEL_ERRORS.index(mine.model_error) if mine else 0,
+        )  # fmt: skip
+        note = st.text_area("Note", value=mine.note if mine else "", max_chars=reading.MAX_NOTE, height=80)
+        saved = st.form_submit_button("Save verdict", disabled=verdicts.reviewer() is None)
+    if saved:
+        try:
+            verdicts.save_case_verdict(bundle, study, evidence, error, note)
+        except accessors.MammoSaeError as failure:
+            st.error(accessors.md_text(failure))
+        else:
+            st.success("Saved.")
+    others = verdicts.case_verdict_table(bundle, study)
+    if len(others):
+        st.dataframe(others, hide_index=True, width="stretch")
+    if latent is not None:
+        line = verdicts.latent_verdict_line(bundle, latent)
+        st.markdown(f"**{accessors.md_text(notes.label(latent))}** {accessors.md_text(line)}")
+        judged = verdicts.latent_verdict(bundle, latent)
+        coherent = st.segmented_control(
+            "Do its top patches show one coherent concept?", reading.COHERENT_CHOICES,
+            default=judged.coherent if judged else None, key=f"coherent-{latent}",
+            disabled=verdicts.reviewer() is None,
+        )  # fmt: skip
+        if coherent and coherent != (judged.coherent if judged else None):
+            verdicts.save_latent_verdict(bundle, latent, coherent)
+            st.rerun(scope="fragment")
+
 
 with side:
     panels = ["Worklist", "Findings", "What fires here", "Drivers", "Verdict"]
@@ -296,45 +341,8 @@ with side:
             f"{accessors.md_text(head)} logit; with the constant {const:+.3f} they add up to the logit with "
             "the SAE in place. Click a bar to overlay that latent."
         )
-    else:  # the reviewer's verdict on this case, and on the latent on the map
-        if verdicts.reviewer() is None:
-            st.info("Type your name in the sidebar (once per session) to record verdicts.")
-        mine = verdicts.case_verdict(bundle, study)
-        with st.form(f"verdict-{study}", border=False):
-            evidence = st.radio(
-                "Does the evidence fall on the finding?", reading.EVIDENCE_CHOICES, horizontal=True,
-                index=reading.EVIDENCE_CHOICES.index(mine.evidence) if mine and mine.evidence else None,
-            )  # fmt: skip
-            error = st.radio(
-                "Is the case a model error?", reading.MODEL_ERRORS, horizontal=True,
-                index=reading.MODEL_ERRORS.index(mine.model_error) if mine else 0,
-            )  # fmt: skip
-            note = st.text_area(
-                "Note", value=mine.note if mine else "", max_chars=reading.MAX_NOTE, height=80
-            )
-            saved = st.form_submit_button("Save verdict", disabled=verdicts.reviewer() is None)
-        if saved:
-            try:
-                verdicts.save_case_verdict(bundle, study, evidence, error, note)
-            except accessors.MammoSaeError as failure:
-                st.error(accessors.md_text(failure))
-            else:
-                st.success("Saved.")
-        others = verdicts.case_verdict_table(bundle, study)
-        if len(others):
-            st.dataframe(others, hide_index=True, width="stretch")
-        if latent is not None:
-            line = verdicts.latent_verdict_line(bundle, latent)
-            st.markdown(f"**{accessors.md_text(notes.label(latent))}** {accessors.md_text(line)}")
-            judged = verdicts.latent_verdict(bundle, latent)
-            coherent = st.segmented_control(
-                "Do its top patches show one coherent concept?", reading.COHERENT_CHOICES,
-                default=judged.coherent if judged else None, key=f"coherent-{latent}",
-                disabled=verdicts.reviewer() is None,
-            )  # fmt: skip
-            if coherent and coherent != (judged.coherent if judged else None):
-                verdicts.save_latent_verdict(bundle, latent, coherent)
-                st.rerun()
+    else:
+        verdict_panel(study, latent)
 
 if overlay == "latent" and latent is not None:
     badges = accessors.latent_badges(bundle, latent)

@@ -68,20 +68,33 @@ def filter_studies(
     return studies[mask]
 
 
+def _hanging_index(bundle: Bundle) -> dict[str, tuple[HangingView, ...]]:
+    """Every study's views in hanging order, built once per opened bundle (a page asks many times a run)."""
+    index = bundle.__dict__.get("_hanging_index")
+    if index is None:
+        table = bundle.images[["study_id", "laterality", "view", "position", "image_id"]]
+        first: dict[tuple[str, str, str], tuple[int, str]] = {}
+        for study, laterality, view, position, image_id in table.itertuples(index=False):
+            first.setdefault(
+                (study, laterality, view), (int(position), str(image_id))
+            )  # the first, as listed
+        index = {
+            study: tuple(
+                HangingView(lat, view, *first.get((study, lat, view), (None, None)))
+                for lat, view in HANGING_ORDER
+            )
+            for study in dict.fromkeys(table["study_id"])
+        }
+        bundle.__dict__["_hanging_index"] = index
+    return index
+
+
 def hanging_views(bundle: Bundle, study_id: str) -> list[HangingView]:
     """The study's views in hanging order (R CC, L CC, R MLO, L MLO); missing views have no position."""
-    images = bundle.images
-    rows = images[images["study_id"] == study_id]
-    if rows.empty:
+    views = _hanging_index(bundle).get(study_id)
+    if views is None:
         raise KeyError(f"study {study_id!r} is not in this bundle")
-    out = []
-    for laterality, view in HANGING_ORDER:
-        match = rows[(rows["laterality"] == laterality) & (rows["view"] == view)]
-        position = int(match["position"].iloc[0]) if len(match) else None
-        out.append(
-            HangingView(laterality, view, position, str(match["image_id"].iloc[0]) if len(match) else None)
-        )
-    return out
+    return list(views)
 
 
 def view_probabilities(bundle: Bundle, position: int) -> pd.DataFrame:

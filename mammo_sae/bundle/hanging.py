@@ -138,7 +138,7 @@ def view_pixels(image: MammogramDicom, max_rows: int) -> PackedPixels:
     offset = low - step  # the lowest value is sample 1
     samples_hw = np.clip(np.rint((values_hw - offset) / step), 1, SAMPLE_LEVELS).astype("<u2")
     samples_hw[padding_hw] = 0
-    data = zlib.compress(np.ascontiguousarray(samples_hw).tobytes(), 6)
+    data = zlib.compress(np.ascontiguousarray(samples_hw).tobytes(), 1)  # level 6: 2x the time, 1% smaller
     height, width = samples_hw.shape
     return PackedPixels(data, int(width), int(height), float(scale), float(offset), float(step))
 
