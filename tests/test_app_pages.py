@@ -35,6 +35,7 @@ from mammo_sae.bundle.cases import hanging_views, study_table
 from mammo_sae.bundle.notes import NOTES_ENV, notes_folder
 from mammo_sae.bundle.queries import case_intervention, intervention_scale
 from mammo_sae.bundle.roots import ROOTS_ENV
+from mammo_sae.bundle.sessions import ReviewSessions
 from mammo_sae.data.vindr import VindrIndex
 
 HOME = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
@@ -542,3 +543,22 @@ def test_a_link_opens_its_case_view_head_and_latent_and_the_address_follows(
     assert address == {"study": study, "view": view, "head": head, "overlay": "evidence"}, (
         "raw values, no latent"
     )
+
+
+def test_a_session_link_opens_the_saved_session_and_steps_through_it_in_order(
+    monkeypatch, bundle_copy: Path, notes_dir: Path
+) -> None:
+    bundle = Bundle.open(bundle_copy)
+    ids = study_table(bundle)["study_id"].tolist()
+    ReviewSessions.for_bundle(bundle.manifest, notes_dir).save("Tuesday MDT", [ids[-1], ids[0]], "Dr. Ada")
+    monkeypatch.setenv("MAMMO_SAE_BUNDLE", str(bundle_copy))
+    app = AppTest.from_file(HOME, default_timeout=60)
+    app.query_params["session"] = "Tuesday MDT"
+    app.switch_page("views/case_review.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert next(s for s in app.selectbox if s.key == "review-session").value == "Tuesday MDT"
+    assert len(ids) >= 2 and shown_study(app) == ids[-1], "the session's first study, not the worklist's"
+    next(b for b in app.button if b.label == "▶").click().run()
+    assert shown_study(app) == ids[0]
+    assert next(b for b in app.button if b.label == "▶").disabled, "the session's last study"
+    assert str(app.query_params["session"]).strip("[]'") == "Tuesday MDT", "and the address keeps it"
