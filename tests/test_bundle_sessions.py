@@ -138,14 +138,19 @@ def _save_many(folder: str, prefix: str) -> None:
         sessions.save(f"{prefix} {i}", [f"{prefix}-{i}-{j}" for j in range(3)], author=prefix)
 
 
-def test_several_processes_saving_at_once_lose_nothing(tmp_path: Path) -> None:
+def _in_three_processes(target, folder: Path) -> None:
+    """``target(folder, who)`` for three writers at once, each in its own process; all must succeed."""
     context = multiprocessing.get_context("fork")
-    workers = [context.Process(target=_save_many, args=(str(tmp_path), p)) for p in ("ada", "bo", "cy")]
+    workers = [context.Process(target=target, args=(str(folder), who)) for who in ("ada", "bo", "cy")]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(timeout=60)
         assert worker.exitcode == 0
+
+
+def test_several_processes_saving_at_once_lose_nothing(tmp_path: Path) -> None:
+    _in_three_processes(_save_many, tmp_path)
     sessions = ReviewSessions(tmp_path)
     assert len(sessions.names()) == 36
     assert sessions.load("bo 7").studies == ["bo-7-0", "bo-7-1", "bo-7-2"]
@@ -178,13 +183,7 @@ def _add_many(folder: str, who: str) -> None:
 
 
 def test_several_processes_adding_to_one_session_lose_nothing(tmp_path: Path) -> None:
-    context = multiprocessing.get_context("fork")
-    workers = [context.Process(target=_add_many, args=(str(tmp_path), p)) for p in ("ada", "bo", "cy")]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
+    _in_three_processes(_add_many, tmp_path)
     studies = ReviewSessions(tmp_path).load("shared").studies
     assert sorted(studies) == sorted(f"{w}-{i}" for w in ("ada", "bo", "cy") for i in range(15))
     assert [s for s in studies if s.startswith("bo")] == [f"bo-{i}" for i in range(15)], "each in its order"

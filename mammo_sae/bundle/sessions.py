@@ -146,6 +146,14 @@ def _session(entry: Mapping[str, Any], known: Collection[str] | None) -> ReviewS
     )
 
 
+def _author(author: object) -> str:
+    """A session's author, whitespace collapsed; BundleError when too long."""
+    name = " ".join(str(author or "").split())
+    if len(name) > MAX_REVIEWER:
+        raise BundleError(f"an author's name holds at most {MAX_REVIEWER} characters")
+    return name
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -211,9 +219,7 @@ class ReviewSessions:
         """Save the worklist ``items`` (studies in order, optionally with a note each) as ``name``; an
         existing session of that name is replaced (its creation time kept), or refused with ``overwrite=False``."""
         name, entries = session_name(name), _items(items)
-        author = " ".join(str(author or "").split())
-        if len(author) > MAX_REVIEWER:
-            raise BundleError(f"an author's name holds at most {MAX_REVIEWER} characters")
+        author = _author(author)
         key, now = name.casefold(), _now()
 
         def change(data: dict[str, Any]) -> dict[str, Any]:
@@ -232,7 +238,7 @@ class ReviewSessions:
         """Append ``study`` (with ``note``) to the session ``name`` under the file's lock, creating the
         session when new; a study already in it keeps its place and gets the new note."""
         name, (entry,) = session_name(name), _items([(study, note)])
-        author = " ".join(str(author or "").split())[:MAX_REVIEWER]
+        author = _author(author)
         key, now = name.casefold(), _now()
 
         def change(data: dict[str, Any]) -> dict[str, Any]:

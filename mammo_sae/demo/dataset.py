@@ -122,10 +122,12 @@ def ensure_demo_dataset(
 def _fingerprint_note(made: dict[str, Any], record: dict[str, Any]) -> str:
     """How far the regenerated pixels are from the recorded ones, when both carry a fingerprint."""
     recorded, current = record.get("pixel_fingerprint"), made.get("pixel_fingerprint", {}).get("value")
-    try:
-        difference = largest_difference(current, recorded) if recorded and current else None
-    except (AssertionError, ValueError):
-        return "; another number of images"
-    if difference is None:
+    if not recorded or not current:
         return ""
+    try:
+        difference = largest_difference(current, recorded)
+    except ValueError:
+        return "; the recorded fingerprint is unreadable"
+    if difference is None:
+        return "; another number of images"
     return f"; block means differ by up to {difference:.2f} stored values, more than rounding ({TOLERANCE})"
