@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -39,3 +40,19 @@ def finetune_phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = PhantomConfig(studies=6, seed=5, height=256, width=208, test_fraction=0.0, mass_rate=0.5)
     generate_dataset(root, config, workers=1)
     return root
+
+
+@pytest.fixture(scope="session")
+def demo_phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's held-out phantoms, generated once per test run (about a minute on two cores) and shared,
+    as hard links, by every module that needs them (see ``linked_demo_cache``). Under pytest-xdist the
+    workers share one folder: the first generates, the others wait on the lock and find it ready."""
+    from filelock import FileLock
+
+    from mammo_sae.demo import ensure_demo_dataset
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder above every worker's own
+    with FileLock(str(shared / "demo-phantoms.lock")):
+        return ensure_demo_dataset(cache=shared / "demo-phantoms")

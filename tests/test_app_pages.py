@@ -562,3 +562,19 @@ def test_a_session_link_opens_the_saved_session_and_steps_through_it_in_order(
     assert shown_study(app) == ids[0]
     assert next(b for b in app.button if b.label == "▶").disabled, "the session's last study"
     assert str(app.query_params["session"]).strip("[]'") == "Tuesday MDT", "and the address keeps it"
+
+
+def test_a_link_to_a_deleted_session_says_so_and_shows_the_worklist(
+    monkeypatch, bundle_copy: Path, notes_dir: Path
+) -> None:
+    monkeypatch.setenv("MAMMO_SAE_BUNDLE", str(bundle_copy))
+    app = AppTest.from_file(HOME, default_timeout=60)
+    app.query_params["session"] = "Gone MDT"
+    app.switch_page("views/case_review.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert next(s for s in app.selectbox if s.key == "review-session").value == "(all studies)"
+    warning = " ".join(w.value for w in app.warning)
+    assert "no review session named Gone MDT" in warning and "whole worklist" in warning
+    app.run()
+    assert "Gone MDT" in " ".join(w.value for w in app.warning), "it stays until a session is chosen"
+    assert "session" not in app.query_params, "the address no longer names the missing session"

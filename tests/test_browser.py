@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import untrusted_fixtures as untrusted
+from demo_fixtures import linked_demo_cache
 from dicom_fixtures import identifying_tags, leaked
 
 from mammo_sae.bundle import Bundle, intervention_views
@@ -76,12 +77,11 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the server (and the upload test) find the demo phantoms, generated here before any server
-    starts (a first start under load can outlast a page wait; tests/test_app_demo.py covers it)."""
-    cache = tmp_path_factory.mktemp("cache")
-    ensure_demo_dataset(cache=cache)
-    return cache
+def demo_cache(tmp_path_factory: pytest.TempPathFactory, demo_phantoms: Path) -> Path:
+    """Where the server (and the upload test) find the demo phantoms, made before any server starts (a
+    first start under load can outlast a page wait; tests/test_app_demo.py covers it): this module's own
+    folder, so notes and verdicts saved here stay here."""
+    return linked_demo_cache(demo_phantoms, tmp_path_factory.mktemp("cache"))
 
 
 @contextlib.contextmanager
@@ -407,10 +407,17 @@ class Session:
 
 def pick(page, label: str, option: str) -> None:
     """Type ``option`` into the selectbox labelled ``label`` and choose it (no wait for the rerun)."""
-    box = page.get_by_role("combobox", name=label).first
-    box.click()
-    box.fill(option)
-    page.get_by_role("option", name=option, exact=True).first.click()
+    for _ in range(3):  # a rerun that redraws the widget while its list is open detaches the option: again
+        box = page.get_by_role("combobox", name=label).first
+        box.click()
+        box.fill(option)
+        try:
+            page.get_by_role("option", name=option, exact=True).first.click(timeout=10_000)
+            return
+        except sync_api.TimeoutError:
+            page.keyboard.press("Escape")
+            settle(page)
+    raise AssertionError(f"could not choose {option!r} in {label!r}")
 
 
 def settle_all(pages: list) -> None:

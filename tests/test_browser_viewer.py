@@ -6,6 +6,7 @@ point in original pixels with its token; the display survives a rerun of the sam
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -118,6 +119,19 @@ def press_outside(page, key: str) -> None:
     """A key typed with the focus on the page around the iframe (where it usually is)."""
     page.locator("[data-testid=stSidebar]").click(position={"x": 20, "y": 300})
     page.keyboard.press(key)
+    drawn(page)
+
+
+TWO_FRAMES = "() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))"
+
+
+def drawn(page) -> None:
+    """Wait until every viewer on the page has run the draw a key or event asked for (one animation frame;
+    two, so a draw queued during the first has run too). A viewer replaced meanwhile (a new study) is skipped."""
+    for frame in page.frames:
+        if "hanging_viewer" in frame.url:
+            with contextlib.suppress(Exception):  # the frame went away with a rerun: nothing to wait on
+                frame.evaluate(TWO_FRAMES)
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:

@@ -45,6 +45,7 @@ table = reading.worklist(bundle, calibrated, verdicts.reviewed_studies(bundle))
 choices = reading.worklist_choices(table)
 sessions = verdicts.session_names(bundle)
 if state["review-session"] not in (reading.ALL_STUDIES, *sessions):  # a link to a session since deleted
+    state["missing-session"] = state["review-session"]
     state["review-session"] = reading.ALL_STUDIES
 with st.sidebar:
     st.subheader("Worklist")
@@ -52,6 +53,13 @@ with st.sidebar:
         "Review session", [reading.ALL_STUDIES, *sessions], key="review-session", **KEEP,
         help="a saved, ordered list of studies for a case-review meeting (build one below)",
     )  # fmt: skip
+    if session_name != reading.ALL_STUDIES:
+        state.pop("missing-session", None)
+    elif state.get("missing-session"):
+        st.warning(
+            f"There is no review session named {accessors.md_text(state['missing-session'])} for this bundle "
+            "(deleted, or a mistyped link): the whole worklist is shown. Pick a saved session above, or build one below."
+        )
     if session_name == reading.ALL_STUDIES:
         st.selectbox("Split", ["all", *choices["split"]], key="wl-split", **KEEP)
         st.multiselect("Findings (all of)", choices["findings"], key="wl-findings", **KEEP)

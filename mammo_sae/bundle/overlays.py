@@ -101,14 +101,15 @@ def blend_diverging(
     if peak <= 0:
         return out
     level = np.clip(np.asarray(heat, np.float32) / peak, -1, 1)
-    magnitude = np.abs(level)[..., None]
-    warm = WARM_LOW + (WARM_HIGH - WARM_LOW) * magnitude
-    cool = COOL_LOW + (COOL_HIGH - COOL_LOW) * magnitude
-    colour = np.where(level[..., None] > 0, warm, cool)
-    alpha = opacity * magnitude  # strong evidence shows, weak fades out, zero stays clear
-    mask = (magnitude[..., 0] >= threshold) & (level != 0)
-    blended = out * (1 - alpha) + colour * alpha
-    out[mask] = np.clip(blended[mask], 0, 255).astype(np.uint8)
+    mask = (np.abs(level) >= threshold) & (level != 0)
+    drawn_n = level[mask]  # only the pixels that are drawn are coloured (most of the time is there)
+    magnitude_n1 = np.abs(drawn_n)[:, None]
+    warm_n3 = WARM_LOW + (WARM_HIGH - WARM_LOW) * magnitude_n1
+    cool_n3 = COOL_LOW + (COOL_HIGH - COOL_LOW) * magnitude_n1
+    colour_n3 = np.where(drawn_n[:, None] > 0, warm_n3, cool_n3)
+    alpha_n1 = opacity * magnitude_n1  # strong evidence shows, weak fades out, zero stays clear
+    blended_n3 = out[mask] * (1 - alpha_n1) + colour_n3 * alpha_n1
+    out[mask] = np.clip(blended_n3, 0, 255).astype(np.uint8)
     return out
 
 

@@ -19,7 +19,7 @@ from mammo_sae.data.phantom import (
     is_phantom_dataset,
     load_manifest,
 )
-from mammo_sae.data.phantom.pixel_fingerprint import TOLERANCE, largest_difference, same_pixels
+from mammo_sae.data.phantom.pixel_fingerprint import compare, same_pixels
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "weights" / "demo"
 DEMO_MANIFEST = "demo.json"
@@ -125,9 +125,9 @@ def _fingerprint_note(made: dict[str, Any], record: dict[str, Any]) -> str:
     if not recorded or not current:
         return ""
     try:
-        difference = largest_difference(current, recorded)
+        difference = compare(current, recorded)
     except ValueError:
         return "; the recorded fingerprint is unreadable"
     if difference is None:
         return "; another number of images"
-    return f"; block means differ by up to {difference:.2f} stored values, more than rounding ({TOLERANCE})"
+    return f"; {difference.describe()}"
