@@ -18,9 +18,16 @@ import pytest
 from streamlit.proto.Metric_pb2 import Metric
 from streamlit.testing.v1 import AppTest
 
+from mammo_sae.analysis.chart_axes import log_ticks
 from mammo_sae.analysis.codes import TokenCodes
 from mammo_sae.analysis.intervened_evidence import code_shares, intervened_evidence
-from mammo_sae.analysis.latent_charts import activation_histogram_chart, density_chart
+from mammo_sae.analysis.latent_charts import (
+    FALL_COLOUR,
+    RISE_COLOUR,
+    activation_histogram_chart,
+    density_chart,
+    head_effect_chart,
+)
 from mammo_sae.analysis.latent_density import dead_and_dense, firing_density
 from mammo_sae.bundle import Bundle
 from mammo_sae.bundle import intervention_views as iv
@@ -87,6 +94,32 @@ def test_dead_and_dense_latents_and_the_log_density() -> None:
     hspec = activation_histogram_chart(hist).to_dict()
     assert hspec["encoding"]["y"]["scale"]["type"] == "log"
     assert len(next(iter(hspec["datasets"].values()))) == 1, "an empty bin has no place on a log axis"
+    assert hspec["encoding"]["y"]["axis"]["values"] == [1, 10, 100, 1000], (
+        "one tick per decade, no finer grid"
+    )
+
+
+def test_log_ticks_are_decades_with_two_and_five_between_when_few() -> None:
+    assert log_ticks(1, 4321) == [1, 10, 100, 1000, 10000], "one per decade from two decades"
+    assert log_ticks(0.05, 0.9) == [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1], "2 and 5 between under two decades"
+    assert log_ticks(0.05, 9.0) == [0.01, 0.1, 1, 10]
+    assert log_ticks(3, 3) == [1, 2, 5, 10], "a single value still gets an axis"
+    assert log_ticks(float("nan"), 0) == [1, 2, 5, 10], "no positive value: the unit decade"
+
+
+def test_the_effect_chart_has_a_band_per_head_and_colours_by_sign() -> None:
+    effects = pd.DataFrame(
+        {"head": pd.Series(["mass", "calcification"], dtype="str"), "effect": [0.2, -0.05]}
+    )
+    spec = head_effect_chart(effects).to_dict()
+    rows = next(iter(spec["datasets"].values()))
+    assert [r["head"] for r in rows] == ["mass", "calcification"] and [r["sign"] for r in rows] == [
+        "raises",
+        "lowers",
+    ]
+    assert spec["height"] == {"step": 28}, "a band per head, however many heads"
+    assert spec["encoding"]["color"]["scale"]["range"] == [RISE_COLOUR, FALL_COLOUR]
+    assert spec["encoding"]["x"]["scale"]["zero"] is True
 
 
 def test_catalogue_filters_by_name_id_category_and_flag() -> None:

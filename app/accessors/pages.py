@@ -209,6 +209,11 @@ def histogram_chart(bundle: Bundle, latent: int) -> alt.Chart:
     )
 
 
+def effect_chart(bundle: Bundle, latent: int) -> alt.Chart:
+    """The latent's direct effect on each head's logit."""
+    return latent_charts.head_effect_chart(accessors.latent_effects(bundle, latent))
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def _health(path: str, stamp: FileStamp) -> dict[str, Any]:
     return lc.dictionary_health(accessors._bundle(path, stamp))

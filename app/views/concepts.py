@@ -99,13 +99,7 @@ with right:
     )
     cols[3].metric("Max", f"{stats['max']:.3f}", help="its largest activation on the analysed split")  # fmt: skip
     st.altair_chart(pages.histogram_chart(bundle, latent), width="stretch")
-    st.altair_chart(
-        alt.Chart(accessors.latent_effects(bundle, latent), title="Direct effect on each head's logit")
-        .mark_bar()
-        .encode(x=alt.X("effect:Q", title="logit change per unit of mean activation"), y="head:N")
-        .properties(height=90),
-        width="stretch",
-    )
+    st.altair_chart(pages.effect_chart(bundle, latent), width="stretch")
 
 st.subheader("Top-activating patches")
 patches = accessors.top_patches(bundle, latent, 12)

@@ -11,7 +11,10 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from mammo_sae.analysis.chart_axes import log_ticks
+
 BAR_COLOUR, THRESHOLD_COLOUR, MARK_COLOUR = "#4c6ef5", "#e8590c", "#2b8a3e"
+RISE_COLOUR, FALL_COLOUR = "#e03131", "#1c7ed6"  # as the Interventions page: red a rise, blue a fall
 
 
 def activation_histogram_chart(table: pd.DataFrame, title: str = "Activation histogram") -> alt.Chart:
@@ -25,11 +28,41 @@ def activation_histogram_chart(table: pd.DataFrame, title: str = "Activation his
         .encode(
             x=alt.X("from:Q", bin="binned", title="activation (where it fires)"),
             x2="to:Q",
-            y=alt.Y("tokens:Q", scale=alt.Scale(type="log"), title="tokens (log scale)"),
+            y=alt.Y(
+                "tokens:Q",
+                scale=alt.Scale(type="log", domainMin=0.5),
+                title="tokens (log scale)",
+                axis=alt.Axis(values=log_ticks(1, float(shown["tokens"].max())), format="~s"),
+            ),
             y2="base:Q",
             tooltip=[alt.Tooltip("from:Q", format=".3f"), alt.Tooltip("to:Q", format=".3f"), "tokens:Q"],
         )
         .properties(height=220)
+    )
+
+
+def head_effect_chart(effects: pd.DataFrame, title: str = "Direct effect on each head's logit") -> alt.Chart:
+    """One bar per head (``head``, ``effect``): the logit change per unit of the latent's mean activation,
+    warm for a rise and cool for a fall, on an axis that always shows zero."""
+    assert {"head", "effect"} <= set(effects.columns), list(effects.columns)
+    table = effects.assign(
+        head=effects["head"].astype(object),
+        sign=effects["effect"].ge(0).map({True: "raises", False: "lowers"}),
+    )
+    return (
+        alt.Chart(table, title=title)
+        .mark_bar()
+        .encode(
+            x=alt.X("effect:Q", title="logit change per unit of mean activation", scale=alt.Scale(zero=True)),
+            y=alt.Y("head:N", title=None, sort=list(table["head"])),
+            color=alt.Color(
+                "sign:N",
+                scale=alt.Scale(domain=["raises", "lowers"], range=[RISE_COLOUR, FALL_COLOUR]),
+                legend=None,
+            ),
+            tooltip=["head:N", alt.Tooltip("effect:Q", format="+.4f")],
+        )
+        .properties(height=alt.Step(28))
     )
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from mammo_sae.analysis.chart_axes import log_ticks
+
 RULE_COLOUR = "#868e96"
 
 
@@ -18,10 +20,14 @@ def training_chart(
 ) -> alt.Chart | alt.LayerChart:
     """Lines of ``value`` against ``x``, one per ``metric``; ``rules`` (columns ``at`` in ``x`` units and
     ``what``) are drawn as dashed vertical lines with their label in the tooltip."""
+    positive = long["value"][long["value"] > 0]
     y = alt.Y(
         "value:Q",
         scale=alt.Scale(type="log") if log else alt.Scale(zero=False),
         title="value (log scale)" if log else "value",
+        axis=alt.Axis(values=log_ticks(float(positive.min()), float(positive.max())), format="~g")
+        if log and not positive.empty
+        else alt.Axis(),
     )
     lines = (
         alt.Chart(long, title=title)
@@ -29,7 +35,7 @@ def training_chart(
         .encode(
             x=alt.X(f"{x}:Q", title="training tokens" if x == "tokens" else x, axis=alt.Axis(format="~s")),
             y=y,
-            color=alt.Color("metric:N", legend=alt.Legend(orient="top", title=None)),
+            color=alt.Color("metric:N", legend=alt.Legend(orient="top", title=None, offset=2)),
             tooltip=[f"{x}:Q", "metric:N", alt.Tooltip("value:Q", format=".4~g")],
         )
     )
