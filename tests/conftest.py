@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,17 @@ from analysis_fixtures import Setting, analyze_config, build_setting
 from ljpeg_encoder import install as install_lossless_jpeg_encoder
 
 install_lossless_jpeg_encoder()  # the DICOM tests write JPEG Lossless files; the package ships no encoder
+
+_MAIN = sys.modules["__main__"]
+
+
+@pytest.fixture(autouse=True)
+def _main_module_restored() -> Iterator[None]:
+    """Streamlit's AppTest runs a page as ``__main__`` and can leave it in ``sys.modules``; a process pool
+    started later in the same worker (spawn) would then re-import the page instead of the test runner."""
+    yield
+    if sys.modules.get("__main__") is not _MAIN:
+        sys.modules["__main__"] = _MAIN
 
 
 @pytest.fixture(scope="session")

@@ -348,6 +348,25 @@ def test_same_seed_same_bytes_any_worker_count(dataset: Path, tmp_path: Path) ->
     assert (dataset / "phantom.json").read_bytes() == (again / "phantom.json").read_bytes()
 
 
+def test_workers_do_not_rerun_the_callers_script(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under Streamlit the page is ``__main__``: spawned workers must not import and run it again."""
+    import sys
+    import types
+
+    ran = tmp_path / "the page ran again"
+    page = tmp_path / "page.py"
+    page.write_text(f"open({str(ran)!r}, 'w').close()\nimport a_module_only_the_app_has\n")
+    script_main = types.ModuleType("__main__")
+    script_main.__file__ = str(page)  # as Streamlit's script runner installs a page: a file, no spec
+    monkeypatch.setitem(sys.modules, "__main__", script_main)
+    summary = generate_dataset(tmp_path / "pool", replace(CONFIG, studies=1), workers=2)
+    assert not ran.exists(), "a worker re-ran the page"
+    assert sys.modules["__main__"] is script_main, "and the caller's main module is put back"
+    assert summary["images"] == 4
+
+
 def test_different_seed_different_pixels(dataset: Path, tmp_path: Path) -> None:
     summary = generate_dataset(tmp_path / "other", replace(CONFIG, seed=12, studies=1), workers=1)
     assert summary["pixel_checksum"] != load_manifest(dataset)["pixel_checksum"]["value"]

@@ -11,15 +11,18 @@ number of workers. No timestamps are written, so a seed gives byte-identical fil
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import multiprocessing
 import os
 import re
+import sys
 import time
+import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -449,12 +452,30 @@ def _render_all(
         context = multiprocessing.get_context("spawn")  # no inherited threads or state: safe everywhere
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
             results = []
-            for result in pool.map(_produce_job, jobs, chunksize=max(1, min(4, len(jobs) // (4 * workers)))):
+            with _workers_skip_the_main_script():  # map() submits every job, so every worker starts here
+                mapped = pool.map(_produce_job, jobs, chunksize=max(1, min(4, len(jobs) // (4 * workers))))
+            for result in mapped:
                 results.append(result)
                 done(results)
             return results
     finally:
         bar.close()
+
+
+@contextlib.contextmanager
+def _workers_skip_the_main_script() -> Iterator[None]:
+    """Start spawned workers without re-running the caller's ``__main__`` script. Under Streamlit that is the
+    app's page (the script runner installs it as ``__main__``): every worker would import and run the page
+    again before rendering a single image, or fail where the page's own imports are not on the path."""
+    main = sys.modules.get("__main__")
+    if main is None or not getattr(main, "__file__", None) or getattr(main, "__spec__", None) is not None:
+        yield  # a module run by name (python -m ...) or an interactive main: spawn handles it as it is
+        return
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def default_workers(n_images: int) -> int:
