@@ -536,10 +536,21 @@ def name_latent(page, latent: int, name: str | None = None, note: str | None = N
     number.press("Enter")
     settle(page)
     page.wait_for_selector(f"h2:has-text('#{latent}')", timeout=60_000)
-    if name is not None:
-        page.get_by_role("textbox", name="Name", exact=True).first.fill(name)
-    if note is not None:
-        page.get_by_role("textbox", name="Note", exact=True).first.fill(note)
+    for label, text in (("Name", name), ("Note", note)):
+        if text is not None:
+            fill_until_held(page, label, text)
+
+
+def fill_until_held(page, label: str, text: str) -> None:
+    """Fill a text box and check it kept the text: a rerun that redraws the form meanwhile drops what was typed."""
+    for _ in range(3):
+        box = page.get_by_role("textbox", name=label, exact=True).first
+        box.fill(text)
+        page.wait_for_timeout(300)
+        if box.input_value() == text:
+            return
+        settle(page)
+    raise AssertionError(f"the {label} box did not keep {text!r}")
 
 
 def save_form(page) -> None:
@@ -603,6 +614,9 @@ def test_untrusted_names_notes_and_dicom_strings_are_shown_as_text(
             save_form(page)
             settle(page)
             page.wait_for_selector("text=Saved #", timeout=60_000)
+            page.wait_for_function(
+                "(t) => document.body.innerText.includes(t)", arg=f"Saved #{latent} {name}."
+            )
             assert_shown_as_text(page, f"#{latent} {name}", f"Saved #{latent} {name}.")
         go_to(page, "Interventions")
         settle(page)
