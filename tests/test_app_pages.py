@@ -545,17 +545,23 @@ def test_a_link_opens_its_case_view_head_and_latent_and_the_address_follows(
     )
 
 
+def case_review_linked_to_session(monkeypatch, bundle_copy: Path, name: str) -> AppTest:
+    """Case review opened by an address with ``?session=name``, run once without an exception."""
+    monkeypatch.setenv("MAMMO_SAE_BUNDLE", str(bundle_copy))
+    app = AppTest.from_file(HOME, default_timeout=60)
+    app.query_params["session"] = name
+    app.switch_page("views/case_review.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
 def test_a_session_link_opens_the_saved_session_and_steps_through_it_in_order(
     monkeypatch, bundle_copy: Path, notes_dir: Path
 ) -> None:
     bundle = Bundle.open(bundle_copy)
     ids = study_table(bundle)["study_id"].tolist()
     ReviewSessions.for_bundle(bundle.manifest, notes_dir).save("Tuesday MDT", [ids[-1], ids[0]], "Dr. Ada")
-    monkeypatch.setenv("MAMMO_SAE_BUNDLE", str(bundle_copy))
-    app = AppTest.from_file(HOME, default_timeout=60)
-    app.query_params["session"] = "Tuesday MDT"
-    app.switch_page("views/case_review.py").run()
-    assert not app.exception, [e.value for e in app.exception]
+    app = case_review_linked_to_session(monkeypatch, bundle_copy, "Tuesday MDT")
     assert next(s for s in app.selectbox if s.key == "review-session").value == "Tuesday MDT"
     assert len(ids) >= 2 and shown_study(app) == ids[-1], "the session's first study, not the worklist's"
     next(b for b in app.button if b.label == "▶").click().run()
@@ -567,11 +573,7 @@ def test_a_session_link_opens_the_saved_session_and_steps_through_it_in_order(
 def test_a_link_to_a_deleted_session_says_so_and_shows_the_worklist(
     monkeypatch, bundle_copy: Path, notes_dir: Path
 ) -> None:
-    monkeypatch.setenv("MAMMO_SAE_BUNDLE", str(bundle_copy))
-    app = AppTest.from_file(HOME, default_timeout=60)
-    app.query_params["session"] = "Gone MDT"
-    app.switch_page("views/case_review.py").run()
-    assert not app.exception, [e.value for e in app.exception]
+    app = case_review_linked_to_session(monkeypatch, bundle_copy, "Gone MDT")
     assert next(s for s in app.selectbox if s.key == "review-session").value == "(all studies)"
     warning = " ".join(w.value for w in app.warning)
     assert "no review session named Gone MDT" in warning and "whole worklist" in warning
