@@ -1,8 +1,11 @@
-"""`python -m mammo_sae.data <command>`: inspect a VinDr-Mammo root. Research use only.
+"""`python -m mammo_sae.data <command>`: inspect a VinDr-Mammo root, or import a folder of DICOMs as one.
+Research use only.
 
 Commands: ``summary ROOT`` prints the index summary as JSON (counts per split, labels per image and per
 row, BI-RADS, density, missing files). ``check FILE...`` reads each DICOM (or PNG) as the pipeline does and
-prints one line per file. Bad input exits with code 2 and a one-line message on stderr.
+prints one line per file. ``import DICOM_DIR --out ROOT`` writes an unlabelled root in the VinDr layout from
+a PACS export (one line per skipped file on stderr, the summary as JSON). Bad input exits with code 2 and a
+one-line message on stderr.
 """
 
 from __future__ import annotations
@@ -58,6 +61,32 @@ class CheckConfig:
     )
 
 
+@dataclass(frozen=True)
+class ImportConfig:
+    """Every knob of `python -m mammo_sae.data import`."""
+
+    folder: str = knob(
+        REQUIRED, "the folder a PACS export was written to", positional=True, metavar="DICOM_DIR"
+    )
+    out: str = knob(
+        REQUIRED, "the root to write (new, empty, or a previous import: replaced)", metavar="ROOT"
+    )
+    copy: bool = knob(False, "copy the images into ROOT instead of linking to them")
+    list_skipped: int = knob(50, "print the first N skipped files with their reason", metavar="N")
+
+
+def _import(config: ImportConfig) -> dict[str, Any]:
+    """Import the folder; the skipped files go to stderr, one line each, the summary is returned."""
+    from mammo_sae.data.folder_import import import_folder
+
+    report = import_folder(Path(config.folder), Path(config.out), placement="copy" if config.copy else "link")
+    for skip in report.skipped[: config.list_skipped]:
+        print(f"skipped {skip.source_file}: {skip.reason}", file=sys.stderr)
+    if len(report.skipped) > config.list_skipped:
+        print(f"... and {len(report.skipped) - config.list_skipped} more skipped files", file=sys.stderr)
+    return {"root": str(report.root), **report.summary}
+
+
 def _summary(config: SummaryConfig) -> dict[str, Any]:
     index = VindrIndex.load(
         config.root,
@@ -102,7 +131,7 @@ COMMAND = Command(
     prog=PROG,
     config=None,
     job=None,
-    description="Inspect a VinDr-Mammo dataset root (research use only).",
+    description="Inspect a VinDr-Mammo dataset root, or import a folder of DICOMs as one (research use only).",
     subcommands={
         "summary": Command(
             prog=f"{PROG} summary",
@@ -122,6 +151,19 @@ COMMAND = Command(
             description="Read each FILE as extraction and the app's upload page do (a DICOM mammogram, or a "
             ".png frame) and print one line per file: its size and encoding, or why it is refused (on "
             "stderr). Exit code 2 when any file is refused.",
+        ),
+        "import": Command(
+            prog=f"{PROG} import",
+            config=ImportConfig,
+            job=_import,
+            json_indent=2,
+            about="turn a folder of DICOM files (a PACS export) into an unlabelled root",
+            description="Walk DICOM_DIR (nested, any file names, DICOMDIR or not) reading headers only, group "
+            "the mammograms into studies by salted hashes, take each image's laterality and view from its "
+            "tags, else its description text, else its pixels, and write ROOT in the VinDr layout without "
+            "labels (breast-level_annotations.csv with source_file, orientation_provenance.csv, import.json, "
+            "images/ linked or copied). Other files are skipped with a reason. Nothing is written in "
+            "DICOM_DIR; no identifying value is written anywhere. Salt: $MAMMO_SAE_ID_SALT.",
         ),
     },
 )

@@ -34,6 +34,7 @@ from mammo_sae.data.csv_tables import (
     MAMMO_CLIP_SEARCH,
     RESIZED_BOX_COLUMNS,
 )
+from mammo_sae.data.folder_import import is_imported_root
 
 # Image-level columns that finding_annotations.csv repeats; the findings table leaves them to the image table.
 _REPEATED = ("series_id", "height", "width", "breast_birads", "breast_density")
@@ -69,6 +70,7 @@ class VindrIndex:
     files_checked: bool
     sources: dict[str, str | None] = field(default_factory=dict)
     mammo_clip: dict[str, Any] | None = None
+    labelled: bool = True  # False for a root imported from a DICOM folder: no findings, BI-RADS or density
 
     @classmethod
     def load(
@@ -92,8 +94,15 @@ class VindrIndex:
             raise DataError(f"VinDr-Mammo root {root} is not a folder. {_FIX}")
         breast_path, finding_path = root / BREAST_CSV, root / FINDING_CSV
         images = _image_table(breast_path)
-        findings, codes, parsed = _finding_table(finding_path, images, breast_path)
+        labelled = finding_path.exists() or not is_imported_root(root)
+        if labelled:
+            findings, codes, parsed = _finding_table(finding_path, images, breast_path)
+        else:  # an imported folder: every image without a finding row, and no category at all
+            findings, codes, parsed = _no_findings(), np.zeros(0, dtype=np.int64), []
         categories = _add_labels(images, findings, codes, parsed)
+        if not labelled:  # unknown, not negative
+            for name in categories:
+                images[name] = pd.array([pd.NA] * len(images), dtype="Int8")
 
         images_root = root / images_dir
         studies = images["study_id"].tolist()
@@ -108,7 +117,7 @@ class VindrIndex:
 
         sources: dict[str, str | None] = {
             "breast_csv": str(breast_path),
-            "finding_csv": str(finding_path),
+            "finding_csv": str(finding_path) if labelled else None,
             "images_dir": str(images_root),
         }
         clip_csv = _locate(root, mammo_clip_csv, MAMMO_CLIP_CSV, "Mammo-CLIP CSV", want_dir=False)
@@ -125,7 +134,7 @@ class VindrIndex:
             ]
             if check_files:
                 images["png_exists"] = ct.files_present(pngs, studies, png_names)
-        return cls(root, images, findings, categories, check_files, sources, report)
+        return cls(root, images, findings, categories, check_files, sources, report, labelled)
 
     def __repr__(self) -> str:
         missing = len(self.missing) if self.files_checked else "unchecked"
@@ -158,6 +167,7 @@ class VindrIndex:
         evaluation counted (multi-finding images count more than once). ``categories`` accepts column
         names or release names ("Suspicious Calcification").
         """
+        self.require_labels("image or row labels")
         if level == "image":
             frame, ids = self.images, ["study_id", "image_id", "laterality", "view", "split"]
         elif level == "row":
@@ -168,6 +178,15 @@ class VindrIndex:
         if split is not None:
             frame = frame[frame["split"] == self._check_split(split)]
         return frame[ids + columns].reset_index(drop=True)
+
+    def require_labels(self, what: str) -> None:
+        """Raise a DataError saying why ``what`` cannot be given when the root has no labels."""
+        if not self.labelled:
+            raise DataError(
+                f"{self.root} is a folder imported from DICOM files and has no labels (no findings, BI-RADS or "
+                f"density), so there are no {what}. Take labels from a labelled root (analyze --score-data "
+                "VINDR_ROOT) or from another bundle."
+            )
 
     def boxes(self, image_id: str) -> pd.DataFrame:
         """The finding boxes of one image in original pixels, with ``kind``: its first target category
@@ -202,6 +221,8 @@ class VindrIndex:
 
     def summary(self, *, max_listed: int = 10) -> dict[str, Any]:
         """Counts for a quick look, JSON-ready: per split and in total."""
+        if not self.labelled:
+            return self._unlabelled_summary(max_listed)
         images, findings = self.images, self.findings
         splits = self.splits
         conflicts = self.conflicts(TARGETS).rename(columns={"any": "_or_".join(TARGETS)})
@@ -253,6 +274,27 @@ class VindrIndex:
             "mammo_clip": self.mammo_clip,
         }
         return summary
+
+    def _unlabelled_summary(self, max_listed: int) -> dict[str, Any]:
+        """The counts an imported folder has: images, studies, views, and the files missing on disk."""
+        images, missing = self.images, self.missing
+        return {
+            "root": str(self.root),
+            "labelled": False,
+            "splits": list(self.splits),
+            "images": len(images),
+            "studies": int(images["study_id"].nunique()),
+            "views": {
+                f"{side} {view}": int(((images["laterality"] == side) & (images["view"] == view)).sum())
+                for side in ("R", "L")
+                for view in ("CC", "MLO")
+            },
+            "missing_files": {
+                "checked": self.files_checked,
+                "count": len(missing),
+                "first": [_shown(path, self.root) for path in missing[:max_listed]],
+            },
+        }
 
     def _category_columns(self, categories: Sequence[str] | None) -> list[str]:
         if categories is None:
@@ -311,6 +353,25 @@ def _image_table(path: Path) -> pd.DataFrame:
         if name not in BREAST_REQUIRED and name not in images.columns:
             images[name] = raw[name].array
     return images
+
+
+def _no_findings() -> pd.DataFrame:
+    """The findings table of a root without labels: the columns, no rows."""
+    columns = [
+        "csv_row",
+        "study_id",
+        "image_id",
+        "laterality",
+        "view",
+        "split",
+        "categories",
+        "finding_birads",
+    ]
+    findings = pd.DataFrame({name: pd.Series(dtype=object) for name in columns})
+    for name in BOX_COLUMNS:
+        findings[name] = pd.Series(dtype=np.float64)
+    findings["has_box"] = pd.Series(dtype=bool)
+    return findings
 
 
 def _finding_table(

@@ -99,28 +99,37 @@ def scan_folder(folder: Path, *, salt: str | None = None) -> FolderScan:
 
 def scan_file(path: Path, relative: str, *, salt: str | None = None) -> ScannedImage | SkippedFile:
     """One file: a ScannedImage when its header describes a single-frame greyscale mammogram, else why not."""
+    with warnings.catch_warnings():  # pydicom converts values lazily: its warnings quote them (UIDs)
+        for message in _HEADER_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        return _scan_file(path, relative, salt)
+
+
+def _scan_file(path: Path, relative: str, salt: str | None) -> ScannedImage | SkippedFile:
     try:
-        with warnings.catch_warnings():
-            for message in _HEADER_WARNINGS:
-                warnings.filterwarnings("ignore", message=message)
-            ds = dcmread(path, stop_before_pixels=True)
+        ds = dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:
         return SkippedFile(relative, "not a DICOM file")
     except Exception:  # any parser failure is this file's, and its text may hold identifying values
         return SkippedFile(relative, "a damaged DICOM header (it could not be read)")
-    reason = _not_a_mammogram(ds)
-    if reason:
-        return SkippedFile(relative, reason)
-    study_uid, series_uid, sop_uid = (str(ds.get(k, "") or "").strip() for k in _UID_KEYWORDS)
+    try:
+        reason = _not_a_mammogram(ds)
+        if reason:
+            return SkippedFile(relative, reason)
+        study_uid, series_uid, sop_uid = (str(ds.get(k, "") or "").strip() for k in _UID_KEYWORDS)
+        orientation = header_orientation(ds)
+        rows, columns = int_or_none(ds.get("Rows")) or 0, int_or_none(ds.get("Columns")) or 0
+    except Exception:  # an element that fails to convert on first use
+        return SkippedFile(relative, "a damaged DICOM header (an element could not be read)")
     folder_of_file = relative.rpartition("/")[0] or "."
     return ScannedImage(
         source_file=relative,
         study_key=salted_key(study_uid or f"folder:{folder_of_file}", salt),
         series_key=salted_key(series_uid or f"folder:{folder_of_file}", salt),
         image_key=salted_key(sop_uid or f"file:{relative}", salt),
-        rows=int_or_none(ds.get("Rows")) or 0,
-        columns=int_or_none(ds.get("Columns")) or 0,
-        orientation=header_orientation(ds),
+        rows=rows,
+        columns=columns,
+        orientation=orientation,
     )
 
 
