@@ -12,9 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from pydicom import dcmread
 
 from mammo_sae.core.errors import DataError
 from mammo_sae.data.__main__ import main as data_main
+from mammo_sae.data.dicom import read_mammogram
+from mammo_sae.data.dicom.orientation import TEXT_ATTRIBUTES, header_orientation
 from mammo_sae.data.folder_import import (
     IMPORT_MANIFEST,
     PROVENANCE_CSV,
@@ -153,7 +156,7 @@ def test_the_index_reads_an_imported_root_without_labels(imported) -> None:
 
 
 def test_a_previous_import_is_replaced_and_other_folders_are_refused(export, tmp_path: Path) -> None:
-    folder, _ = export
+    folder, truth = export
     out = tmp_path / "root"
     import_folder(folder, out, salt="one")
     first = pd.read_csv(out / "breast-level_annotations.csv", dtype=str)
@@ -162,6 +165,24 @@ def test_a_previous_import_is_replaced_and_other_folders_are_refused(export, tmp
     assert set(first["image_id"]).isdisjoint(second["image_id"]), "another salt, other keys"
     copied = out / "images" / second["study_id"][0] / f"{second['image_id'][0]}.dicom"
     assert copied.is_file() and not copied.is_symlink()
+    old_uids = [uid.encode() for uid in truth["image_id"]] + [b"1.2.826.0.1.3680043.8.498.424242"]
+    for path in (out / "images").rglob("*.dicom"):  # copies keep the image, nothing identifying
+        data = path.read_bytes()
+        assert MARK.encode() not in data and b"19600101" not in data and b"20240102" not in data, path
+        assert b"SYNTHETIC^PHANTOM" not in data and not any(uid in data for uid in old_uids), path
+    source = folder / second["source_file"][0]
+    original, copy = read_mammogram(source), read_mammogram(copied)
+    assert np.array_equal(original.stored, copy.stored) and original.photometric == copy.photometric
+    assert [w.name for w in original.window_presets] == [w.name for w in copy.window_presets]
+    tag_kept = 0
+    for row in second.itertuples():  # orientation tags are kept; descriptions (free text) are not
+        was = header_orientation(dcmread(folder / row.source_file))
+        now = header_orientation(dcmread(out / "images" / row.study_id / f"{row.image_id}.dicom"))
+        if was.laterality.source in ("ImageLaterality", "Laterality"):
+            assert now.laterality == was.laterality
+            tag_kept += 1
+        assert now.laterality.source not in TEXT_ATTRIBUTES and now.view.source not in TEXT_ATTRIBUTES
+    assert tag_kept == 12, "tagged, misplaced and mirrored files keep their tags"
     assert not list(tmp_path.glob(".root.*")), "no staging folder is left behind"
 
     foreign = tmp_path / "foreign"

@@ -71,7 +71,7 @@ class ImportConfig:
     out: str = knob(
         REQUIRED, "the root to write (new, empty, or a previous import: replaced)", metavar="ROOT"
     )
-    copy: bool = knob(False, "copy the images into ROOT instead of linking to them")
+    copy: bool = knob(False, "write de-identified copies of the images into ROOT instead of links to them")
     list_skipped: int = knob(50, "print the first N skipped files with their reason", metavar="N")
 
 
@@ -162,7 +162,7 @@ COMMAND = Command(
             "the mammograms into studies by salted hashes, take each image's laterality and view from its "
             "tags, else its description text, else its pixels, and write ROOT in the VinDr layout without "
             "labels (breast-level_annotations.csv with source_file, orientation_provenance.csv, import.json, "
-            "images/ linked or copied). Other files are skipped with a reason. Nothing is written in "
+            "images/ linked, or copied de-identified). Other files are skipped with a reason. Nothing is written in "
             "DICOM_DIR; no identifying value is written anywhere. Salt: $MAMMO_SAE_ID_SALT.",
         ),
     },

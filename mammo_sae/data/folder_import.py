@@ -3,8 +3,8 @@
 The root has the VinDr layout without labels: ``breast-level_annotations.csv`` (VinDr columns, BI-RADS and
 density empty, split ``unlabelled``, plus ``source_file``: the image's path inside the imported folder),
 ``orientation_provenance.csv`` (where every laterality and view came from: tag, text or image, with its
-confidence), ``import.json`` (counts and skip reasons) and ``images/<study>/<image>.dicom``, links to (or
-copies of) the source files. Studies, series and images are named by salted hashes; no identifying value of
+confidence), ``import.json`` (counts and skip reasons) and ``images/<study>/<image>.dicom``: links to the
+source files, or de-identified copies (``data/dicom/deidentify.py``). Studies, series and images are named by salted hashes; no identifying value of
 a source file is written. Nothing is written in or next to the imported folder.
 
     report = import_folder(Path("export"), Path("my-exams"))
@@ -25,6 +25,7 @@ from typing import Literal
 from mammo_sae.core.atomic import atomic_write_text
 from mammo_sae.core.errors import DataError
 from mammo_sae.data.csv_tables import BREAST_COLUMNS, BREAST_CSV, IMAGE_SUFFIX, IMAGES_DIR, table_text
+from mammo_sae.data.dicom.deidentify import write_deidentified_copy
 from mammo_sae.data.dicom.errors import DicomReadError, ForProcessingWarning
 from mammo_sae.data.dicom.folder_scan import ScannedImage, SkippedFile, scan_folder
 from mammo_sae.data.dicom.orientation import TEXT_ATTRIBUTES, Found, Orientation
@@ -78,7 +79,7 @@ def import_folder(
     """Scan ``folder``, complete every orientation from the pixels where the header is silent, write ``out``.
 
     ``out`` must be new, empty or a previous import (replaced whole, only once the new one is complete) and
-    must lie outside ``folder``. ``placement``: symbolic links to the source files, or copies.
+    must lie outside ``folder``. ``placement``: symbolic links to the source files, or de-identified copies.
     """
     folder, out = Path(folder).expanduser().resolve(), Path(out).expanduser().resolve()
     if not folder.is_dir():
@@ -102,7 +103,7 @@ def import_folder(
         said = "; ".join(f"{count} x {reason}" for reason, count in reasons) or "the folder is empty"
         raise DataError(f"no mammogram to import in {folder} ({said}); nothing was written")
     summary = _summary(images, skipped, placement)
-    _write_root(folder, out, images, summary, placement)
+    _write_root(folder, out, images, summary, placement, salt)
     return ImportReport(out, tuple(images), tuple(skipped), summary)
 
 
@@ -169,7 +170,12 @@ def _kind(source: str) -> str:
 
 
 def _write_root(
-    folder: Path, out: Path, images: list[ScannedImage], summary: dict[str, object], placement: Placement
+    folder: Path,
+    out: Path,
+    images: list[ScannedImage],
+    summary: dict[str, object],
+    placement: Placement,
+    salt: str | None,
 ) -> None:
     """Build the root in a sibling staging folder, then put it in place of ``out`` in one rename."""
     staging = out.parent / f".{out.name}.importing-{os.getpid()}"
@@ -180,7 +186,7 @@ def _write_root(
             target.parent.mkdir(parents=True, exist_ok=True)
             source = folder / image.source_file
             if placement == "copy":
-                shutil.copyfile(source, target)
+                write_deidentified_copy(source, target, salt=salt)
             else:
                 target.symlink_to(source)
         atomic_write_text(staging / BREAST_CSV, table_text(IMPORT_COLUMNS, map(_breast_row, images)))

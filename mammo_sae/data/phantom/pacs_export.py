@@ -59,9 +59,18 @@ _PRIVATE_CREATOR = "MAMMO SAE TEST"
 
 
 def write_pacs_export(
-    phantom_root: Path, out: Path, *, mark: str = "ZQXMARK", extras: bool = True, seed: int = 0
+    phantom_root: Path,
+    out: Path,
+    *,
+    mark: str = "ZQXMARK",
+    extras: bool = True,
+    seed: int = 0,
+    variants: tuple[str, ...] = VARIANTS,
 ) -> pd.DataFrame:
-    """Write the export under ``out`` (created; must be empty) and return what each mammogram really is."""
+    """Write the export under ``out`` (created; must be empty) and return what each mammogram really is.
+
+    ``variants``: the orientation variants given to the images in turn (one alone: every image gets it)."""
+    assert variants and set(variants) <= set(VARIANTS), variants
     phantom_root, out = Path(phantom_root), Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty: give an empty or new folder for the export")
@@ -70,7 +79,7 @@ def write_pacs_export(
     studies = {study: k for k, study in enumerate(dict.fromkeys(table["study_id"]))}
     rows = []
     for n, image in enumerate(table.itertuples(index=False)):
-        variant = VARIANTS[n % len(VARIANTS)]
+        variant = variants[n % len(variants)]
         study = studies[image.study_id]
         name = f"IM{n:05d}" if n % 3 else f"{rng.integers(1 << 30):x}.dcm"  # no suffix, as most PACS write
         relative = f"PAT{study:03d}/ST{study:03d}/SE{n % 4}/{name}"
