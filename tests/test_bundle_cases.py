@@ -87,6 +87,16 @@ def test_png_uploads_are_checked_before_decoding() -> None:
     _, encoded = cv2.imencode(".png", np.arange(64 * 48, dtype=np.uint16).reshape(64, 48))
     image = decode_png(encoded.tobytes())
     assert image.shape == (64, 48) and image.dtype == np.uint8
+    deep = np.linspace(0, 4095, 64 * 48).astype(np.uint16).reshape(64, 48)  # 12 bits in a 16-bit PNG
+    read = decode_png(cv2.imencode(".png", deep)[1].tobytes())
+    assert read.min() == 0 and read.max() == 255 and len(np.unique(read)) == 256, "the full depth, scaled"
+    assert np.array_equal(read, ((deep.astype(np.float32) / 4095) * 255).astype(np.uint8))
+    grey_rgb = cv2.cvtColor(np.tile(np.arange(48, dtype=np.uint8) * 5, (64, 1)), cv2.COLOR_GRAY2BGR)
+    assert decode_png(cv2.imencode(".png", grey_rgb)[1].tobytes()).shape == (64, 48), "grey saved as RGB"
+    figure = grey_rgb.copy()
+    figure[10:30, 5:25] = (0, 0, 255)  # a red legend on a figure
+    with pytest.raises(DataError, match=r"colour image .*not a mammogram"):
+        decode_png(cv2.imencode(".png", figure)[1].tobytes(), "figure.png")
     with pytest.raises(DataError, match="not a PNG"):
         decode_png(b"GIF89a....")
     with pytest.raises(DataError, match="larger than"):
