@@ -162,3 +162,10 @@ def test_another_salt_gives_other_keys_and_a_file_is_not_a_folder(export: Path, 
     assert {i.study_key for i in other.images}.isdisjoint({i.study_key for i in scan.images})
     with pytest.raises(NotADirectoryError, match="not a folder"):
         scan_folder(export / "PAT2" / "notes.txt")
+
+
+def test_the_phantom_generator_s_constant_is_the_scan_s():
+    from mammo_sae.data.dicom.folder_scan import PHANTOM_MANUFACTURER
+    from mammo_sae.data.phantom import GENERATOR_NAME
+
+    assert PHANTOM_MANUFACTURER == GENERATOR_NAME

@@ -206,6 +206,7 @@ def test_the_command_prints_skips_and_the_summary(export, tmp_path: Path, capsys
     out, err = capsys.readouterr()
     summary = json.loads(out)
     assert summary["mammograms"] == 4 * STUDIES and summary["studies"] == STUDIES
+    assert summary["phantom_images"] == 4 * STUDIES, "the generator's files are known as phantoms"
     lines = err.strip().splitlines()
     assert len(lines) == 3 and lines[0].startswith("skipped ") and lines[-1] == "... and 6 more skipped files"
     assert data_main(["import", str(tmp_path / "absent"), "--out", str(tmp_path / "r2")]) == 2

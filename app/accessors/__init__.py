@@ -24,6 +24,7 @@ import streamlit as st
 from mammo_sae.analysis import charts, paper
 from mammo_sae.bundle import Bundle, BundleError, BundleStaleError, browse, cases, queries
 from mammo_sae.bundle import evidence_queries as evq
+from mammo_sae.bundle import label_notes
 from mammo_sae.bundle.format import read_manifest
 from mammo_sae.bundle.notes import CATEGORIES, NOTES_ENV, LatentNotes
 from mammo_sae.bundle.notes import EMPTY_ENTRY as EMPTY_NOTE
@@ -41,6 +42,7 @@ from mammo_sae.bundle.viewer import (
 from mammo_sae.core.errors import MammoSaeError
 from mammo_sae.core.user_data import user_data_dir
 from mammo_sae.data.dicom import MammogramDicom, display_image, read_mammogram
+from mammo_sae.data.folder_import import is_imported_root
 from mammo_sae.data.frames import transform_from_json
 from mammo_sae.data.phantom import is_phantom_dataset
 from mammo_sae.data.png import decode_png
@@ -330,6 +332,8 @@ def dataset_counts(root: str | Path) -> dict[str, int] | None:
 
 
 def dataset_kind(root: str | Path) -> str:
+    if is_imported_root(Path(root)):
+        return "an imported DICOM folder (no labels)"
     return "synthetic phantoms" if is_phantom_dataset(root) else "VinDr-Mammo layout"
 
 
@@ -511,6 +515,26 @@ def evidence_vmax(bundle: Bundle, views: list[cases.HangingView], head: str) -> 
 
 def evidence_line(bundle: Bundle, position: int, head: str) -> str | None:
     return evq.evidence_line(bundle, position, head)
+
+
+def unlabelled_notice(bundle: Bundle, needs: str) -> str | None:
+    """Why a part that ``needs`` labels is empty on an unlabelled bundle (None on a labelled one)."""
+    return label_notes.unlabelled_notice(bundle, needs)
+
+
+def mismatch_notice(bundle: Bundle) -> str | None:
+    """The notice beside the bundle's probabilities when phantom-trained models score images that are not phantoms."""
+    return label_notes.bundle_mismatch_notice(bundle)
+
+
+def orientation_summary(bundle: Bundle) -> str | None:
+    return label_notes.orientation_summary(bundle)
+
+
+def orientation_tags(bundle: Bundle, views: list[cases.HangingView]) -> dict[str, str]:
+    """Per hanging view name, where its laterality and view came from when not both from tags (an imported
+    folder): "inferred from the image", or "from the series text"."""
+    return label_notes.orientation_tags(bundle, {view_name(v): v.image_id for v in views if v.image_id})
 
 
 def view_findings(bundle: Bundle, views: list[cases.HangingView]) -> pd.DataFrame:

@@ -14,6 +14,7 @@ import accessors
 from mammo_sae.bundle import verdicts as vd
 from mammo_sae.bundle import worklist as wl
 from mammo_sae.bundle.stamps import FileStamp
+from mammo_sae.data.folder_import import UNLABELLED_SPLIT
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -118,6 +119,8 @@ def study_caption(table: pd.DataFrame, ids: list[str], study: str) -> str:
     row = table.set_index("study_id").loc[study]
     where = f"{ids.index(study) + 1} of {len(ids)}" if study in ids else "outside the filtered worklist"
     reviewed = " · reviewed" if row["reviewed"] else ""
+    if row["split"] == UNLABELLED_SPLIT:  # an imported DICOM folder: nothing is known of the case
+        return f"{where} · no labels (an imported DICOM study){reviewed}"
     return f"{where} · BI-RADS {row['birads']} · density {row['density']} · {row['split']}{reviewed}"
 
 
@@ -149,8 +152,10 @@ def slot_captions(
     bundle: accessors.Bundle, views: list[Any], calibrated: pd.DataFrame, points: Mapping[str, Any]
 ) -> dict[int, str]:
     """Under each view (plain text): each head's calibrated probability, ▲ where it passes the head's
-    operating point."""
+    operating point, and where the view's laterality and view came from when not its tags (an imported folder:
+    "inferred from the image")."""
     captions = {}
+    tags = accessors.orientation_tags(bundle, views)
     for view in views:
         if view.position is None:
             continue
@@ -158,7 +163,10 @@ def slot_captions(
         for head in bundle.tasks:
             p = float(calibrated.loc[view.position, head])
             parts.append(f"{head} {p:.0%}{' ▲' if head in points and p >= points[head].threshold else ''}")
-        captions[int(view.position)] = " · ".join(parts)
+        tag = tags.get(accessors.view_name(view))  # first: a long caption is cut at its end
+        captions[int(view.position)] = " · ".join(
+            [*([tag] if tag else []), *parts]
+        )
     return captions
 
 

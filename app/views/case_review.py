@@ -283,7 +283,10 @@ def verdict_panel(study: str, latent: int | None) -> None:
 with side:
     panels = ["Worklist", "Findings", "What fires here", "Drivers", "Verdict"]
     panel = st.segmented_control("Panel", panels, key="panel", required=True, label_visibility="collapsed")
+    mismatch = accessors.mismatch_notice(bundle)  # beside every probability the page shows
     if panel == "Worklist":
+        if mismatch:
+            st.caption(f":orange[⚠️ {mismatch}]")
         rows_key = f"worklist-{len(ids)}"
         st.dataframe(
             reading.worklist_display(shown), key=rows_key, hide_index=True, width="stretch", height=440,
@@ -294,6 +297,8 @@ with side:
             f"{len(ids):,} of {len(all_ids):,} studies. Click a row to open it; j / k step through them."
         )
     elif panel == "Findings":
+        if mismatch:
+            st.warning(mismatch, icon="⚠️")
         st.markdown(marks.exam_line(bundle, positions, specificity))
         st.dataframe(
             reading.view_scores(bundle, views, calibrated, points), hide_index=True, width="stretch",

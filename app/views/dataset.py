@@ -26,8 +26,12 @@ st.caption(f"Layout: VinDr-Mammo · kind: {accessors.dataset_kind(root)}")
 cols = st.columns(4)
 cols[0].metric("Images", f"{counts['images']:,}")
 cols[1].metric("Studies", f"{counts['studies']:,}")
-cols[2].metric("Mass-positive images", f"{counts['mass images']:,}")
-cols[3].metric("Calcification-positive images", f"{counts['calcification images']:,}")
+for column, finding in zip(cols[2:], ("mass", "calcification"), strict=True):
+    value = counts[f"{finding} images"]
+    column.metric(
+        f"{finding.capitalize()}-positive images", "no labels" if value is None else f"{value:,}",
+        help="an imported DICOM folder has no findings, BI-RADS or density" if value is None else None,
+    )  # fmt: skip
 if counts["missing"]:
     st.warning(f"{counts['missing']:,} listed images are missing on disk; they are skipped in the viewer.")
 with st.expander("Summary (JSON)"):

@@ -81,10 +81,19 @@ def intervention_panel() -> None:
     body = st.columns([1, 1, 0.9])
     with st.container():
         st.markdown("**Whole split with this intervention** (per image)")
-        st.dataframe(
-            accessors.split_metrics(bundle, scale, error_term=error_term), hide_index=True, width="stretch"
-        )
+        unlabelled = accessors.unlabelled_notice(bundle, "AUROC or AUPRC over the split")
+        if unlabelled:
+            st.info(unlabelled)
+        else:
+            st.dataframe(
+                accessors.split_metrics(bundle, scale, error_term=error_term),
+                hide_index=True,
+                width="stretch",
+            )
     with body[2]:
+        mismatch = accessors.mismatch_notice(bundle)
+        if mismatch:
+            st.warning(mismatch, icon="⚠️")
         st.caption(f"{accessors.changed_latents(scale):,} of {bundle.d_sae:,} latents changed.")
         for row in result.itertuples():
             st.metric(
@@ -124,6 +133,10 @@ def intervention_panel() -> None:
 intervention_panel()
 
 st.subheader("Keep / suppress the top-k latents per class, over the split")
+unlabelled = accessors.unlabelled_notice(bundle, "keep / suppress curve")
+if unlabelled:
+    st.info(unlabelled)
+    st.stop()
 choice = st.columns(3)
 unit = choice[0].radio(
     "Unit", ["image", "row"], horizontal=True, help="row: one per finding-CSV row, as the paper counted"

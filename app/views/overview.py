@@ -21,7 +21,11 @@ inputs = manifest["inputs"]
 sae = manifest["sae"]
 quality = manifest["summary"]["sae"]
 cols = st.columns(4)
-cols[0].metric("Dataset", manifest["dataset_kind"])
+cols[0].metric(
+    "Dataset",
+    {"imported DICOM folder": "DICOM import"}.get(manifest["dataset_kind"], manifest["dataset_kind"]),
+    help=manifest["dataset_kind"],
+)
 cols[1].metric(
     "Analysed images", f"{manifest['summary']['images']:,}", help=f"split: {manifest['splits']['analysis']}"
 )
@@ -39,53 +43,70 @@ cols[1].metric(
 cols[2].metric("Dead latents", f"{100 * quality['dead_fraction']:.1f}%")
 cols[3].metric("Tokens analysed", f"{quality['tokens']:,}")
 
-st.subheader("Classifier AUROC, with and without the SAE in place")
-st.dataframe(accessors.baseline_table(bundle), width="stretch")
-st.caption(
-    "Per image on the analysed split. The report in the bundle (report.md) also gives the per-CSV-row numbers."
-)
+unlabelled = accessors.unlabelled_notice(bundle, "AUROC table, calibration or operating point")
+if unlabelled:
+    st.subheader("An imported folder, without labels")
+    st.info(unlabelled)
+    sources = accessors.orientation_summary(bundle)
+    if sources:
+        st.caption(f"Laterality and view: {accessors.md_text(sources)}.")
 
-st.subheader("Calibration and operating points")
-calibrated = accessors.marks.calibrated_images(bundle)
-st.caption(
-    f"Calibrated on the analysed split, {calibrated:,} images: each head's logit is Platt-scaled "
-    "(sigmoid(a · logit + b)), and Case review's marks appear on views whose calibrated probability reaches "
-    "the head's operating point. Calibration and operating point are chosen on the same split the app shows, "
-    "so they describe it; they are not a held-out estimate."
-)
-for note in accessors.marks.calibration_notes(bundle):
-    st.warning(accessors.md_text(note), icon="⚠️")
-specificity = accessors.marks.DEFAULT_SPECIFICITY
-chart = accessors.marks.reliability_chart(bundle, specificity=specificity)
-if chart is None:
-    st.info("No labelled image on the analysed split: there is nothing to calibrate or to draw.")
-else:
-    st.altair_chart(chart, width="content")
+
+def labelled_sections() -> None:
+    """The AUROC table, calibration and operating points: they need the analysed images' labels."""
+    st.subheader("Classifier AUROC, with and without the SAE in place")
+    st.dataframe(accessors.baseline_table(bundle), width="stretch")
     st.caption(
-        "Reliability: in each bin of predicted probability (10 equal-width bins), the share of images that "
-        "really have the finding; on the dashed diagonal a probability means what it says. Point size = "
-        "images in the bin; ECE = the images-weighted mean gap to the diagonal; the red dotted line is the "
-        "head's operating point (views at or right of it are marked)."
+        "Per image on the analysed split. The report in the bundle (report.md) also gives the per-CSV-row numbers."
     )
-st.dataframe(
-    accessors.marks.operating_point_table(bundle, specificity),
-    width="stretch",
-    hide_index=True,
-    column_config={
-        "threshold": st.column_config.NumberColumn(
-            format="%.3f", help="calibrated probability that marks a view"
-        ),
-        "target specificity": st.column_config.NumberColumn(format="percent"),
-        "specificity": st.column_config.NumberColumn(format="percent", help="negatives below the threshold"),
-        "sensitivity": st.column_config.NumberColumn(format="percent", help="positives at or above it"),
-        "positives": st.column_config.NumberColumn(help="images with the finding on the analysed split"),
-        "negatives": st.column_config.NumberColumn(help="images without it"),
-    },
-)
-st.caption(
-    f"Each head's default operating point: the lowest threshold with at least {specificity:.0%} specificity "
-    "on the analysed images (Case review's sidebar can set another specificity or a threshold)."
-)
+
+    st.subheader("Calibration and operating points")
+    calibrated = accessors.marks.calibrated_images(bundle)
+    st.caption(
+        f"Calibrated on the analysed split, {calibrated:,} images: each head's logit is Platt-scaled "
+        "(sigmoid(a · logit + b)), and Case review's marks appear on views whose calibrated probability reaches "
+        "the head's operating point. Calibration and operating point are chosen on the same split the app shows, "
+        "so they describe it; they are not a held-out estimate."
+    )
+    for note in accessors.marks.calibration_notes(bundle):
+        st.warning(accessors.md_text(note), icon="⚠️")
+    specificity = accessors.marks.DEFAULT_SPECIFICITY
+    chart = accessors.marks.reliability_chart(bundle, specificity=specificity)
+    if chart is None:
+        st.info("No labelled image on the analysed split: there is nothing to calibrate or to draw.")
+    else:
+        st.altair_chart(chart, width="content")
+        st.caption(
+            "Reliability: in each bin of predicted probability (10 equal-width bins), the share of images that "
+            "really have the finding; on the dashed diagonal a probability means what it says. Point size = "
+            "images in the bin; ECE = the images-weighted mean gap to the diagonal; the red dotted line is the "
+            "head's operating point (views at or right of it are marked)."
+        )
+    st.dataframe(
+        accessors.marks.operating_point_table(bundle, specificity),
+        width="stretch",
+        hide_index=True,
+        column_config={
+            "threshold": st.column_config.NumberColumn(
+                format="%.3f", help="calibrated probability that marks a view"
+            ),
+            "target specificity": st.column_config.NumberColumn(format="percent"),
+            "specificity": st.column_config.NumberColumn(
+                format="percent", help="negatives below the threshold"
+            ),
+            "sensitivity": st.column_config.NumberColumn(format="percent", help="positives at or above it"),
+            "positives": st.column_config.NumberColumn(help="images with the finding on the analysed split"),
+            "negatives": st.column_config.NumberColumn(help="images without it"),
+        },
+    )
+    st.caption(
+        f"Each head's default operating point: the lowest threshold with at least {specificity:.0%} specificity "
+        "on the analysed images (Case review's sidebar can set another specificity or a threshold)."
+    )
+
+
+if not unlabelled:
+    labelled_sections()
 
 # --- review agreement ---
 st.subheader("Review agreement")

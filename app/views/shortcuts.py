@@ -51,7 +51,12 @@ if st.button(
     st.session_state[accessors.SUPPRESS_KEY] = suppressed
     st.switch_page("views/interventions.py")
 
-for head, tab in zip(bundle.tasks, st.tabs(list(bundle.tasks)), strict=True):
+unlabelled = accessors.unlabelled_notice(
+    bundle, "share of the class-1 minus class-0 logit difference per flagged latent"
+)
+if unlabelled:  # the flags are the images' own (breast, markers); the shares need classes
+    st.info(unlabelled)
+for head, tab in zip(bundle.tasks, st.tabs(list(bundle.tasks)) if not unlabelled else (), strict=False):
     with tab:
         table = accessors.shortcut_table(bundle, head)
         if table is None or table.empty:

@@ -15,6 +15,7 @@ from mammo_sae.data.frames import transform_from_json
 from mammo_sae.data.vindr import VindrIndex
 
 IMAGE_COLUMNS = ("image_id", "study_id", "laterality", "view", "split", "breast_birads", "breast_density")
+BASELINE_COLUMNS = ("head", "unit", "variant", "n", "positives", "auroc", "auprc")
 VARIANTS = ("original", "sae", "sae_error")  # original features, SAE reconstruction, reconstruction + error
 
 
@@ -45,7 +46,11 @@ def with_logits(
 
 
 def row_table(index: VindrIndex, split: str, images: pd.DataFrame) -> pd.DataFrame:
-    """The finding-CSV rows of the analysed images (the published per-row evaluation unit)."""
+    """The finding-CSV rows of the analysed images (the published per-row evaluation unit); none for an
+    unlabelled root (an imported DICOM folder has no finding CSV)."""
+    if not index.labelled:
+        columns = ["position", "csv_row", "study_id", "image_id", "laterality", "view", "split"]
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in [*columns, *index.categories]})
     rows = index.labels("row", split=None if split == "all" else split)
     position = pd.Series(images["position"].to_numpy(), index=images["image_id"])
     rows = rows[rows["image_id"].isin(position.index)].copy()
@@ -56,11 +61,12 @@ def row_table(index: VindrIndex, split: str, images: pd.DataFrame) -> pd.DataFra
 def evaluation_units(
     images: pd.DataFrame, rows: pd.DataFrame, tasks: tuple[str, ...]
 ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
-    """Positions and labels per unit ("image": one per image; "row": one per finding-CSV row)."""
+    """Positions and labels per unit ("image": one per image; "row": one per finding-CSV row). A head whose
+    labels are unknown (an unlabelled root's empty columns) has no labels in that unit."""
     units = {"image": images["position"].to_numpy(), "row": rows["position"].to_numpy()}
     labels = {
-        "image": {t: images[t].to_numpy() for t in tasks if t in images},
-        "row": {t: rows[t].to_numpy() for t in tasks if t in rows},
+        unit: {t: table[t].to_numpy() for t in tasks if t in table and table[t].notna().any()}
+        for unit, table in (("image", images), ("row", rows))
     }
     return units, labels
 
@@ -92,7 +98,7 @@ def baseline_table(
                         "auprc": auprc(y, scores),
                     }
                 )
-    return pd.DataFrame.from_records(records)
+    return pd.DataFrame.from_records(records, columns=BASELINE_COLUMNS)
 
 
 def patch_table(

@@ -23,12 +23,13 @@ class DatasetView:
     exists: bool  # False when the CSV lists the image but its file is missing
 
 
-def dataset_counts(index: VindrIndex) -> dict[str, int]:
+def dataset_counts(index: VindrIndex) -> dict[str, int | None]:
     """Images, studies, finding-positive images and images missing on disk."""
     images = index.images
     counts = {"images": len(images), "studies": int(images["study_id"].nunique())}
-    for finding in FINDINGS:
-        counts[f"{finding} images"] = int(images[finding].sum()) if finding in images else 0
+    for finding in FINDINGS:  # None: unknown (an imported folder has no labels), not none
+        known = index.labelled and finding in images
+        counts[f"{finding} images"] = int(images[finding].sum()) if known else None
     counts["missing"] = len(index.missing)
     return counts
 

@@ -180,6 +180,8 @@ def evidence_line(bundle: Bundle, position: int, head: str) -> str | None:
     if not any(shares.values()):
         return f"{head} evidence: no token raises the {head} logit on this view"
     off = sum(shares.get(name, 0.0) for name in OFF_BREAST)
+    if not bundle.labelled:  # an imported study: no box to measure against
+        return f"{head} evidence: {off:.0%} off the breast (no finding boxes: the study has no labels)"
     boxes = bundle.boxes
     marked = bool(((boxes["position"] == position) & (boxes["kind"] == head)).any())
     region = f"{BOX_PREFIX}{head}"

@@ -5,6 +5,7 @@ so a manifest names no folder of the machine that built it (docs/bundle.md)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,12 +15,15 @@ import torch
 
 from mammo_sae.bundle.format import inside
 from mammo_sae.core.hashing import sha256_file
+from mammo_sae.data.folder_import import IMPORT_MANIFEST, PROVENANCE_CSV, is_imported_root
 from mammo_sae.data.phantom import PhantomConfig, is_phantom_dataset, load_manifest
 from mammo_sae.models import Backbone, parse_spec
 from mammo_sae.sae import CONFIG_FILE, WEIGHTS_FILE
 
 DATASET_FILES = ("breast-level_annotations.csv", "finding_annotations.csv")
-SYNTHETIC_KIND, VINDR_KIND = "synthetic phantoms", "VinDr-Mammo"
+#: the tables an imported DICOM folder's root is read from (it has no finding CSV: no labels)
+IMPORTED_FILES = ("breast-level_annotations.csv", PROVENANCE_CSV, IMPORT_MANIFEST)
+SYNTHETIC_KIND, VINDR_KIND, IMPORTED_KIND = "synthetic phantoms", "VinDr-Mammo", "imported DICOM folder"
 WEIGHTS_PLACEHOLDER = "BACKBONE_WEIGHTS"
 #: keys of an input record that say where it is, not what it is
 
@@ -42,6 +46,8 @@ def _where(path: str | os.PathLike[str], key: str, folder: Path) -> dict[str, st
 
 def dataset_fingerprint(root: str | Path, folder: Path) -> dict[str, Any]:
     root = Path(root)
+    if is_imported_root(root):
+        return imported_fingerprint(root, folder)
     record: dict[str, Any] = {
         "kind": VINDR_KIND,
         "name": root.resolve().name,
@@ -60,6 +66,35 @@ def dataset_fingerprint(root: str | Path, folder: Path) -> dict[str, Any]:
             "pixel_fingerprint": manifest.get("pixel_fingerprint", {}).get("value"),
         }
     return record
+
+
+def imported_fingerprint(root: Path, folder: Path) -> dict[str, Any]:
+    """An imported folder's identity: its tables' hashes and how many of its images are phantoms (the
+    generator's own files re-exported; the models' outputs on any other image are judged by that)."""
+    summary = json.loads((root / IMPORT_MANIFEST).read_text())
+    return {
+        "kind": IMPORTED_KIND,
+        "name": root.resolve().name,
+        **_where(root, "root", folder),
+        "files": {name: sha256_file(root / name) for name in IMPORTED_FILES},
+        "phantom": None,
+        "imported": {
+            "images": int(summary.get("mammograms", 0)),
+            "phantom_images": int(summary.get("phantom_images", 0)),
+            "orientation": summary.get("orientation", {}),
+        },
+    }
+
+
+def all_phantoms(record: dict[str, Any] | None) -> bool:
+    """Whether a dataset fingerprint's images are all synthetic phantoms (a phantom root, or an imported
+    folder of nothing but the generator's files)."""
+    if record is None:
+        return False
+    if record["kind"] == SYNTHETIC_KIND:
+        return True
+    imported = record.get("imported")
+    return bool(imported) and 0 < imported["images"] == imported["phantom_images"]
 
 
 def file_fingerprint(path: str | Path, folder: Path) -> dict[str, Any]:

@@ -53,6 +53,8 @@ EVIDENCE_SPLIT = "evidence_split.parquet"
 SHORTCUTS = "shortcuts.parquet"
 COUNTERFACTUAL = "counterfactual.parquet"
 COUNTERFACTUAL_LATENTS = "counterfactual_latents.parquet"
+#: where each analysed image's laterality and view came from (bundles of an imported DICOM folder only)
+ORIENTATION = "orientation.parquet"
 
 #: every output file (or folder) of a complete bundle, in the manifest's order
 OUTPUTS = (
@@ -81,7 +83,7 @@ OUTPUTS = (
     REPORT,
 )
 #: outputs only some bundles have (the marker counterfactual needs phantoms that can be re-rendered)
-OPTIONAL_OUTPUTS = (COUNTERFACTUAL, COUNTERFACTUAL_LATENTS)
+OPTIONAL_OUTPUTS = (COUNTERFACTUAL, COUNTERFACTUAL_LATENTS, ORIENTATION)
 #: top-level manifest keys every readable version has
 REQUIRED_KEYS = (
     "format",

@@ -186,6 +186,18 @@ class Bundle:
         return bool(self.manifest["synthetic"])
 
     @property
+    def models_synthetic(self) -> bool:
+        """Whether the classifier and SAE were trained on phantoms (bundles from before the key: when the
+        analysed images were): their outputs on an image that is not a phantom mean nothing."""
+        return bool(self.manifest.get("models_synthetic", self.manifest["synthetic"]))
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the analysed images have labels (an imported DICOM folder has none: no AUROC, curves,
+        pointing or localisation; the concept ranking comes from the score data)."""
+        return bool(self.manifest.get("labelled", True))
+
+    @property
     def tasks(self) -> tuple[str, ...]:
         return tuple(self.manifest["tasks"])
 
@@ -247,6 +259,17 @@ class Bundle:
     counterfactual_latents = functools.cached_property(
         lambda self: self._optional_table(bf.COUNTERFACTUAL_LATENTS)
     )
+    #: where each image's laterality and view came from (tag, text or image); bundles of imported folders
+    orientation = functools.cached_property(lambda self: self._optional_table(bf.ORIENTATION))
+
+    def orientation_of(self, image: str) -> dict[str, object] | None:
+        """One image's orientation provenance (``laterality_from`` / ``view_from``: "tag", "text" or
+        "image"; sources and confidences), or None when the bundle's laterality and view are its CSV's."""
+        table = self.orientation
+        if table is None:
+            return None
+        match = table[table["image_id"] == image]
+        return None if match.empty else match.iloc[0].to_dict()
 
     @property
     def has_evidence(self) -> bool:

@@ -148,12 +148,13 @@ def _summary(
     sources = Counter()
     for image in images:
         for name, found in (("laterality", image.orientation.laterality), ("view", image.orientation.view)):
-            sources[f"{name} from {_kind(found.source)}"] += 1
+            sources[f"{name} from {source_kind(found.source)}"] += 1
     return {
         "format": IMPORT_FORMAT,
         "version": IMPORT_VERSION,
         "mammograms": len(images),
         "studies": len({image.study_key for image in images}),
+        "phantom_images": sum(image.phantom for image in images),  # the generator's own files
         "files_skipped": len(skipped),
         "skipped": dict(Counter(skip.reason for skip in skipped).most_common()),
         "orientation": dict(sorted(sources.items())),
@@ -162,7 +163,7 @@ def _summary(
     }
 
 
-def _kind(source: str) -> str:
+def source_kind(source: str) -> str:
     """'tag', 'text' or 'image': the kind of place a value came from."""
     if source == "image":
         return "image"

@@ -34,6 +34,7 @@ from mammo_sae.analysis.tables import (
     with_logits,
 )
 from mammo_sae.bundle import format as bf
+from mammo_sae.bundle.fingerprints import all_phantoms
 from mammo_sae.bundle.writing.config import AnalyzeConfig
 from mammo_sae.bundle.writing.counterfactual import (
     counterfactual_section,
@@ -44,6 +45,7 @@ from mammo_sae.bundle.writing.evidence_tables import EvidenceTables, evidence_ta
 from mammo_sae.bundle.writing.files import BundleWriter
 from mammo_sae.bundle.writing.manifest import build_manifest
 from mammo_sae.bundle.writing.models import LoadedInputs
+from mammo_sae.bundle.writing.orientation import orientation_table
 from mammo_sae.bundle.writing.report import headline, render
 from mammo_sae.bundle.writing.report_evidence import evidence_section, flag_counts, shortcut_section
 from mammo_sae.bundle.writing.work import load_chunk
@@ -172,6 +174,7 @@ def analysis_tables(
     scored: Split,
     streamed: Streamed,
     heads: tuple[np.ndarray, np.ndarray],
+    given_scores: pd.DataFrame | None = None,
 ) -> Tables:
     """Stream the codes into the bundle, then compute every table from them (``mammo_sae.analysis``)."""
     sae, tasks, frame_size, d_sae = inputs.sae, inputs.tasks, inputs.frame_size, inputs.sae.d_sae
@@ -188,7 +191,11 @@ def analysis_tables(
     images = with_logits(streamed.images, tasks, logits, streamed.error_nh)
     rows = row_table(analysed.index, config.split, images)
 
-    scores = score_split(scored, concepts, d_sae, writer.out / bf.WORK_DIR / "scores")
+    scores = (  # a score bundle's, or the score split's own
+        given_scores
+        if given_scores is not None
+        else score_split(scored, concepts, d_sae, writer.out / bf.WORK_DIR / "scores")
+    )
     rankings = concept_rankings(scores, concepts, config.rank_by, config.score_split)
     latents, hist = latent_table(codes, streamed.fired_l, int(streamed.recon[0]), head, scores)
     boxes = truth_boxes(analysed.index, config.data, images, frame_size)
@@ -286,10 +293,12 @@ def assemble_bundle(
 ) -> dict[str, Any]:
     """Write every file of the bundle, the report and the manifest (last); returns the summary. ``run`` holds
     the run's ``fingerprints``, ``run_id``, ``heads`` (stacked weights [h, d], biases [h]), ``missing``
-    images, ``frame_policy`` (None before frame policies) and ``counterfactual`` (the marker pairs, or None)."""
+    images, ``frame_policy`` (None before frame policies) ``counterfactual`` (the marker pairs, or None) and ``scores`` (a score bundle's, or None)."""
     tasks = inputs.tasks
     streamed = read_streamed(analysed, inputs.sae.d_sae, concepts, config.split)
-    t = analysis_tables(writer, config, inputs, concepts, analysed, scored, streamed, run["heads"])
+    t = analysis_tables(
+        writer, config, inputs, concepts, analysed, scored, streamed, run["heads"], run.get("scores")
+    )
     write_tables(writer, t)
 
     frequency = t.latents["frequency"].to_numpy()
@@ -310,6 +319,9 @@ def assemble_bundle(
         if checks.noise_spread(streamed.logit_original_nh[:, h]) is not None
     )
     fingerprints = run["fingerprints"]
+    orientation = orientation_table(config.data, t.images)
+    if orientation is not None:
+        writer.parquet(bf.ORIENTATION, orientation)
     counterfactual = None
     if run.get("counterfactual") is not None:
         heads = [task for task in tasks if task in t.images]  # heads with a label column
@@ -326,7 +338,7 @@ def assemble_bundle(
         "counterfactual": counterfactual_summary(counterfactual) if counterfactual is not None else None,
         "images": len(t.images),
         "skipped": len(streamed.skipped) + len(run["missing"]),
-        "synthetic": fingerprints["dataset"]["kind"] == "synthetic phantoms",
+        "synthetic": all_phantoms(fingerprints["dataset"]),
     }
     manifest = build_manifest(
         config=config,
@@ -341,6 +353,7 @@ def assemble_bundle(
         skipped={**streamed.skipped, **run["missing"]},
         warnings=warnings,
         summary=summary,
+        labelled=analysed.index.labelled,
     )
     n_markers = int((t.boxes["kind"] == "marker").sum())
     report = render(

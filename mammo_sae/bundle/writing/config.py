@@ -15,7 +15,7 @@ from mammo_sae.core.errors import MammoSaeError
 from mammo_sae.data.frame_policy import FRAMES, FRAMES_HELP, SPLITS
 
 #: knobs that say where inputs and output are (recorded by identity in a manifest, never as paths)
-LOCATION_KNOBS = ("data", "classifier", "sae", "out", "score_data", "backbone")
+LOCATION_KNOBS = ("data", "classifier", "sae", "out", "score_data", "score_bundle", "backbone")
 #: knobs that change how a run goes, never what it computes (chunk_images does: it lays out the work folder)
 RUNTIME_KNOBS = ("batch_size", "workers", "device", "overwrite", "progress")
 
@@ -45,6 +45,11 @@ class AnalyzeConfig:
     score_split: str = knob("training", "split whose class-wise means rank the latents", choices=SPLITS)
     score_data: str | None = knob(
         None, "root holding the score split (default: --data), e.g. the training phantoms"
+    )
+    score_bundle: str | None = knob(
+        None,
+        "take the concept scores that rank the latents from this bundle (built with the same SAE), e.g. "
+        "for an imported folder without labels; instead of --score-data",
     )
     limit: int | None = knob(None, "only the first N images of each split")
     frames: str = knob("auto", FRAMES_HELP, choices=FRAMES)
@@ -117,6 +122,10 @@ class AnalyzeConfig:
             )
         if not self.classifier:
             raise AnalyzeError("give at least one --classifier FILE")
+        if self.score_bundle is not None and self.score_data is not None:
+            raise AnalyzeError(
+                "give --score-data or --score-bundle, not both: each says where the ranking comes from"
+            )
         self.map_threshold()
         self.k_values()
         self.region_settings()

@@ -119,9 +119,10 @@ def evidence_tables(
     labels_nt = split_regions(tissue_n3t, boxes, categories, grid, frame_size, settings)
     image_regions = image_region_table(evidence_nht, labels_nt, names, tasks)
 
+    labelled = [t for t in tasks if t in images and images[t].notna().any()]  # none on an unlabelled root
     split_parts = []
     for h, task in enumerate(tasks):
-        if task not in images or task not in categories:
+        if task not in labelled or task not in categories:
             continue
         groups_nt = evidence_groups(labels_nt, names, grid, task, settings.near_tokens)
         shares = split_difference_shares(evidence_nht[:, h], groups_nt, images[task].to_numpy())
@@ -135,7 +136,7 @@ def evidence_tables(
     n_box_images = {str(k): int(g["position"].nunique()) for k, g in boxes.groupby("kind")}
     profiles["flags"] = latent_flags(latents.join(profiles), categories, n_box_images, thresholds)
 
-    labels = {t: images[t].to_numpy() for t in tasks if t in images}
+    labels = {t: images[t].to_numpy() for t in labelled}
     audit = shortcut_audit(zbar_nl, head, labels, profiles["flags"], error_nh)
     return EvidenceTables(
         evidence_nht=evidence_nht,

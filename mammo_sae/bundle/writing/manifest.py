@@ -21,6 +21,7 @@ from mammo_sae import __version__
 from mammo_sae.bundle import format as bf
 from mammo_sae.bundle.fingerprints import (
     WEIGHTS_PLACEHOLDER,
+    all_phantoms,
     phantom_command,
     portable_spec,
 )
@@ -87,12 +88,18 @@ def portable_locations(
             config.sae, "SAE", f"the SAE folder {sae['name']} (weights sha256 {sae['weights_sha256']})"
         ),
         "score_data": None,
+        "score_bundle": None,
         "backbone": None,
     }
     if config.score_data is not None:
         score = fingerprints["score_dataset"]
         values["score_data"] = names.name(
             config.score_data, "SCORE_DATA", _dataset_meaning(score, "SCORE_DATA")
+        )
+    if config.score_bundle is not None:
+        score = fingerprints["score_bundle"]
+        values["score_bundle"] = names.name(
+            config.score_bundle, "SCORE_BUNDLE", f"the bundle {score['name']} (run {score['run_id']})"
         )
     if config.backbone is not None:
         backbone = fingerprints["backbone"]
@@ -122,8 +129,10 @@ def build_manifest(
     skipped: dict[str, str],
     warnings: list[str],
     summary: dict[str, Any],
+    labelled: bool = True,
 ) -> dict[str, Any]:
-    """Everything but ``files`` (the writer adds those last)."""
+    """Everything but ``files`` (the writer adds those last). ``labelled``: whether the analysed root has
+    labels (an imported DICOM folder has none)."""
     locations, placeholders = portable_locations(config, fingerprints)
     recorded_config = asdict(config) | {
         k: list(v) if isinstance(v, tuple) else v for k, v in locations.items()
@@ -141,6 +150,12 @@ def build_manifest(
         "config": recorded_config,
         "dataset_kind": fingerprints["dataset"]["kind"],
         "synthetic": summary["synthetic"],
+        # the models were trained on phantoms (judged by their score data, which is the training data's
+        # kind): their outputs on any image that is not a phantom mean nothing
+        "models_synthetic": summary["synthetic"]
+        or all_phantoms(fingerprints["score_dataset"])
+        or bool((fingerprints.get("score_bundle") or {}).get("models_synthetic")),
+        "labelled": labelled,
         "inputs": fingerprints,
         "tasks": list(tasks),
         "concepts": list(concepts),
@@ -170,5 +185,6 @@ def local_command(config: AnalyzeConfig) -> str:
         "sae": str(Path(config.sae).resolve()),
         "out": str(Path(config.out).resolve()),
         "score_data": None if config.score_data is None else str(Path(config.score_data).resolve()),
+        "score_bundle": None if config.score_bundle is None else str(Path(config.score_bundle).resolve()),
     }
     return config.command(absolute)

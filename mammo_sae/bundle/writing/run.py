@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from mammo_sae.bundle.writing.models import (
     load_inputs,
     split_records,
 )
+from mammo_sae.bundle.writing.score_bundle import ScoreSource, load_score_bundle
 from mammo_sae.bundle.writing.work import prepare_out, stream_split
 from mammo_sae.core.distributed import LOCAL, device_for
 from mammo_sae.data.frame_policy import FramePolicy
@@ -46,10 +48,13 @@ from mammo_sae.data.vindr import VindrIndex
 from mammo_sae.models import parse_spec
 
 
-def fingerprints_of(config: AnalyzeConfig, inputs: LoadedInputs, out: Path) -> dict[str, Any]:
+def fingerprints_of(
+    config: AnalyzeConfig, inputs: LoadedInputs, out: Path, source: ScoreSource | None
+) -> dict[str, Any]:
     return {
         "dataset": dataset_fingerprint(config.data, out),
         "score_dataset": None if config.score_data is None else dataset_fingerprint(config.score_data, out),
+        "score_bundle": None if source is None else source.fingerprint,
         "backbone": backbone_fingerprint(inputs.backbone, inputs.backbone_source, out),
         "classifiers": [file_fingerprint(path, out) for path in config.classifier],
         "sae": sae_fingerprint(config.sae, out),
@@ -83,6 +88,26 @@ def remember_locations(config: AnalyzeConfig, out: Path, run_id: str) -> None:
     )
 
 
+def unlabelled_split(config: AnalyzeConfig, index: VindrIndex, scores_labelled: bool) -> AnalyzeConfig:
+    """The config for an unlabelled root (an imported DICOM folder): every image is analysed (its one split
+    is ``unlabelled``: "test", the default, and "all" both mean it) and the concept ranking comes from
+    labelled images (``scores_labelled``: a labelled score root, or a score bundle). A labelled root's config
+    is returned as it is."""
+    if index.labelled:
+        return config
+    if not scores_labelled:
+        raise AnalyzeError(
+            f"{config.data} is an imported DICOM folder without labels: the latents' concept ranking needs "
+            "labelled images. Give --score-data ROOT (a labelled root such as VinDr-Mammo or the training "
+            "phantoms) with --score-split, or --score-bundle BUNDLE (a bundle of the same SAE)"
+        )
+    if config.split == "training":
+        raise AnalyzeError(
+            f"{config.data} is an imported DICOM folder: it has no training or test split. Use --split all"
+        )
+    return replace(config, split="all")
+
+
 def analyze(config: AnalyzeConfig) -> dict[str, Any]:
     """Run (or resume) an analysis and return its JSON summary."""
     config.validate()
@@ -90,9 +115,14 @@ def analyze(config: AnalyzeConfig) -> dict[str, Any]:
     out = Path(config.out)
     device = device_for(LOCAL, config.device)
     index = VindrIndex.load(config.data)
-    concepts = choose_concepts(config, index)
     score_index = index if config.score_data is None else VindrIndex.load(config.score_data)
-    lacking = [c for c in concepts if c not in score_index.categories]
+    source = None
+    if config.score_bundle is not None:  # its scores rank the latents: no score split is streamed
+        source = load_score_bundle(config.score_bundle, sae_fingerprint(config.sae, out), config.concepts)
+        config = replace(config, score_split=source.split)
+    config = unlabelled_split(config, index, source is not None or score_index.labelled)
+    concepts = source.concepts if source is not None else choose_concepts(config, score_index)
+    lacking = [c for c in concepts if source is None and c not in score_index.categories]
     if lacking:
         raise AnalyzeError(f"the score data {config.score_data} has no label columns {lacking}")
     inputs = load_inputs(config, device)
@@ -103,14 +133,16 @@ def analyze(config: AnalyzeConfig) -> dict[str, Any]:
         if config.score_data is None
         else FramePolicy.resolve(config.frames, score_index, inputs.frame_size)
     )
-    same_split = config.score_split == config.split and config.score_data is None
+    same_split = config.score_split == config.split and config.score_data is None and source is None
     score_records, score_missing = (
         (records, missing)
         if same_split
+        else ([], {})
+        if source is not None
         else split_records(score_index, config.score_split, config.limit, score_frames)
     )
     out.mkdir(parents=True, exist_ok=True)
-    fingerprints = fingerprints_of(config, inputs, out)
+    fingerprints = fingerprints_of(config, inputs, out, source)
     run_id = run_identity(config, fingerprints)
     if prepare_out(out, run_id, config.overwrite) == "done":
         remember_locations(config, out, run_id)
@@ -123,7 +155,7 @@ def analyze(config: AnalyzeConfig) -> dict[str, Any]:
         analysis_chunks = stream_split(records, "analysis", work, models, config, inputs.frame_size, bar)
         score_chunks = (
             analysis_chunks
-            if same_split
+            if same_split or source is not None  # unused with a score bundle
             else stream_split(score_records, "score", work, models, config, inputs.frame_size, bar)
         )
         counterfactual = marker_counterfactuals(config, records, models, inputs.frame_size, work, bar)
@@ -135,6 +167,7 @@ def analyze(config: AnalyzeConfig) -> dict[str, Any]:
         "missing": {**missing, **score_missing},
         "frame_policy": frames,
         "counterfactual": counterfactual,  # None off phantoms or with --counterfactuals off
+        "scores": None if source is None else source.scores,  # from --score-bundle
     }
     summary = assemble_bundle(
         BundleWriter(out),

@@ -38,6 +38,8 @@ NON_IMAGE_CLASSES = (
 )
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 _HEADER_WARNINGS = ("Invalid value for VR UI",)
+#: The Manufacturer value of every file the phantom generator writes (phantom/config.py GENERATOR_NAME).
+PHANTOM_MANUFACTURER = "mammo-sae phantom"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class ScannedImage:
     rows: int
     columns: int
     orientation: Orientation
+    phantom: bool = False  # written by the mammo-sae phantom generator (its Manufacturer value)
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,7 @@ def _scan_file(path: Path, relative: str, salt: str | None) -> ScannedImage | Sk
         rows=rows,
         columns=columns,
         orientation=orientation,
+        phantom=str(ds.get("Manufacturer", "") or "").strip() == PHANTOM_MANUFACTURER,
     )
 
 
