@@ -140,6 +140,10 @@ def test_where_each_laterality_and_view_came_from_reaches_the_bundle(bundle: Bun
             strict=True,
         )
     )
+    truth_of = truth.set_index("source_file").loc[table["source_file"]].set_index(table["image_id"])
+    hung = bundle.images.set_index("image_id")[["laterality", "view"]]
+    expected = truth_of.loc[hung.index, ["laterality", "view"]]
+    assert (hung.to_numpy() == expected.to_numpy()).all(), "every view hangs in its true slot"
     orientation = bundle.orientation
     assert orientation is not None and len(orientation) == len(bundle.images)
     for row in orientation.itertuples():
