@@ -109,7 +109,7 @@ def test_an_unlabelled_root_needs_a_labelled_score_root(
 
 
 def test_the_bundle_holds_everything_that_needs_no_labels(bundle: Bundle, imported) -> None:
-    root, truth, _ = imported
+    _, truth, _ = imported
     manifest = bundle.manifest
     assert manifest["labelled"] is False and not bundle.labelled
     assert manifest["dataset_kind"] == "imported DICOM folder" and manifest["splits"]["analysis"] == "all"
@@ -157,7 +157,11 @@ def test_where_each_laterality_and_view_came_from_reaches_the_bundle(bundle: Bun
 def test_the_notices_say_what_is_missing_and_what_the_outputs_are_worth(
     bundle: Bundle, analysis_bundle_path: Path
 ) -> None:
+    from mammo_sae.bundle.snapshot import BundleIdentity
+
     assert bundle_mismatch_notice(bundle) == MISMATCH_NOTICE
+    assert BundleIdentity.from_manifest(bundle.manifest).mismatched, "the case snapshot says so too"
+    assert not BundleIdentity.from_manifest(Bundle.open(analysis_bundle_path).manifest).mismatched
     assert "Without labels there is no AUROC" in unlabelled_notice(bundle, "AUROC")
     labelled = Bundle.open(analysis_bundle_path)
     assert unlabelled_notice(labelled, "AUROC") is None
@@ -211,7 +215,6 @@ def test_no_identifying_value_reaches_the_import_the_bundle_or_a_page(
 
 
 def test_the_pages_that_need_labels_say_so(monkeypatch, bundle_path: Path, imported) -> None:
-    root, _, _ = imported
     monkeypatch.setenv("MAMMO_SAE_BUNDLE", str(bundle_path))
     app = AppTest.from_file(HOME, default_timeout=90)
     app.run()

@@ -93,6 +93,12 @@ class BundleIdentity:
     sae: str
     built: str
     run: str
+    models_synthetic: bool = False  # phantom-trained models: their outputs on other images mean nothing
+
+    @property
+    def mismatched(self) -> bool:
+        """Phantom-trained models scoring images that are not phantoms (the snapshot says so by the numbers)."""
+        return self.models_synthetic and not self.synthetic
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> BundleIdentity:
@@ -126,6 +132,7 @@ class BundleIdentity:
             sae=sae_text,
             built=built_text(manifest.get("created")),
             run=str(manifest.get("run_id") or "")[:STUDY_CHARS],
+            models_synthetic=bool(manifest.get("models_synthetic", manifest.get("synthetic"))),
         )
 
 

@@ -32,6 +32,12 @@ TITLE_BG: RGB = (26, 32, 44)
 VIEWS_BG: RGB = (8, 8, 8)
 SLOT_EDGE: RGB = (52, 52, 52)
 SYNTHETIC_BG: RGB = (240, 140, 0)
+WARNING_INK: RGB = (176, 42, 0)  # the mismatch notice: dark orange-red on the white panel
+#: the mismatch notice (label_notes.MISMATCH_NOTICE) in lines that fit the panel
+MISMATCH_LINES = (
+    "This model was trained on synthetic images:",
+    "its outputs on a real mammogram mean nothing.",
+)
 NOTICE_BG: RGB = (139, 26, 26)
 CAPTION: RGB = (235, 235, 235)
 CAPTION_MUTED: RGB = (150, 150, 150)
@@ -365,6 +371,9 @@ def _panel(paint: _Painter, layout: PageLayout, case: SnapshotCase) -> None:
     kind = identity.dataset_kind + (" (SYNTHETIC: not patient data)" if identity.synthetic else "")
     col.pairs([("dataset", kind), ("backbone", identity.backbone), ("SAE", identity.sae),
                ("built", f"{identity.built} · run {identity.run}")], lines=1)  # fmt: skip
+    if identity.mismatched:  # beside the probabilities, in the colour of a warning
+        for text in MISMATCH_LINES:
+            col.line(text, size=14, colour=WARNING_INK, bold=True)
     _exam_table(col, case)
     _legend(col, case)
     _latents_table(col, case)
