@@ -23,7 +23,7 @@ quality = manifest["summary"]["sae"]
 cols = st.columns(4)
 cols[0].metric(
     "Dataset",
-    {"imported DICOM folder": "DICOM import"}.get(manifest["dataset_kind"], manifest["dataset_kind"]),
+    {"imported DICOM folder": "imported"}.get(manifest["dataset_kind"], manifest["dataset_kind"]),
     help=manifest["dataset_kind"],
 )
 cols[1].metric(
