@@ -5,8 +5,9 @@
 2. The hand-written dense ReLU step (``loss_and_grad(kernel="dense")``): tokens/s and % of roofline.
 3. The sparsity-aware ReLU step at L0 ~ 1 % of d_sae (b_enc shifted down): speed ratio against the dense
    step, and the largest relative gradient difference ||g_sparse - g_dense|| / ||g_dense||.
-4. The TopK (k=64) and BatchTopK (k=64) sparse steps: speed ratio per token against the dense ReLU step,
-   and their gradient difference against the autograd reference.
+4. The TopK (k=64), BatchTopK (k=64) and Matryoshka BatchTopK (k=64, five nested groups) sparse steps:
+   speed ratio per token against the dense ReLU step, their gradient difference against the autograd
+   reference, and Matryoshka's step time against BatchTopK's (target <= 1.3x).
 5. Once each: the autograd reference step, the sparse ReLU step at more L0 values (the crossover behind
    ``fast.SPARSE_L0_FRACTION``), TopK with 5 % dead latents (AuxK), and (--adam) one Adam step on the
    67M parameters: default, foreach and fused.
@@ -86,17 +87,21 @@ def main() -> None:
     l0 = set_l0(sparse, x, 0.01)
     topk = create_sae("topk", d, h, k=args.k)
     batchtopk = create_sae("batchtopk", d, h, k=args.k)
+    matryoshka = create_sae("matryoshka", d, h, k=args.k)
     steps: dict[str, Callable[[], object]] = {
         "matmul": lambda: torch.mm(a, b, out=out),
         "dense": lambda: dense.loss_and_grad(x, kernel="dense"),
         "sparse": lambda: sparse.loss_and_grad(x, kernel="sparse"),
         "topk": lambda: topk.loss_and_grad(x),
         "batchtopk": lambda: batchtopk.loss_and_grad(x),
+        "matryoshka": lambda: matryoshka.loss_and_grad(x),
     }
     for step in steps.values():  # warm-up: allocations, page faults, MKL's first-call setup
         step()
     times: dict[str, list[float]] = {name: [] for name in steps}
-    ratios: dict[str, list[float]] = {"roofline": [], "sparse": [], "topk": [], "batchtopk": []}
+    ratios: dict[str, list[float]] = {
+        "roofline": [], "sparse": [], "topk": [], "batchtopk": [], "matryoshka": [], "nested": []
+    }  # fmt: skip
     for _ in range(args.rounds):
         t_mm = timed(steps["matmul"])
         t_dense = timed(steps["dense"])
@@ -104,11 +109,12 @@ def main() -> None:
         times["matmul"].append(t_mm)
         times["dense"].append(t_dense)
         ratios["roofline"].append(2 * B * d * h / t_mm / flop_per_token / (B / t_dense))
-        for name in ("sparse", "topk", "batchtopk"):
+        for name in ("sparse", "topk", "batchtopk", "matryoshka"):
             t_dense = timed(steps["dense"])
             times["dense"].append(t_dense)
             times[name].append(timed(steps[name]))
             ratios[name].append(t_dense / times[name][-1])
+        ratios["nested"].append(times["matryoshka"][-1] / times["batchtopk"][-1])
     best = {name: min(values) for name, values in times.items()}
     rate = 2 * B * d * h / best["matmul"]
     roofline = rate / flop_per_token
@@ -131,7 +137,7 @@ def main() -> None:
         f"{statistics.median(ratios['sparse']):.2f}x); grad rel diff to dense {diff:.1e}; "
         f"auto picks {sparse.last_kernel}"
     )
-    for name, sae in (("topk", topk), ("batchtopk", batchtopk)):
+    for name, sae in (("topk", topk), ("batchtopk", batchtopk), ("matryoshka", matryoshka)):
         sae.loss_and_grad(x, kernel="autograd")
         want = grads(sae)
         sae.loss_and_grad(x)
@@ -140,6 +146,12 @@ def main() -> None:
             f"{best['dense'] / best[name]:5.2f}x the dense relu step per token (median of rounds "
             f"{statistics.median(ratios[name]):.2f}x); grad rel diff to autograd {rel_diff(grads(sae), want):.1e}"
         )
+
+    nested = best["matryoshka"] / best["batchtopk"]
+    print(
+        f"matryoshka ({len(matryoshka.widths)} nested groups) vs batchtopk step: {nested:.2f}x (median of rounds "
+        f"{statistics.median(ratios['nested']):.2f}x; target <= 1.30x) {'ok' if nested <= 1.3 else 'MISSED'}"
+    )
 
     print("once each (no interleaving):")
     print(f"relu autograd step: {timed(lambda: dense.loss_and_grad(x, kernel='autograd')) * 1e3:6.0f} ms")

@@ -65,6 +65,9 @@ CASES = [
     ("batchtopk", "sparse", None, None),
     ("batchtopk", "sparse", "some", 4),
     ("batchtopk", "sparse", "many", 2),
+    ("matryoshka", "sparse", None, None),
+    ("matryoshka", "sparse", "some", 4),
+    ("matryoshka", "sparse", "many", 2),
 ]
 
 
@@ -80,11 +83,11 @@ def dead_mask(kind: str | None) -> torch.Tensor | None:
 def test_fast_gradients_equal_autograd_of_the_written_loss(arch, kernel, dead, aux_k) -> None:
     sae = make(arch, aux_k=aux_k, l1_coeff=0.02)
     x, mask = batch(), dead_mask(dead)
-    if arch == "batchtopk":  # the reference moves the running threshold too: compare from one state
+    if arch in ("batchtopk", "matryoshka"):  # the reference moves the running threshold too: one state
         sae.loss_and_grad(x)
         state = sae.threshold.clone()
     want = reference(sae, x, dead_mask=mask)
-    if arch == "batchtopk":
+    if arch in ("batchtopk", "matryoshka"):
         sae.threshold.copy_(state)
     got = fast_path(sae, x, dead_mask=mask, kernel=kernel)
     assert sae.last_kernel == kernel

@@ -44,7 +44,7 @@ class LossParts:
     """
 
     total: torch.Tensor
-    mse: torch.Tensor  # mean over batch and features of (x_hat - x)^2
+    mse: torch.Tensor  # mean over batch and features of (x_hat - x)^2 (Matryoshka: summed over its prefixes)
     sparsity: torch.Tensor  # the weighted sparsity penalty (relu: L1); 0 for the TopK family
     aux: torch.Tensor  # the weighted AuxK term (TopK family, with dead latents); 0 otherwise
     l0: torch.Tensor  # mean number of latents with z > 0 per token
@@ -230,6 +230,13 @@ class SparseAutoencoder(nn.Module):
         zero = x_bd.new_zeros(())
         return zero, zero
 
+    def _reconstruction_loss(
+        self, x_bd: torch.Tensor, z_bs: torch.Tensor, err_bd: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss's reconstruction term (``mse`` of :class:`LossParts`): the mean of (x_hat - x)^2 here;
+        Matryoshka sums it over its nested prefixes of the dictionary."""
+        return torch.mean(err_bd * err_bd)
+
     def _observe_training_code(self, z_bs: torch.Tensor) -> None:
         """Hook for statistics kept across training batches (BatchTopK's threshold); no-op here."""
 
@@ -250,7 +257,7 @@ class SparseAutoencoder(nn.Module):
         z_bs = self.activation(pre_bs)
         x_hat_bd = torch.addmm(self.b_dec, z_bs, self.W_dec)
         err_bd = x_hat_bd - x_bd
-        mse = torch.mean(err_bd * err_bd)
+        mse = self._reconstruction_loss(x_bd, z_bs, err_bd)
         sparsity, aux = self._extra_terms(x_bd, pre_bs, z_bs, x_hat_bd, dead_mask, sparsity_coeff)
         with torch.no_grad():
             z_count_s = (z_bs > 0).sum(dim=0)

@@ -42,7 +42,12 @@ class TrainConfig:
     arch: str = knob("relu", "SAE architecture (paper: relu with L1)", choices=ARCHS)
     expansion: int = knob(8, "latents per input feature: d_sae = d x expansion (paper: 8)")
     l1: float = knob(3e-5, "L1 coefficient lambda of the relu SAE (paper: 3e-5)")
-    k: int = knob(64, "active latents per token of topk / batchtopk")
+    k: int = knob(64, "active latents per token of topk / batchtopk / matryoshka")
+    matryoshka_groups: str | None = knob(
+        None,
+        "matryoshka: the nested groups' sizes, comma-separated, adding up to d_sae (unset: 1/16, 1/16, 1/8, "
+        "1/4 and 1/2 of it)",
+    )
     aux_k: int | None = knob(None, "AuxK: dead latents that model the residual (unset: d / 2, as OpenAI)")
     aux_coeff: float = knob(1 / 32, "AuxK loss weight (topk / batchtopk)")
     lr: float = knob(3e-4, "Adam learning rate (paper page: 3e-4; the released script used 5e-4)")

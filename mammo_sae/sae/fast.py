@@ -270,7 +270,7 @@ def auxk_residual_variance(r_bd: torch.Tensor) -> torch.Tensor:
     return torch.sum(centred_bd * centred_bd).clamp_min(torch.finfo(r_bd.dtype).tiny)
 
 
-def _aux_step(
+def aux_step(
     sae: SparseAutoencoder,
     xc_bd: torch.Tensor,
     pre_bs: torch.Tensor,
@@ -346,7 +346,7 @@ def code_step(
     code.latent_sums(dval, out=gb_enc_s, accumulate=False)
     aux = x_bd.new_zeros(())
     if residual_bd is not None:
-        aux = _aux_step(sae, xc_bd, pre_bs, residual_bd, dead_mask_s, [gW_enc_ds, gb_enc_s, gW_dec_sd])
+        aux = aux_step(sae, xc_bd, pre_bs, residual_bd, dead_mask_s, [gW_enc_ds, gb_enc_s, gW_dec_sd])
     torch.addmv(g_bd.sum(dim=0), W_enc_ds, gb_enc_s, alpha=-1, out=gb_dec_d)
     parts = LossParts(total=mse + aux, mse=mse, sparsity=x_bd.new_zeros(()), aux=aux, **stats)
     return parts, code

@@ -26,7 +26,12 @@ if TYPE_CHECKING:
 
 # the architectures that ship with the package, and the module that registers each
 BUILTIN_MODULES: Mapping[str, str] = MappingProxyType(
-    {"relu": "mammo_sae.sae.relu", "topk": "mammo_sae.sae.topk", "batchtopk": "mammo_sae.sae.topk"}
+    {
+        "relu": "mammo_sae.sae.relu",
+        "topk": "mammo_sae.sae.topk",
+        "batchtopk": "mammo_sae.sae.topk",
+        "matryoshka": "mammo_sae.sae.matryoshka",
+    }
 )
 BUILTIN_ARCHITECTURES: tuple[str, ...] = tuple(BUILTIN_MODULES)
 
