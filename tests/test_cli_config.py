@@ -216,6 +216,7 @@ def example_value(cls: type, name: str, default: Any, kind: Any, choices: Any) -
         "ema_decay": 0.9,
         "tokens_per_image": 0.5,
         "mammo_clip_csv": None,
+        "score_bundle": None,  # exclusive with score_data (which the test sets)
         "box_overlap": 0.4,
         "flag_off_breast": 0.6,
         "flag_marker": 0.7,

@@ -88,6 +88,7 @@ def example_value(field: dataclasses.Field):
         "dense_threshold": 0.2,
         "adam_beta1": 0.8,
         "adam_beta2": 0.99,
+        "matryoshka_groups": "8,24",
     }
     if field.name in special:
         return special[field.name]
