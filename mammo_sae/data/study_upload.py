@@ -9,6 +9,7 @@ pixels), every other file named with the reason it was left out.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 import zipfile
@@ -34,6 +35,8 @@ MAX_FILES = 16  # a study's views with room for repeats; more is not one exam
 MAX_ZIP_BYTES = 1 << 30
 MAX_ZIP_RATIO = 200  # compressed -> uncompressed; more is a zip bomb, not DICOMs
 ZIP_MAGIC = b"PK\x03\x04"
+#: The Manufacturer value of every file the phantom generator writes (phantom/config.py GENERATOR_NAME).
+PHANTOM_MANUFACTURER = "mammo-sae phantom"
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ class UploadedView:
     dicom: MammogramDicom | None = None  # a DICOM upload
     png: np.ndarray | None = None  # a PNG upload (taken as a Mammo-CLIP frame)
     study_key: str | None = None  # salted StudyInstanceUID of a DICOM
+    phantom: bool = False  # a DICOM the mammo-sae phantom generator wrote (its Manufacturer); a PNG never is
+    digest: str = (
+        ""  # sha256 of the file's bytes: a key for what is computed from it (never written anywhere)
+    )
 
     @property
     def inferred_from_image(self) -> bool:
@@ -121,11 +128,12 @@ def _hidden(member: str) -> bool:
 
 def _read_view(name: str, data: bytes, salt: str | None) -> UploadedView:
     """One file as a placed view; a DataError says why it cannot be one."""
-    if data.startswith(PNG_MAGIC):
+    digest = hashlib.sha256(data).hexdigest()
+    if _is_png(name, data):
         png = decode_png(data, name)
         found = image_orientation(png)
         _check_complete(found, name)
-        return UploadedView(name, found, png=png)
+        return UploadedView(name, found, png=png, digest=digest)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ForProcessingWarning)
         dicom = read_mammogram(data, name=name, salt=salt)
@@ -136,7 +144,20 @@ def _read_view(name: str, data: bytes, salt: str | None) -> UploadedView:
         told = Orientation(_either(told.laterality, seen.laterality), _either(told.view, seen.view))
     _check_complete(told, name)
     study_uid = str(header.get("StudyInstanceUID", "") or "").strip()
-    return UploadedView(name, told, dicom=dicom, study_key=salted_key(study_uid, salt) if study_uid else None)
+    phantom = str(header.get("Manufacturer", "") or "").strip() == PHANTOM_MANUFACTURER
+    key = salted_key(study_uid, salt) if study_uid else None
+    return UploadedView(name, told, dicom=dicom, study_key=key, phantom=phantom, digest=digest)
+
+
+def _is_png(name: str, data: bytes) -> bool:
+    """A name's extension says what the file must be (a .png that is not one is refused, and so is a .dcm);
+    a name without one, as PACS exports write them, is read as what its first bytes say."""
+    lower = name.lower()
+    if lower.endswith(".png"):
+        return True
+    if lower.endswith((".dcm", ".dicom")):
+        return False
+    return data.startswith(PNG_MAGIC)
 
 
 def _either(first: Found, second: Found) -> Found:
