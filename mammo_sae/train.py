@@ -2,6 +2,7 @@
 
     python -m mammo_sae.train --store STORE --out RUN [--config FILE.toml] [--arch relu|topk|batchtopk] ...
     python -m mammo_sae.train --store STORE --out RUN          # again: continues after an interruption
+    python -m mammo_sae.train --store STORE --out SWEEP --sweep l1=1e-3,3e-3,1e-2   # a family, one pass
     torchrun --nproc_per_node 4 -m mammo_sae.train --store ... --out ...  # ranks split every batch
     python -m mammo_sae.train import-mammosae sparse_autoencoder_final.pt --out DIR [--metadata JSON]
 
@@ -77,6 +78,10 @@ def import_weights(config: ImportConfig) -> dict[str, Any]:
 
 
 def run(config: TrainConfig, context: DistContext) -> dict[str, Any]:
+    if config.sweep is not None:
+        from mammo_sae.sae.sweep import train_sweep
+
+        return train_sweep(config, context)
     from mammo_sae.sae.trainer import train  # torch-heavy: not needed for --help
 
     return train(config, context)

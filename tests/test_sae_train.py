@@ -89,6 +89,7 @@ def example_value(field: dataclasses.Field):
         "adam_beta1": 0.8,
         "adam_beta2": 0.99,
         "matryoshka_groups": "8,24",
+        "sweep": "l1=1e-3,3e-3",
     }
     if field.name in special:
         return special[field.name]

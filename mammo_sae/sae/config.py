@@ -82,6 +82,11 @@ class TrainConfig:
     device: str = knob("cpu", "where to train", choices=DEVICES)
     seed: int = knob(0, "seed of the SAE init, the shuffling, the split and the resampling")
     progress: bool = knob(True, "show a progress bar")
+    sweep: str | None = knob(
+        None,
+        "train a family that differs in one knob on one pass of the store, e.g. l1=1e-3,3e-3,1e-2 or "
+        "k=16,32,64 (';' between values that hold commas): one folder per member under --out, and sweep.json",
+    )
 
     def validate(self) -> TrainConfig:
         """Refuse impossible values with the flag's name; returns self."""

@@ -376,59 +376,79 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train to the configured epochs / steps, then evaluate and save; returns the JSON summary."""
-        config = self.config
-        started = time.perf_counter()
-        start_step, start_tokens = self.step, self.tokens
-        if self.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            remove_partial_writes(self.out)
-            atomic_write_text(self.out / CONFIG_FILE, config_toml(config))
-        barrier(self.context)
-        bar = tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            unit="step",
-            disable=not (config.progress and self.is_main),
-            desc="train sae",
-            dynamic_ncols=True,
-        )
-        window_time, window_tokens = time.perf_counter(), self.tokens
-        with bar:
+        self.begin()
+        with self.progress_bar("train sae") as bar:
             while not self._finished():
                 completed = True
                 for batch in self.stream:
-                    sums = self.train_step(batch)
-                    bar.update(1)
-                    if self.step % config.log_every == 0 or self.step == self.total_steps:
-                        now = time.perf_counter()
-                        self._check_weights(f"after step {self.step}")
-                        record = plain_json(
-                            self.metrics_record(sums, now - window_time, self.tokens - window_tokens)
-                        )
-                        window_time, window_tokens = now, self.tokens
-                        self._append_metrics(record)
-                        bar.set_postfix(
-                            loss=f"{record['loss']:.4g}",
-                            L0=f"{record['l0']:.1f}",
-                            tok_s=f"{record['tokens_per_s'] or 0:.3g}",
-                        )
-                    if config.checkpoint_every and self.step % config.checkpoint_every == 0:
-                        self.save_checkpoint()
-                    if self.step >= self.total_steps and self.stream.batch < self.steps_per_epoch:
-                        completed = False  # stopped mid-epoch (--max-steps)
+                    self.after_step(self.train_step(batch), bar)
+                    if self.stopped_mid_epoch():
+                        completed = False
                         break
                 if completed:
                     self._end_of_epoch()
+        return self.complete()
+
+    # --- the steps of fit (a sweep drives several trainers through them on the same batches) ------------
+
+    def begin(self) -> None:
+        """Start (or resume) the run: the output folder, its config file, the clocks."""
+        self._started = time.perf_counter()
+        self._start_step, self._start_tokens = self.step, self.tokens
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            remove_partial_writes(self.out)
+            atomic_write_text(self.out / CONFIG_FILE, config_toml(self.config))
+        barrier(self.context)
+        self._window_time, self._window_tokens = time.perf_counter(), self.tokens
+
+    def progress_bar(self, desc: str) -> tqdm:
+        return tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            unit="step",
+            disable=not (self.config.progress and self.is_main),
+            desc=desc,
+            dynamic_ncols=True,
+        )
+
+    def after_step(self, sums: torch.Tensor, bar: tqdm | None) -> None:
+        """What follows an optimiser step: the progress bar, the metrics line, the checkpoint."""
+        config = self.config
+        if bar is not None:
+            bar.update(1)
+        if self.step % config.log_every == 0 or self.step == self.total_steps:
+            now = time.perf_counter()
+            self._check_weights(f"after step {self.step}")
+            record = plain_json(
+                self.metrics_record(sums, now - self._window_time, self.tokens - self._window_tokens)
+            )
+            self._window_time, self._window_tokens = now, self.tokens
+            self._append_metrics(record)
+            if bar is not None:
+                bar.set_postfix(
+                    loss=f"{record['loss']:.4g}", L0=f"{record['l0']:.1f}",
+                    tok_s=f"{record['tokens_per_s'] or 0:.3g}",
+                )  # fmt: skip
+        if config.checkpoint_every and self.step % config.checkpoint_every == 0:
+            self.save_checkpoint()
+
+    def stopped_mid_epoch(self) -> bool:
+        """Whether the last step was the run's last (--max-steps) before its epoch ended."""
+        return self.step >= self.total_steps and self.stream.batch < self.steps_per_epoch
+
+    def complete(self) -> dict[str, Any]:
+        """The last checkpoint, the evaluation and the saved SAE; the summary with this run's timings."""
         if self.last_checkpoint_step != self.step:
             self.save_checkpoint()
         result = self.finish()
-        seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - self._started
         result.update(
             {
                 "seconds": round(seconds, 3),
-                "tokens_this_run": self.tokens - start_tokens,
-                "steps_this_run": self.step - start_step,
-                "tokens_per_second": round((self.tokens - start_tokens) / seconds, 1)
+                "tokens_this_run": self.tokens - self._start_tokens,
+                "steps_this_run": self.step - self._start_step,
+                "tokens_per_second": round((self.tokens - self._start_tokens) / seconds, 1)
                 if seconds > 0
                 else None,
             }
