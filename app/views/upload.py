@@ -101,15 +101,19 @@ with side:
     if mismatch:
         st.caption(f":orange[⚠️ {mismatch}]")
     if panel == "Scores":
+        with_sae = st.toggle("With the SAE in place too", key="up-sae")
+        shown = table if with_sae else table[[c for c in table.columns if not c.endswith("(SAE)")]]
         st.dataframe(
-            table, hide_index=True, width="stretch",
+            shown, hide_index=True, width="stretch",
             column_config={
                 "where": st.column_config.TextColumn(width="small"),
                 **{c: st.column_config.NumberColumn(c.replace("(SAE)", "SAE"), format="%.3f", width="small")
-                   for c in table.columns if c != "where"},
+                   for c in shown.columns if c != "where"},
             },
         )  # fmt: skip
-        st.caption("Per view, then each breast's and the exam's highest view; (SAE): with the SAE in place.")
+        st.caption(
+            "Per view, then each breast's and the exam's highest view; SAE: with its reconstruction in place."
+        )
         st.dataframe(uploads.provenance(upload), hide_index=True, width="stretch")
     elif panel == "What fires here":
         spot = state.get("up-spot")
