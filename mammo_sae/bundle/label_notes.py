@@ -17,9 +17,15 @@ def inputs_are_phantoms(bundle: Bundle) -> bool:
     return bundle.synthetic
 
 
+def mismatch_notice(models_synthetic: bool, input_is_phantom: bool) -> str | None:
+    """The notice beside the probabilities when the models were trained on phantoms and the image scored is
+    not one (None when they agree: phantom models on phantoms, or models trained on real mammograms)."""
+    return MISMATCH_NOTICE if models_synthetic and not input_is_phantom else None
+
+
 def bundle_mismatch_notice(bundle: Bundle) -> str | None:
     """The mismatch notice for the bundle's own images (None when the models and the images agree)."""
-    return MISMATCH_NOTICE if bundle.models_synthetic and not inputs_are_phantoms(bundle) else None
+    return mismatch_notice(bundle.models_synthetic, inputs_are_phantoms(bundle))
 
 
 def unlabelled_notice(bundle: Bundle, needs: str) -> str | None:

@@ -28,6 +28,7 @@ from mammo_sae.bundle.hanging import (
     slot_spec,
     view_pixels,
 )
+from mammo_sae.bundle.label_notes import FROM_IMAGE, FROM_TEXT, MISMATCH_NOTICE, mismatch_notice
 from mammo_sae.bundle.reader import Bundle
 from mammo_sae.core.errors import MammoSaeError
 from mammo_sae.data.dicom import MammogramDicom
@@ -59,24 +60,14 @@ __all__ = [
     "warm_up",
 ]
 
-#: beside every probability phantom-trained models give on an image that is not a phantom
-MISMATCH_NOTICE = (
-    "This model was trained on synthetic images: its outputs on a real mammogram mean nothing. "
-    "Use a bundle built on real mammograms (VinDr-Mammo and the Mammo-CLIP weights) for real exams."
+FROM_TAGS = (
+    "from the tags"  # beside a view whose laterality and view are its tags' own (label_notes: the others)
 )
-#: the words beside a view: where its laterality and view came from
-FROM_IMAGE, FROM_TEXT, FROM_TAGS = "inferred from the image", "from the series text", "from the tags"
 UPLOAD_STUDY = "upload"  # the study name the viewer's spec carries
 _TAG_SOURCES = ("ImageLaterality", "Laterality", "ViewPosition", "ViewCodeSequence")
 
 
 # --- what the page says beside the probabilities and the views -----------------------------------------------
-
-
-def mismatch_notice(models_synthetic: bool, input_is_phantom: bool) -> str | None:
-    """The notice beside the probabilities when the models were trained on phantoms and the image scored is
-    not one (None when they agree: phantom models on phantoms, or models trained on real mammograms)."""
-    return MISMATCH_NOTICE if models_synthetic and not input_is_phantom else None
 
 
 def is_phantom_image(view: UploadedView) -> bool:
