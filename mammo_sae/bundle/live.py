@@ -16,6 +16,7 @@ from mammo_sae.analysis.codes import TokenCodes
 from mammo_sae.analysis.interventions import contributions, shortcut_logits
 from mammo_sae.bundle.format import BundleError
 from mammo_sae.bundle.reader import Bundle
+from mammo_sae.data.conditioning import MAMMO_CLIP
 from mammo_sae.data.dicom import MammogramDicom
 from mammo_sae.data.frame_policy import MappedFrame, frame_from_dicom, frame_from_png
 from mammo_sae.data.frames import FrameTransform
@@ -91,8 +92,12 @@ class LiveModels:
     def run_mapped(self, mapped: MappedFrame) -> LiveCase:
         return self.run_frame(mapped.pixels, mapped.transform)
 
-    def run_dicom(self, image: MammogramDicom) -> LiveCase:
-        return self.run_mapped(frame_from_dicom(image, self.bundle.frame_size, self.frame_source))
+    def run_dicom(self, image: MammogramDicom, conditioning: str = MAMMO_CLIP) -> LiveCase:
+        """An uploaded DICOM framed as the bundle's source says; ``conditioning="robust"`` cleans a file of
+        any origin first (padding, FOR PROCESSING, labels, borders: ``data.conditioning``), "mammo-clip"
+        feeds the recipe unchanged."""
+        frame = frame_from_dicom(image, self.bundle.frame_size, self.frame_source, conditioning)
+        return self.run_mapped(frame)
 
     def run_png(self, png: np.ndarray) -> LiveCase:
         """A PNG is taken as a Mammo-CLIP frame (already cropped): resized to the bundle's frame size."""

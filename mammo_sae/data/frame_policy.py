@@ -22,12 +22,14 @@ are the Mammo-CLIP CSV's resized boxes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -35,7 +37,9 @@ import numpy as np
 
 from mammo_sae.core.errors import DataError, MammoSaeError
 from mammo_sae.data import csv_tables as ct
+from mammo_sae.data.conditioning import MAMMO_CLIP, ROBUST, check_conditioning
 from mammo_sae.data.dicom import MammogramDicom, read_mammogram
+from mammo_sae.data.folder_import import is_imported_root
 from mammo_sae.data.frames import AxisMap, FrameTransform
 from mammo_sae.data.png import read_png
 from mammo_sae.data.preprocess import FRAME_HEIGHT, FRAME_WIDTH, PIXEL_MEAN, PIXEL_STD, preprocess_mammogram
@@ -71,9 +75,11 @@ class ImageRecord:
     dicom_path: str | None  # None when the DICOM is known to be absent
     png_path: str | None = None  # the Mammo-CLIP PNG that is the frame (only under the png policy)
     frames: str = "dicom"  # the policy's source
+    conditioning: str = MAMMO_CLIP  # the policy's conditioning (data.conditioning.CONDITIONINGS)
 
     def __post_init__(self) -> None:
         assert self.frames in SOURCES, f"frames must be one of {SOURCES}, not {self.frames!r}"
+        check_conditioning(self.conditioning)
         assert self.png_path is None or self.frames == "png", "a PNG is the frame only under the png policy"
         assert self.dicom_path is not None or self.png_path is not None, "an image needs a file to frame"
 
@@ -94,16 +100,29 @@ class FramePolicy:
     source: str
     requested: str
     frame_size: tuple[int, int] = PNG_SIZE
+    conditioning: str = MAMMO_CLIP  # "robust" for imported roots (conditioning_for_root)
 
     def __post_init__(self) -> None:
         assert self.source in SOURCES and self.requested in FRAMES
         assert len(self.frame_size) == 2 and min(self.frame_size) > 0
+        check_conditioning(self.conditioning)
 
     @classmethod
     def resolve(
         cls, requested: str, index: VindrIndex, frame_size: tuple[int, int] = PNG_SIZE
     ) -> FramePolicy:
-        """The policy for ``index``'s root: "auto" looks once for Mammo-CLIP PNGs of the root's images."""
+        """The policy for ``index``'s root: "auto" looks once for Mammo-CLIP PNGs of the root's images;
+        the conditioning is the root's (:func:`conditioning_for_root`)."""
+        policy = cls._resolve_source(requested, index, frame_size)
+        conditioning = conditioning_for_root(index.root)
+        return (
+            policy if conditioning == MAMMO_CLIP else dataclasses.replace(policy, conditioning=conditioning)
+        )
+
+    @classmethod
+    def _resolve_source(
+        cls, requested: str, index: VindrIndex, frame_size: tuple[int, int] = PNG_SIZE
+    ) -> FramePolicy:
         if requested not in FRAMES:
             raise DataError(f"--frames must be one of {', '.join(FRAMES)}, got {requested!r}")
         frame_size = (int(frame_size[0]), int(frame_size[1]))
@@ -142,7 +161,7 @@ class FramePolicy:
                     else "neither its DICOM nor a Mammo-CLIP PNG is on disk"
                 )
                 continue
-            records.append(ImageRecord(row.image_id, dicom, png, self.source))
+            records.append(ImageRecord(row.image_id, dicom, png, self.source, self.conditioning))
         return records, skipped
 
     def to_json(self) -> dict[str, Any]:
@@ -157,6 +176,8 @@ class FramePolicy:
         }
         if self.source == "png":
             record["png_size"] = list(PNG_SIZE)
+        if self.conditioning != MAMMO_CLIP:  # absent for the recipe: older manifests and stores still agree
+            record["conditioning"] = self.conditioning
         return record
 
     def identity(self, records: Iterable[ImageRecord]) -> dict[str, Any]:
@@ -183,6 +204,12 @@ class FramePolicy:
             f"{what} was made from {theirs} but this run reads {ours} (--frames {self.requested}); the "
             f"features may differ from those it was trained on: pass --frames {source} to read what it saw"
         )
+
+
+def conditioning_for_root(root: str | os.PathLike[str]) -> str:
+    """The conditioning a dataset root gets: "robust" for a folder import (real files of any origin),
+    "mammo-clip" (the recipe bit for bit) for VinDr and phantom roots, whose markers stay in the pixels."""
+    return ROBUST if is_imported_root(Path(root)) else MAMMO_CLIP
 
 
 def frame_policy_record(policy: FramePolicy, transforms: Iterable[str]) -> dict[str, Any]:
@@ -221,11 +248,12 @@ def png_transform(png_shape: tuple[int, int], frame_size: tuple[int, int]) -> Fr
 
 
 def frame_from_dicom(
-    image: MammogramDicom, frame_size: tuple[int, int], source: str = "dicom"
+    image: MammogramDicom, frame_size: tuple[int, int], source: str = "dicom", conditioning: str = MAMMO_CLIP
 ) -> MappedFrame:
-    """A DICOM's frame: preprocessed to the frame size ("dicom") or to the Mammo-CLIP PNG, then resized ("png")."""
+    """A DICOM's frame: preprocessed to the frame size ("dicom") or to the Mammo-CLIP PNG, then resized ("png");
+    ``conditioning`` as ``preprocess.preprocess_mammogram`` takes it."""
     assert source in SOURCES
-    prepared = preprocess_mammogram(image, frame_size if source == "dicom" else PNG_SIZE)
+    prepared = preprocess_mammogram(image, frame_size if source == "dicom" else PNG_SIZE, conditioning)
     return MappedFrame(fit(prepared.png, frame_size), prepared.transform.resized(frame_size))
 
 
@@ -242,7 +270,8 @@ def model_frame(record: ImageRecord, frame_size: tuple[int, int]) -> np.ndarray:
     if record.png_path is not None:
         return fit(read_png(record.png_path), frame_size)
     assert record.dicom_path is not None
-    return frame_from_dicom(read_mammogram(record.dicom_path), frame_size, record.frames).pixels
+    image = read_mammogram(record.dicom_path)
+    return frame_from_dicom(image, frame_size, record.frames, record.conditioning).pixels
 
 
 def mapped_frame(record: ImageRecord, frame_size: tuple[int, int]) -> MappedFrame:
@@ -252,13 +281,15 @@ def mapped_frame(record: ImageRecord, frame_size: tuple[int, int]) -> MappedFram
     PNG within PNG_TOLERANCE grey levels; otherwise, or without a readable DICOM, onto the PNG itself."""
     if record.png_path is None:
         assert record.dicom_path is not None
-        return frame_from_dicom(read_mammogram(record.dicom_path), frame_size, record.frames)
+        return frame_from_dicom(
+            read_mammogram(record.dicom_path), frame_size, record.frames, record.conditioning
+        )
     png = read_png(record.png_path)
     own = frame_from_png(png, frame_size)
     if record.dicom_path is None or not os.path.isfile(record.dicom_path):
         return own
     try:
-        prepared = preprocess_mammogram(read_mammogram(record.dicom_path), png.shape)
+        prepared = preprocess_mammogram(read_mammogram(record.dicom_path), png.shape, record.conditioning)
     except MammoSaeError:
         return own  # the PNG is the frame whatever the DICOM holds: extraction never read it either
     largest = int(np.abs(prepared.png.astype(np.int16) - png.astype(np.int16)).max())

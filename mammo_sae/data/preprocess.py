@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from mammo_sae.core.errors import DataError
+from mammo_sae.data.conditioning import MAMMO_CLIP, check_conditioning, condition
 from mammo_sae.data.dicom import MammogramDicom
 from mammo_sae.data.frames import AxisMap, FrameTransform
 
@@ -130,7 +131,15 @@ def model_input(png: np.ndarray) -> np.ndarray:
 
 
 def preprocess_mammogram(
-    image: MammogramDicom, frame_size: tuple[int, int] = (FRAME_HEIGHT, FRAME_WIDTH)
+    image: MammogramDicom,
+    frame_size: tuple[int, int] = (FRAME_HEIGHT, FRAME_WIDTH),
+    conditioning: str = MAMMO_CLIP,
 ) -> Preprocessed:
-    """The model-side output of one DICOM read (the display side is ``dicom.display_image``)."""
-    return preprocess(image.stored, image.photometric, frame_size)
+    """The model-side output of one DICOM read (the display side is ``dicom.display_image``).
+
+    ``conditioning``: "mammo-clip" (the recipe bit for bit, for VinDr and phantom roots) or "robust"
+    (``conditioning.condition`` first: padding, FOR PROCESSING, labels and borders; imported roots and
+    uploads)."""
+    if check_conditioning(conditioning) == MAMMO_CLIP:
+        return preprocess(image.stored, image.photometric, frame_size)
+    return preprocess(condition(image).dense_hw, "MONOCHROME2", frame_size)

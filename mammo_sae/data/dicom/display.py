@@ -103,7 +103,9 @@ def display_image(image: MammogramDicom, preset: str | int | None = None) -> np.
     """8-bit display image (bright = dense, padding black) under a VOI preset.
 
     preset: a name from `list_presets` (case-insensitive), an index into it, FULL_RANGE, or None for the
-    first preset of the file (FULL_RANGE if it has none).
+    first preset of the file (FULL_RANGE if it has none). Under FULL_RANGE a FOR PROCESSING image (raw,
+    linear detector signal: air bright) is shown as ``-log(1 + value)``, so it looks like a FOR
+    PRESENTATION image (the transform ``data.conditioning`` feeds the model under "robust").
     """
     assert image.stored.ndim == 2, "display_image shows one 2-D frame"
     values = modality_values(image)
@@ -115,6 +117,8 @@ def display_image(image: MammogramDicom, preset: str | int | None = None) -> np.
     elif isinstance(voi, LookupTable):
         unit = voi.apply(values) / float((1 << voi.bits) - 1)
         unit = 1.0 - unit if invert else unit
+    elif image.presentation_intent == "FOR PROCESSING":  # raw detector signal: show its attenuation
+        unit = _full_range(-np.log1p(np.maximum(values, 0.0)), padding)
     else:
         unit = _full_range(-values if invert else values, padding)
     out = np.rint(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8)
