@@ -171,3 +171,23 @@ def test_a_phantom_is_known_by_its_manufacturer_and_a_png_never_is(export) -> No
     assert image.photometric == "MONOCHROME2" and image.stored.shape == (400, 300)
     assert us.orientation_words(view) == us.FROM_IMAGE
     assert not us.study_is_phantom(study_from_uploads([]))
+
+
+def test_an_uploaded_dicom_gets_the_robust_conditioning_and_a_png_the_frame_path() -> None:
+    """Uploads come from anywhere (labels, borders, FOR PROCESSING): their DICOMs are conditioned first."""
+    from mammo_sae.data.conditioning import ROBUST
+    from mammo_sae.data.study_upload import UploadedView
+
+    calls = []
+
+    class Live:
+        def run_dicom(self, image, conditioning="mammo-clip"):
+            calls.append(("dicom", conditioning))
+
+        def run_png(self, png):
+            calls.append(("png", None))
+
+    orientation = None
+    us.run_uploaded_view(Live(), UploadedView("a.dcm", orientation, dicom=object()))
+    us.run_uploaded_view(Live(), UploadedView("b.png", orientation, png=object()))
+    assert calls == [("dicom", ROBUST), ("png", None)]

@@ -922,16 +922,6 @@ def _live(path: str, stamp: FileStamp):
     return LiveModels(_bundle(path, stamp))
 
 
-def run_upload(bundle: Bundle, name: str, data: bytes) -> tuple[Any, dict[str, object]]:
-    """The bundle's models on an uploaded PNG frame or DICOM (in memory only): the case and the DICOM's
-    allow-listed metadata (empty for a PNG)."""
-    live = _live(*_key(bundle))
-    if name.lower().endswith(".png"):
-        return live.run_png(decode_png(data, name)), {}
-    image = read_mammogram(data, name=name)
-    return live.run_dicom(image), image.metadata.as_dict()
-
-
 def live_probabilities(bundle: Bundle, case) -> pd.DataFrame:
     return queries.live_probabilities(case, bundle.tasks)
 

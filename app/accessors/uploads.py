@@ -85,7 +85,7 @@ def _study(
 @st.cache_resource(show_spinner=False, max_entries=32)
 def _case(bundle_path: str, stamp: FileStamp, digest: str, _view: UploadedView):
     live = accessors._live(bundle_path, stamp)
-    return live.run_dicom(_view.dicom) if _view.dicom is not None else live.run_png(_view.png)
+    return us.run_uploaded_view(live, _view)
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)

@@ -31,6 +31,7 @@ from mammo_sae.bundle.hanging import (
 from mammo_sae.bundle.label_notes import FROM_IMAGE, FROM_TEXT, MISMATCH_NOTICE, mismatch_notice
 from mammo_sae.bundle.reader import Bundle
 from mammo_sae.core.errors import MammoSaeError
+from mammo_sae.data.conditioning import ROBUST
 from mammo_sae.data.dicom import MammogramDicom
 from mammo_sae.data.dicom.metadata import SafeMetadata
 from mammo_sae.data.frame_policy import png_transform
@@ -52,6 +53,7 @@ __all__ = [
     "mismatch_notice",
     "orientation_words",
     "run_study",
+    "run_uploaded_view",
     "study_is_phantom",
     "study_pixels",
     "uploaded_spec",
@@ -110,6 +112,13 @@ def view_image(view: UploadedView) -> MammogramDicom:
     return MammogramDicom(view.png, "MONOCHROME2", metadata, [], bits)
 
 
+def run_uploaded_view(live: LiveModels, view: UploadedView) -> LiveCase:
+    """One uploaded view through the live models: a DICOM with the robust conditioning (a file of any
+    origin: padding, FOR PROCESSING, labels, borders and tape left out; ``data.conditioning``), a PNG taken
+    as a Mammo-CLIP frame."""
+    return live.run_dicom(view.dicom, ROBUST) if view.dicom is not None else live.run_png(view.png)
+
+
 def run_study(
     live: LiveModels,
     study: UploadedStudy,
@@ -117,7 +126,7 @@ def run_study(
 ) -> tuple[dict[str, LiveCase], tuple[tuple[str, str], ...]]:
     """Each view through the live models: (slot -> case, the views the models could not take, as (name,
     reason)). ``run_view`` replaces the plain run of one view (the app passes a cached one)."""
-    run = run_view or (lambda v: live.run_dicom(v.dicom) if v.dicom is not None else live.run_png(v.png))
+    run = run_view or (lambda v: run_uploaded_view(live, v))
     cases: dict[str, LiveCase] = {}
     failed: list[tuple[str, str]] = []
     for slot, view in study.views.items():
