@@ -18,6 +18,11 @@ with both files gets the same pixels from either source. A PNG frame is mapped b
 when the DICOM's preprocessing reproduces it (checked on every mapped frame); otherwise, and for an image
 with a PNG but no DICOM, the transform maps onto the PNG itself (``space="png"``) and the image's boxes
 are the Mammo-CLIP CSV's resized boxes.
+
+A policy also names its conditioning (``data.conditioning``): "mammo-clip" feeds the recipe the stored
+values as they are (VinDr-Mammo and phantom roots: bit for bit, the phantoms' markers kept); "robust"
+first cleans a file of any origin (padding, FOR PROCESSING, labels, borders, tape), for roots imported
+from a DICOM folder (:func:`conditioning_for_root`) and, in the app, for uploads.
 """
 
 from __future__ import annotations
