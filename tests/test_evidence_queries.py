@@ -30,6 +30,7 @@ class TinyBundle:
         n, t, d = z_ntl.shape
         self.tasks = self.concepts = ("mass", "calcification")
         self.grid, self.frame_size, self.d_sae, self.path = GRID, FRAME, d, Path("tiny")
+        self.labelled = True  # an imported folder's bundle has no labels (see the unlabelled test below)
         self.codes = TokenCodes.from_dense(z_ntl.reshape(n * t, d).astype(np.float32), GRID)
         rng = np.random.default_rng(0)
         self.heads = HeadLinear(self.tasks, rng.normal(size=(d, 2)), np.zeros(2))
@@ -111,6 +112,13 @@ def test_a_view_without_a_box_of_the_head_says_so_and_gives_no_box_share(bundle:
     assert line == "calcification evidence: no calcification marked on this view, 0% off the breast"
     assert (
         evq.evidence_line(bundle, 0, "mass") == "mass evidence: no token raises the mass logit on this view"
+    )
+
+
+def test_an_unlabelled_bundle_s_line_says_there_is_no_box_to_measure_against(bundle: TinyBundle) -> None:
+    bundle.labelled = False
+    assert evq.evidence_line(bundle, 0, "calcification") == (
+        "calcification evidence: 20% off the breast (no finding boxes: the study has no labels)"
     )
 
 
