@@ -164,9 +164,7 @@ def slot_captions(
             p = float(calibrated.loc[view.position, head])
             parts.append(f"{head} {p:.0%}{' ▲' if head in points and p >= points[head].threshold else ''}")
         tag = tags.get(accessors.view_name(view))  # first: a long caption is cut at its end
-        captions[int(view.position)] = " · ".join(
-            [*([tag] if tag else []), *parts]
-        )
+        captions[int(view.position)] = " · ".join([*([tag] if tag else []), *parts])
     return captions
 
 
