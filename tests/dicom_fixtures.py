@@ -83,3 +83,21 @@ def leaked(text: str) -> list[str]:
     """The identifying strings found in `text` (case-insensitive); empty when nothing leaked."""
     lowered = text.lower()
     return [s for s in IDENTIFYING_STRINGS if s.lower() in lowered]
+
+
+def demo_study_export(folder: Path, seed: int, variants: tuple[str, ...]):
+    """One phantom study at the demo's image size written as a PACS export (its four files, no other files)
+    under ``folder / "export"``; returns what each file really is (``write_pacs_export``'s table)."""
+    import warnings
+
+    from mammo_sae.data.phantom import PhantomConfig, generate_dataset
+    from mammo_sae.data.phantom.pacs_export import write_pacs_export
+    from mammo_sae.demo import read_demo_manifest
+
+    height, width = (int(v) for v in read_demo_manifest()["plan"]["image_size"].split("x"))
+    generate_dataset(
+        folder / "phantoms", PhantomConfig(studies=1, seed=seed, height=height, width=width), workers=1
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Invalid value for VR UI")
+        return write_pacs_export(folder / "phantoms", folder / "export", extras=False, variants=variants)

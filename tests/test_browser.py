@@ -208,6 +208,18 @@ def viewer_frame(page):
     return page.frame_locator("iframe[src*=hanging_viewer]").first
 
 
+def viewer_iframe(page, timeout_s: float = 60):
+    """The hanging viewer's frame itself (for its attributes), once the page has one; AssertionError after
+    ``timeout_s`` seconds without it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for frame in page.frames:
+            if "hanging_viewer" in frame.url:
+                return frame
+        page.wait_for_timeout(200)
+    raise AssertionError("no hanging viewer iframe on the page")
+
+
 def wait_for_viewer(page, timeout: float = 120_000) -> None:
     """Case review is ready when its hanging viewer has decoded the study's views."""
     viewer_frame(page).locator("#viewer[data-state=ready]").wait_for(timeout=timeout)

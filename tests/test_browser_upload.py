@@ -16,12 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from dicom_fixtures import demo_study_export
 from pydicom import dcmread
-from test_browser import SHOTS, browser, settle, streamlit_server  # noqa: F401 (browser is a fixture)
-
-from mammo_sae.data.phantom import PhantomConfig, generate_dataset
-from mammo_sae.data.phantom.pacs_export import write_pacs_export
-from mammo_sae.demo import read_demo_manifest
+from test_browser import SHOTS, browser, settle, streamlit_server, viewer_iframe  # noqa: F401 (browser is a fixture)
 
 pytestmark = pytest.mark.slow
 VARIANTS = ("tagged", "text-only", "untagged", "misplaced")
@@ -39,13 +36,7 @@ MISMATCH = "trained on synthetic images"
 def export(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], pd.DataFrame]:
     """A phantom study's four files as a PACS exports them (flat in one folder), and what each really is."""
     folder = tmp_path_factory.mktemp("upload-export")
-    height, width = (int(v) for v in read_demo_manifest()["plan"]["image_size"].split("x"))
-    generate_dataset(
-        folder / "phantoms", PhantomConfig(studies=1, seed=9, height=height, width=width), workers=1
-    )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Invalid value for VR UI")
-        truth = write_pacs_export(folder / "phantoms", folder / "export", extras=False, variants=VARIANTS)
+    truth = demo_study_export(folder, seed=9, variants=VARIANTS)
     flat = folder / "upload"
     flat.mkdir()
     paths = []
@@ -64,16 +55,6 @@ def upload_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-def viewer_frame(page):
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        for frame in page.frames:
-            if "hanging_viewer" in frame.url:
-                return frame
-        page.wait_for_timeout(200)
-    raise AssertionError("no hanging viewer on the Upload page")
-
-
 def upload(browser, url: str, files: list[Path], size: tuple[int, int] = (1600, 1000)):  # noqa: F811
     """A fresh page on the Upload page with ``files`` uploaded and the viewer drawn; (page, frame, seconds
     from the upload to the viewer's pixels drawn)."""
@@ -84,7 +65,7 @@ def upload(browser, url: str, files: list[Path], size: tuple[int, int] = (1600, 
     start = time.monotonic()
     page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files([str(p) for p in files])
     settle(page)
-    frame = viewer_frame(page)
+    frame = viewer_iframe(page, timeout_s=120)
     frame.wait_for_selector("#viewer[data-state=ready]", timeout=120_000)
     return page, frame, time.monotonic() - start
 

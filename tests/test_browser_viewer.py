@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from test_browser import REPO, SHOTS, browser, free_port, settle  # noqa: F401 (browser is a fixture)
+from test_browser import viewer_iframe as viewer_frame
 
 pytestmark = pytest.mark.slow
 APP = REPO / "tests" / "apps" / "viewer_app.py"
@@ -71,16 +72,6 @@ def open_viewer(browser, url: str, size: tuple[int, int] = (1600, 1000)):  # noq
     frame.wait_for_selector("#viewer[data-state=ready]", timeout=60_000)
     page.wait_for_timeout(300)
     return page, frame
-
-
-def viewer_frame(page):
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        for frame in page.frames:
-            if "hanging_viewer" in frame.url:
-                return frame
-        page.wait_for_timeout(200)
-    raise AssertionError("no hanging viewer iframe on the page")
 
 
 def grey(frame, slot: int) -> np.ndarray:

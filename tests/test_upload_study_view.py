@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from dicom_fixtures import demo_study_export
 from pydicom import dcmread
 
 from mammo_sae.bundle import open_bundle
@@ -20,10 +21,8 @@ from mammo_sae.bundle import uploaded_study as us
 from mammo_sae.bundle.cases import sigmoid
 from mammo_sae.bundle.hanging import Overlay
 from mammo_sae.core.errors import MammoSaeError
-from mammo_sae.data.phantom import PhantomConfig, generate_dataset
-from mammo_sae.data.phantom.pacs_export import write_pacs_export
 from mammo_sae.data.study_upload import SLOTS, study_from_uploads
-from mammo_sae.demo import demo_bundle_dir, read_demo_manifest
+from mammo_sae.demo import demo_bundle_dir
 
 VARIANTS = ("tagged", "text-only", "untagged", "misplaced")
 WORDS = {
@@ -38,13 +37,7 @@ WORDS = {
 def export(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[tuple[str, bytes]], pd.DataFrame]:
     """One phantom study at the demo's image size as a PACS export's four files, and what each really is."""
     folder = tmp_path_factory.mktemp("upload-study")
-    height, width = (int(v) for v in read_demo_manifest()["plan"]["image_size"].split("x"))
-    generate_dataset(
-        folder / "phantoms", PhantomConfig(studies=1, seed=5, height=height, width=width), workers=1
-    )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Invalid value for VR UI")
-        truth = write_pacs_export(folder / "phantoms", folder / "export", extras=False, variants=VARIANTS)
+    truth = demo_study_export(folder, seed=5, variants=VARIANTS)
     files = [(Path(f).name, (folder / "export" / f).read_bytes()) for f in truth["source_file"]]
     truth["name"] = [name for name, _ in files]
     return files, truth
