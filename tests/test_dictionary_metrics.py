@@ -42,3 +42,24 @@ def test_best_match_cosine_of_planted_dictionaries() -> None:
         best_match_cosine(np.zeros((2, 3)), dec[:, :3])
     with pytest.raises(DictionaryMetricError, match="not comparable"):
         best_match_cosine(dec, dec[:, :10])
+
+
+def test_coherence_of_latents_on_planted_codes_and_seed_matches() -> None:
+    from mammo_sae.analysis.codes import TokenCodes
+    from mammo_sae.analysis.dictionary_metrics import latent_coherence, matched_latents
+
+    grid = (12, 8)
+    rows, cols = np.indices(grid)
+    z_ntl = np.zeros((3, grid[0] * grid[1], 4), np.float32)
+    blob = np.exp(-((rows - 6) ** 2 + (cols - 4) ** 2) / 6.0) * ((rows - 6) ** 2 + (cols - 4) ** 2 < 12)
+    for i in range(3):
+        z_ntl[i, :, 0] = blob.reshape(-1)  # latent 0: one region
+        z_ntl[i, :, 1] = ((rows + cols + i) % 2).reshape(-1)  # latent 1: a checkerboard
+        z_ntl[i, 5, 2] = 1.0  # latent 2: one token only (no map to judge)
+    codes = TokenCodes.from_dense(z_ntl.reshape(-1, 4), grid)
+    coherence = latent_coherence(codes, [0, 1, 2, 3], [0, 1, 2])
+    assert coherence[0] > 0.5 and coherence[1] == pytest.approx(-1.0) and np.isnan(coherence[2:]).all()
+    rng = np.random.default_rng(2)
+    dec = rng.normal(size=(50, 32))
+    other = np.concatenate([dec[:7] * 2, rng.normal(size=(43, 32))])
+    assert matched_latents(dec, other, range(10)) == 7

@@ -4,12 +4,17 @@ cosine of their decoder rows, PW-MCC style). Pure numpy.
 
     morans_i(map_hw)                        # +1 smooth, 0 random, -1 a checkerboard
     best_match_cosine(dec_a_sd, dec_b_sd)   # per row of a: its best |cosine| with a row of b
+    latent_coherence(codes, latents, images) # per latent: median Moran's I of its maps
+    matched_latents(dec_a, dec_b, top10)     # how many of a concept's top latents another seed has too
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from mammo_sae.analysis.codes import TokenCodes
 from mammo_sae.core.errors import MammoSaeError
 
 
@@ -64,3 +69,30 @@ def mean_best_match(dec_a_sd: np.ndarray, dec_b_sd: np.ndarray) -> float:
     return float(
         (best_match_cosine(dec_a_sd, dec_b_sd).mean() + best_match_cosine(dec_b_sd, dec_a_sd).mean()) / 2
     )
+
+
+def latent_coherence(codes: TokenCodes, latents: Sequence[int], images: Sequence[int]) -> np.ndarray:
+    """Per latent: the median Moran's I of its token map over the given images where it fires on more than
+    one token and not on all of them (NaN where no image qualifies). A concept that lies on a region (a
+    mass, the pectoral muscle) scores near +1; one scattered over isolated tokens near 0."""
+    out = np.full(len(latents), np.nan)
+    values: list[list[float]] = [[] for _ in latents]
+    for i in images:
+        maps_khw = codes.image_latent_maps(int(i), latents)
+        for k, map_hw in enumerate(maps_khw):
+            fired = int(np.count_nonzero(map_hw))
+            if 1 < fired < map_hw.size:
+                values[k].append(morans_i(map_hw))
+    for k, found in enumerate(values):
+        if found:
+            out[k] = float(np.median(found))
+    return out
+
+
+def matched_latents(
+    dec_a_sd: np.ndarray, dec_b_sd: np.ndarray, latents: Sequence[int], threshold: float = 0.9
+) -> int:
+    """How many of ``latents`` (rows of ``a``, e.g. a concept's top 10) have a row of ``b`` within
+    |cosine| >= ``threshold``: the seed-stable ones."""
+    rows = np.asarray(latents, dtype=np.int64)
+    return int(np.sum(best_match_cosine(np.asarray(dec_a_sd)[rows], dec_b_sd) >= threshold))
