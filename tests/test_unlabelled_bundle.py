@@ -264,3 +264,20 @@ def test_the_ranking_can_come_from_a_bundle_of_the_same_sae(
     both = analyze_config(analysis_setting, tmp_path / "both", score_bundle=str(other), score_data=str(root))
     with pytest.raises(AnalyzeError, match="not both"):
         analyze(both)
+
+
+def _legend_names_boxes(monkeypatch, bundle_path: Path) -> bool:
+    monkeypatch.setenv("MAMMO_SAE_BUNDLE", str(bundle_path))
+    app = AppTest.from_file(HOME, default_timeout=90)
+    app.run()
+    app.switch_page("views/case_review.py").run()
+    text = _page_text(app).replace("\\", "")
+    assert '"legend"' in text, "the viewer's spec is on the page"
+    return '"kind": "box"' in text
+
+
+def test_the_viewer_names_no_ground_truth_on_an_unlabelled_bundle(
+    monkeypatch, bundle_path: Path, analysis_bundle_path: Path
+) -> None:
+    assert _legend_names_boxes(monkeypatch, analysis_bundle_path), "a labelled bundle names its box colours"
+    assert not _legend_names_boxes(monkeypatch, bundle_path)

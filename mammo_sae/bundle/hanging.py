@@ -406,7 +406,8 @@ def hanging_spec(
                 caption=captions.get(position, _caption(bundle, position)), notes=notes.get(position, ()),
             )
         )  # fmt: skip
-    kinds_named = [k for k in FINDING_COLOURS if k in bundle.concepts]
+    # the ground-truth colours, named even on views without such a box; none for an unlabelled bundle
+    kinds_named = [k for k in FINDING_COLOURS if k in bundle.concepts] if bundle.labelled else []
     return assemble_spec(
         study, slots, overlay=overlay, vmax=vmax, nonce=nonce, selected=selected, box_kinds=kinds_named
     )
