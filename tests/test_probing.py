@@ -73,3 +73,24 @@ def test_pca_directions_are_the_largest_variance_ones() -> None:
     mean, components = pca_projection(x, 2)
     np.testing.assert_allclose(np.abs(components), [[1, 0, 0], [0, 1, 0]], atol=0.05)
     np.testing.assert_allclose(mean, x.mean(axis=0))
+
+
+def test_the_probe_table_scores_the_sae_beside_both_baselines_on_the_same_split() -> None:
+    from mammo_sae.analysis.probing import probe_table
+
+    rng = np.random.default_rng(5)
+    n = 300
+    y = (rng.random(n) < 0.5).astype(float)
+    channels = rng.normal(size=(n, 12))
+    latents = np.abs(rng.normal(size=(n, 40)))
+    latents[:, 7] += 2.0 * y  # one latent carries the target; the channels only weakly
+    channels[:, 3] += 0.5 * y
+    unknown = y.copy()
+    unknown[:20] = np.nan  # unknown labels are left out, not negatives
+    train = np.arange(n) < 200
+    table = probe_table(latents, channels, {"finding": unknown, "one class": np.zeros(n)}, train, ks=(1, 5))
+    assert set(table["target"]) == {"finding"}, "a target with one class is left out"
+    assert len(table) == 6 and set(table["source"]) == {"sae", "channels", "pca"}
+    best = table.set_index(["source", "k"])["auroc"]
+    assert best["sae", 1] > 0.9 and best["sae", 1] > best["channels", 1] > 0.5
+    assert table.iloc[0]["features"] == [7] and (table["n_train"] == 180).all()

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from mammo_sae.core.errors import MammoSaeError
 from mammo_sae.core.metrics import auroc
@@ -103,3 +104,51 @@ def pca_projection(train_nf: np.ndarray, n_components: int) -> tuple[np.ndarray,
     mean = train.mean(axis=0)
     _, _, vt = np.linalg.svd(train - mean, full_matrices=False)
     return mean, vt[:n_components]
+
+
+SOURCES = ("sae", "channels", "pca")  # the SAE's latents, then the two baselines
+PROBE_KS = (1, 5, 20)
+PROBE_COLUMNS = ("target", "source", "k", "auroc", "n_train", "n_test", "positives_test", "features")
+
+
+def probe_table(
+    latents_nf: np.ndarray,
+    channels_nc: np.ndarray,
+    targets: dict[str, np.ndarray],
+    train_n: np.ndarray,
+    ks: tuple[int, ...] = PROBE_KS,
+    l2: float = L2,
+) -> pd.DataFrame:
+    """Per target (0/1 per image, NaN = unknown) and k: the held-out AUROC of a k-feature probe on the SAE's
+    per-image latents, on the feature map's own channels and on its top principal components (fit on the
+    training images). A target without both classes on each side is left out; k above a source's features
+    is capped."""
+    latents, channels = np.asarray(latents_nf, dtype=np.float64), np.asarray(channels_nc, dtype=np.float64)
+    train = np.asarray(train_n, dtype=bool)
+    assert latents.shape[0] == channels.shape[0] == train.shape[0], (
+        latents.shape,
+        channels.shape,
+        train.shape,
+    )
+    mean, components = pca_projection(channels[train], max(ks))
+    sources = {"sae": latents, "channels": channels, "pca": (channels - mean) @ components.T}
+    rows = []
+    for target, y in targets.items():
+        y = np.asarray(y, dtype=np.float64)
+        known = ~np.isnan(y)
+        tr, te = train & known, ~train & known
+        if min(len(np.unique(y[tr])), len(np.unique(y[te]))) < 2:
+            continue
+        for source in SOURCES:
+            x = sources[source]
+            for k in ks:
+                kk = min(k, x.shape[1])
+                result = sparse_probe(x[tr], y[tr].astype(int), x[te], y[te].astype(int), kk, l2)
+                rows.append(
+                    {
+                        "target": target, "source": source, "k": k, "auroc": result.auroc,
+                        "n_train": int(tr.sum()), "n_test": int(te.sum()), "positives_test": int(y[te].sum()),
+                        "features": result.features.tolist(),
+                    }
+                )  # fmt: skip
+    return pd.DataFrame(rows, columns=list(PROBE_COLUMNS))
