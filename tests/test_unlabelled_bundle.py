@@ -281,3 +281,16 @@ def test_the_viewer_names_no_ground_truth_on_an_unlabelled_bundle(
 ) -> None:
     assert _legend_names_boxes(monkeypatch, analysis_bundle_path), "a labelled bundle names its box colours"
     assert not _legend_names_boxes(monkeypatch, bundle_path)
+
+
+def test_the_case_snapshot_says_which_views_were_read_from_the_image(bundle: Bundle) -> None:
+    from mammo_sae.bundle.snapshot import build_case
+    from mammo_sae.bundle.viewer import ViewOptions
+
+    inferred = bundle.orientation[bundle.orientation["view_from"] == "image"]
+    study = bundle.images.set_index("image_id").loc[inferred["image_id"].iloc[0], "study_id"]
+    case = build_case(bundle, study, options=ViewOptions())
+    notes = {slot.position: slot.note for slot in case.slots if slot.position is not None}
+    for position in bundle.images.loc[bundle.images["study_id"] == study, "position"]:
+        from_image = position in set(inferred["position"])
+        assert notes[position].startswith(FROM_IMAGE) == from_image, (position, notes[position])

@@ -21,6 +21,7 @@ from mammo_sae import RESEARCH_USE_NOTICE, __version__
 from mammo_sae.bundle import evidence_queries as evq
 from mammo_sae.bundle.cases import HANGING_ORDER, hanging_views, view_probabilities
 from mammo_sae.bundle.format import BundleError
+from mammo_sae.bundle.label_notes import orientation_tag
 from mammo_sae.bundle.marks import Mark, OperatingPoint
 from mammo_sae.bundle.notes import LatentNotes
 from mammo_sae.bundle.queries import contributions_table
@@ -322,7 +323,7 @@ def build_case(
             name=f"{v.laterality} {v.view}",
             position=v.position,
             scores=() if v.position is None else _slot_scores(bundle, v.position, probabilities, points),
-            note="" if v.position is None else (evq.evidence_line(bundle, v.position, head) or ""),
+            note="" if v.position is None else _slot_note(bundle, v, head),
         )
         for v in views
     )
@@ -364,6 +365,13 @@ def build_case(
         verdicts=tuple(items for items in map(verdict_items, verdicts) if items),
         **extra,
     )
+
+
+def _slot_note(bundle: Bundle, view: Any, head: str) -> str:
+    """The line under a view: where its orientation came from when not its tags ("inferred from the
+    image"), then its evidence line."""
+    tag = orientation_tag(bundle.orientation_of(view.image_id)) if view.image_id else None
+    return " · ".join(part for part in (tag, evq.evidence_line(bundle, view.position, head)) if part)
 
 
 def _slot_scores(
