@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from mammo_sae.analysis.charts import NEGATIVE_COLOUR, POSITIVE_COLOUR
+from mammo_sae.bundle.label_notes import MISMATCH_NOTICE
 from mammo_sae.bundle.mark_drawing import HALO, draw_marks, font, percent
 from mammo_sae.bundle.overlays import blend_diverging, blend_heatmap
 from mammo_sae.bundle.render import DEFAULT_COLOUR, FINDING_COLOURS, MARK_COLOUR, RGB
@@ -33,11 +34,9 @@ VIEWS_BG: RGB = (8, 8, 8)
 SLOT_EDGE: RGB = (52, 52, 52)
 SYNTHETIC_BG: RGB = (240, 140, 0)
 WARNING_INK: RGB = (176, 42, 0)  # the mismatch notice: dark orange-red on the white panel
-#: the mismatch notice (label_notes.MISMATCH_NOTICE) in lines that fit the panel
-MISMATCH_LINES = (
-    "This model was trained on synthetic images:",
-    "its outputs on a real mammogram mean nothing.",
-)
+#: the mismatch notice's first sentence, in two lines that fit the panel
+_HEAD, _TAIL = MISMATCH_NOTICE.split(". ")[0].split(": ", 1)
+MISMATCH_LINES = (f"{_HEAD}:", f"{_TAIL}.")
 NOTICE_BG: RGB = (139, 26, 26)
 CAPTION: RGB = (235, 235, 235)
 CAPTION_MUTED: RGB = (150, 150, 150)

@@ -19,14 +19,13 @@ plus a [B, d] add per group.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from mammo_sae.sae import fast
-from mammo_sae.sae.arch_config import check_positive
 from mammo_sae.sae.base import LossParts, batch_stats
 from mammo_sae.sae.errors import SAEError
 from mammo_sae.sae.registry import register
@@ -72,9 +71,9 @@ class MatryoshkaConfig(BatchTopKConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._set("group_sizes", parse_group_sizes(self.group_sizes, self.d_sae))
-        for size in self.group_sizes:
-            check_positive("group size", size, integer=True)
+        self._set(
+            "group_sizes", parse_group_sizes(self.group_sizes, self.d_sae)
+        )  # positive, summing to d_sae
 
     def hparams(self) -> dict[str, Any]:
         return {**super().hparams(), "group_sizes": list(self.group_sizes)}
@@ -154,7 +153,7 @@ def _group_codes(code: fast.SparseCode, widths: Sequence[int]) -> list[fast.Spar
 def nested_code_step(
     sae: MatryoshkaSAE,
     x_bd: torch.Tensor,
-    select: Any,
+    select: Callable[[torch.Tensor], fast.SparseCode],
     dead_mask_s: torch.Tensor | None,
 ) -> tuple[LossParts, fast.SparseCode]:
     """Loss and gradients of the Matryoshka loss without autograd (see the module docstring)."""

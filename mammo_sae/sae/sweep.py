@@ -107,7 +107,7 @@ def train_sweep(config: TrainConfig, context: DistContext | None = None) -> dict
     for trainer in trainers:
         trainer.begin()
     with lead.progress_bar(f"sweep {name} x{len(trainers)}") as bar:
-        while not lead._finished():
+        while not lead.finished():
             completed = True
             for batch in lead.stream:
                 for trainer in trainers:
@@ -117,7 +117,7 @@ def train_sweep(config: TrainConfig, context: DistContext | None = None) -> dict
                     break
             if completed:
                 for trainer in trainers:
-                    trainer._end_of_epoch()
+                    trainer.end_of_epoch()
     summaries = [trainer.complete() for trainer in trainers]
     index = {
         "knob": name,

@@ -371,14 +371,14 @@ class Trainer:
 
     # --- the run ----------------------------------------------------------------------------------------
 
-    def _finished(self) -> bool:
+    def finished(self) -> bool:
         return self.stream.epoch >= self.config.epochs or self.step >= self.total_steps
 
     def fit(self) -> dict[str, Any]:
         """Train to the configured epochs / steps, then evaluate and save; returns the JSON summary."""
         self.begin()
         with self.progress_bar("train sae") as bar:
-            while not self._finished():
+            while not self.finished():
                 completed = True
                 for batch in self.stream:
                     self.after_step(self.train_step(batch), bar)
@@ -386,7 +386,7 @@ class Trainer:
                         completed = False
                         break
                 if completed:
-                    self._end_of_epoch()
+                    self.end_of_epoch()
         return self.complete()
 
     # --- the steps of fit (a sweep drives several trainers through them on the same batches) ------------
@@ -455,7 +455,7 @@ class Trainer:
         )
         return result
 
-    def _end_of_epoch(self) -> None:
+    def end_of_epoch(self) -> None:
         epoch = self.stream.epoch  # epochs completed
         if self.sae.resamples_dead_latents and resample_due(epoch, self.config):
             report = self.resample()

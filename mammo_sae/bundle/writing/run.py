@@ -134,13 +134,14 @@ def analyze(config: AnalyzeConfig) -> dict[str, Any]:
         else FramePolicy.resolve(config.frames, score_index, inputs.frame_size)
     )
     same_split = config.score_split == config.split and config.score_data is None and source is None
-    score_records, score_missing = (
-        (records, missing)
-        if same_split
-        else ([], {})
-        if source is not None
-        else split_records(score_index, config.score_split, config.limit, score_frames)
-    )
+    if same_split:
+        score_records, score_missing = records, missing
+    elif source is not None:  # the score bundle's scores: no score split is read
+        score_records, score_missing = [], {}
+    else:
+        score_records, score_missing = split_records(
+            score_index, config.score_split, config.limit, score_frames
+        )
     out.mkdir(parents=True, exist_ok=True)
     fingerprints = fingerprints_of(config, inputs, out, source)
     run_id = run_identity(config, fingerprints)
